@@ -1,0 +1,208 @@
+// The one undici layer: dispatchers (TLS, timeouts, redirects), a request call that states the
+// statuses it accepts, and capped body readers. Engines never call undici directly.
+import { rootCertificates } from "node:tls";
+import type { Readable } from "node:stream";
+import { Agent, interceptors, request, type Dispatcher } from "undici";
+import { capBody, HttpStatusError, ImageyardError, isRetryableNetworkError, isRetryableStatus, redactUrl, type ErrorCode } from "./errors";
+
+export interface TlsOptions {
+  /** Extra CA certificates (PEM), trusted in addition to the system roots. */
+  ca?: string[];
+  /** Skip certificate verification (explicit opt-in per registry or endpoint). */
+  insecure?: boolean;
+  /** Client certificate and key (PEM), for mutual TLS. */
+  cert?: string;
+  key?: string;
+}
+
+export interface DispatcherOptions {
+  tls?: TlsOptions;
+  /** Connections per origin. */
+  connections?: number;
+  connectTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  /** Longest silence while a body streams. */
+  bodyTimeoutMs?: number;
+  maxRedirections?: number;
+}
+
+export function createDispatcher(opts: DispatcherOptions = {}): Dispatcher {
+  const tls = opts.tls ?? {};
+  const connect: Record<string, unknown> = { timeout: opts.connectTimeoutMs ?? 15_000 };
+  if (tls.ca && tls.ca.length > 0) connect.ca = [...rootCertificates, ...tls.ca];
+  if (tls.insecure) connect.rejectUnauthorized = false;
+  if (tls.cert) connect.cert = tls.cert;
+  if (tls.key) connect.key = tls.key;
+  const agent = new Agent({
+    connections: opts.connections ?? 8,
+    headersTimeout: opts.headersTimeoutMs ?? 120_000,
+    bodyTimeout: opts.bodyTimeoutMs ?? 300_000,
+    keepAliveTimeout: 10_000,
+    connect,
+  });
+  return agent.compose(interceptors.redirect({ maxRedirections: opts.maxRedirections ?? 5 }));
+}
+
+let shared: Dispatcher | undefined;
+/** A process-wide default dispatcher for calls that need no TLS options of their own. */
+export function defaultDispatcher(): Dispatcher {
+  shared ??= createDispatcher();
+  return shared;
+}
+
+export type HttpBody = string | Buffer | Uint8Array | Readable | null;
+
+export interface HttpRequest {
+  method: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+  url: string;
+  headers?: Record<string, string>;
+  body?: HttpBody;
+  /** Statuses this call accepts; anything else throws. */
+  ok: readonly number[];
+  /** What the call does, for error messages: "pull 127.0.0.1:5001/library/alpine". */
+  operation: string;
+  dispatcher?: Dispatcher;
+  signal?: AbortSignal;
+  /** Turns an unaccepted status into a typed error; the default gives HTTP_ERROR. */
+  mapError?: (res: HttpErrorContext) => ImageyardError;
+}
+
+export interface HttpErrorContext {
+  request: HttpRequest;
+  status: number;
+  headers: HttpHeaders;
+  /** Capped, whitespace-folded body text. */
+  body: string;
+  retryAfterMs: number | undefined;
+}
+
+export type HttpHeaders = Record<string, string | string[] | undefined>;
+
+export interface HttpResponse {
+  status: number;
+  headers: HttpHeaders;
+  body: Dispatcher.ResponseData<unknown>["body"];
+}
+
+/** Sends one request; returns the response only when its status is in `ok`. */
+export async function send(req: HttpRequest): Promise<HttpResponse> {
+  let res: Dispatcher.ResponseData<unknown>;
+  try {
+    res = await request(req.url, {
+      method: req.method,
+      headers: req.headers,
+      body: req.body ?? null,
+      dispatcher: req.dispatcher ?? defaultDispatcher(),
+      signal: req.signal,
+    } as Parameters<typeof request>[1]);
+  } catch (e) {
+    throw networkError(req, e);
+  }
+  if (req.ok.includes(res.statusCode)) return { status: res.statusCode, headers: res.headers, body: res.body };
+  const text = req.method === "HEAD" ? "" : await readCapped(res.body, 64 * 1024).catch(() => "");
+  const ctx: HttpErrorContext = {
+    request: req,
+    status: res.statusCode,
+    headers: res.headers,
+    body: capBody(text),
+    retryAfterMs: parseRetryAfter(header(res.headers, "retry-after")),
+  };
+  throw (req.mapError ?? defaultHttpError)(ctx);
+}
+
+export function defaultHttpError(ctx: HttpErrorContext, code: ErrorCode = "HTTP_ERROR", hint = ""): HttpStatusError {
+  const { request: req, status } = ctx;
+  const detail = ctx.body ? `: ${ctx.body}` : "";
+  return new HttpStatusError(
+    code,
+    `${req.operation}: ${req.method} ${redactUrl(req.url)} answered ${status}${detail}${hint ? `. ${hint}` : ""}`,
+    req.method,
+    req.url,
+    { status, body: ctx.body, retryable: isRetryableStatus(status), retryAfterMs: ctx.retryAfterMs },
+  );
+}
+
+function networkError(req: HttpRequest, e: unknown): ImageyardError {
+  if (e instanceof ImageyardError) return e;
+  const err = e as { name?: string; code?: string; message?: string };
+  if (err?.name === "AbortError" || req.signal?.aborted) {
+    return new ImageyardError("CANCELLED", `${req.operation}: cancelled`, { cause: e });
+  }
+  const host = safeHost(req.url);
+  const code = err?.code ? ` (${err.code})` : "";
+  return new ImageyardError(
+    err?.code?.includes("TIMEOUT") ? "TIMEOUT" : "NETWORK_ERROR",
+    `${req.operation}: cannot reach ${host}${code}: ${err?.message ?? String(e)}. Check that the endpoint is up and the address is right.`,
+    { cause: e, retryable: isRetryableNetworkError(e) },
+  );
+}
+
+function safeHost(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+}
+
+export function header(headers: HttpHeaders, name: string): string | undefined {
+  const v = headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Retry-After is either delta-seconds or an HTTP date. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const secs = Number(value);
+  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** Reads at most `max` bytes of text, discarding the rest. */
+export async function readCapped(body: AsyncIterable<Buffer | Uint8Array>, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    if (n < max) {
+      const b = Buffer.from(chunk);
+      chunks.push(b.subarray(0, max - n));
+      n += b.length;
+    }
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** Reads a small body whole (manifests, JSON documents); refuses anything over `max`. */
+export async function readBytes(res: HttpResponse, max: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of res.body) {
+    const b = Buffer.from(chunk);
+    n += b.length;
+    if (n > max) {
+      res.body.destroy();
+      throw new ImageyardError("INVALID_INPUT", `${what}: response is larger than ${max} bytes; refusing to buffer it`);
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}
+
+export async function readJson<T>(res: HttpResponse, what: string, max = 4 * 1024 * 1024): Promise<T> {
+  const buf = await readBytes(res, max, what);
+  try {
+    return JSON.parse(buf.toString("utf8")) as T;
+  } catch (e) {
+    throw new ImageyardError("HTTP_ERROR", `${what}: response is not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}
+
+/** Discards a body so the connection can be reused. */
+export async function drain(res: HttpResponse): Promise<void> {
+  try {
+    await res.body.dump();
+  } catch {
+    /* the socket is closed either way */
+  }
+}

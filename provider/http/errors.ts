@@ -1,0 +1,131 @@
+// One error family for every engine. Branded the undici way: a serialized dynamic provider
+// may load its own copy of this module, and `instanceof` must still hold across copies.
+
+const kImageyardError = Symbol.for("imageyard.error");
+
+export type ErrorCode =
+  | "INVALID_INPUT"
+  | "HTTP_ERROR"
+  | "NETWORK_ERROR"
+  | "TIMEOUT"
+  | "REGISTRY_UNAUTHORIZED"
+  | "REGISTRY_DENIED"
+  | "MANIFEST_UNKNOWN"
+  | "MANIFEST_INVALID"
+  | "BLOB_UNKNOWN"
+  | "NAME_UNKNOWN"
+  | "UNSUPPORTED"
+  | "DIGEST_MISMATCH"
+  | "SIZE_MISMATCH"
+  | "CHECKSUM_MISMATCH"
+  | "KEYSTONE_UNAUTHORIZED"
+  | "GLANCE_ERROR"
+  | "GLANCE_IMPORT_FAILED"
+  | "GLANCE_PROTECTED"
+  | "QEMU_FAILED"
+  | "UNSAFE_IMAGE"
+  | "NO_SPACE"
+  | "NODE_PULL_FAILED"
+  | "CANCELLED";
+
+export interface ImageyardErrorOptions {
+  retryable?: boolean;
+  cause?: unknown;
+  status?: number;
+  /** Response body, capped; never holds credentials. */
+  body?: string;
+  /** Server-requested wait before a retry (Retry-After), in ms. */
+  retryAfterMs?: number;
+}
+
+export class ImageyardError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly status: number | undefined;
+  readonly body: string | undefined;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: ImageyardErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "ImageyardError";
+    this.code = code;
+    this.retryable = opts.retryable ?? false;
+    this.status = opts.status;
+    this.body = opts.body;
+    this.retryAfterMs = opts.retryAfterMs;
+  }
+
+  get [kImageyardError](): true {
+    return true;
+  }
+
+  static override [Symbol.hasInstance](instance: unknown): boolean {
+    return typeof instance === "object" && instance !== null && (instance as Record<symbol, unknown>)[kImageyardError] === true;
+  }
+}
+
+/** An HTTP status outside the ones a call accepts. */
+export class HttpStatusError extends ImageyardError {
+  readonly method: string;
+  readonly url: string;
+  constructor(code: ErrorCode, message: string, method: string, url: string, opts: ImageyardErrorOptions = {}) {
+    super(code, message, opts);
+    this.name = "HttpStatusError";
+    this.method = method;
+    this.url = redactUrl(url);
+  }
+}
+
+export function isImageyardError(e: unknown, code?: ErrorCode): e is ImageyardError {
+  return e instanceof ImageyardError && (code === undefined || (e as ImageyardError).code === code);
+}
+
+/** Statuses worth another try on an idempotent request. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
+}
+
+const SENSITIVE_QUERY = /^(x-amz-|x-goog-|sig|signature|token|access_token|_state|se$|sp$|sv$|st$)/i;
+
+/** Drops user info and signed query values so a URL can go into a message or a log. */
+export function redactUrl(raw: string): string {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return raw.replace(/\/\/[^/@]*@/, "//");
+  }
+  u.username = "";
+  u.password = "";
+  for (const key of [...u.searchParams.keys()]) {
+    if (SENSITIVE_QUERY.test(key)) u.searchParams.set(key, "REDACTED");
+  }
+  return u.toString();
+}
+
+/** Caps and strips a response body for an error message. */
+export function capBody(body: string, max = 512): string {
+  const clean = body.replace(/<br\s*\/?>/gi, " ").replace(/\s+/g, " ").trim();
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
+/** Network-level failures (reset, refused, timeout) that a retry may cure. */
+export function isRetryableNetworkError(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return (
+    typeof code === "string" &&
+    [
+      "ECONNRESET",
+      "ECONNREFUSED",
+      "EPIPE",
+      "ETIMEDOUT",
+      "ENOTFOUND",
+      "EAI_AGAIN",
+      "UND_ERR_SOCKET",
+      "UND_ERR_CONNECT_TIMEOUT",
+      "UND_ERR_HEADERS_TIMEOUT",
+      "UND_ERR_BODY_TIMEOUT",
+      "UND_ERR_CLOSED",
+    ].includes(code)
+  );
+}

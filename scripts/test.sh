@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds, then runs unit, integration (real
+# registries, Keystone + Glance on 127.0.0.1) and end-to-end (real pulumi CLI) tests.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+"$IY_ROOT/scripts/bootstrap.sh"
+cd "$IY_ROOT"
+exec vitest run "$@"
