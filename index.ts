@@ -1,0 +1,3 @@
+// imageyard's public API: the resources, their argument types, and the error family.
+export * from "./provider/resources/mirroredImage";
+export { ImageyardError, isImageyardError, type ErrorCode } from "./provider/http/errors";
