@@ -1,3 +1,2 @@
-// imageyard's public API: the resources, their argument types, and the error family.
-export * from "./provider/resources/mirroredImage";
+// imageyard public API: the resources, their argument types, and the error family.
 export { ImageyardError, isImageyardError, type ErrorCode } from "./provider/http/errors";
