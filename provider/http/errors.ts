@@ -15,6 +15,8 @@ export type ErrorCode =
   | "BLOB_UNKNOWN"
   | "NAME_UNKNOWN"
   | "UNSUPPORTED"
+  | "TOO_MANY_REQUESTS"
+  | "TLS_ERROR"
   | "DIGEST_MISMATCH"
   | "SIZE_MISMATCH"
   | "CHECKSUM_MISMATCH"

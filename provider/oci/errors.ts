@@ -1,0 +1,117 @@
+// Distribution error bodies ({"errors":[{"code":"MANIFEST_UNKNOWN",…}]}) and bare statuses mapped
+// onto ImageyardError codes, with messages a person can act on.
+import { HttpStatusError, isRetryableStatus, type ErrorCode } from "../http/errors";
+import type { HttpErrorContext } from "../http/client";
+
+export class RegistryError extends HttpStatusError {
+  /** The distribution spec code, when the registry sent one ("MANIFEST_UNKNOWN"). */
+  readonly specCode: string | undefined;
+  constructor(code: ErrorCode, message: string, ctx: HttpErrorContext, specCode: string | undefined, retryable: boolean) {
+    super(code, message, ctx.request.method, ctx.request.url, { status: ctx.status, body: ctx.body, retryable, retryAfterMs: ctx.retryAfterMs });
+    this.name = "RegistryError";
+    this.specCode = specCode;
+  }
+}
+
+/** What a registry call was doing, for messages: "pull 127.0.0.1:5001/team/app:v9". */
+export interface RegistryTarget {
+  operation: string;
+  /** registry/repo[:tag|@digest] */
+  target: string;
+  registry: string;
+  /** What the call addressed when the status alone says "not found". */
+  object: "manifest" | "blob" | "upload" | "repository" | "tags" | "referrers" | "registry";
+  /** Where the credentials came from, for auth messages: "targetAuth", "/root/.docker/config.json". */
+  credentialsHint: string;
+  /** Whether any credentials were sent. */
+  hadCredentials: boolean;
+}
+
+interface SpecError {
+  code?: unknown;
+  message?: unknown;
+}
+
+/** The first spec error code and message in a body, if the body is the distribution JSON shape. */
+export function parseErrorBody(body: string): { code?: string; message?: string } {
+  try {
+    const doc = JSON.parse(body) as { errors?: SpecError[] };
+    const first = Array.isArray(doc?.errors) ? doc.errors[0] : undefined;
+    const out: { code?: string; message?: string } = {};
+    if (typeof first?.code === "string") out.code = first.code.toUpperCase();
+    if (typeof first?.message === "string") out.message = first.message;
+    return out;
+  } catch {
+    return {};
+  }
+}
+
+interface Mapping {
+  code: ErrorCode;
+  what: string;
+  hint: string;
+  retryable?: boolean;
+}
+
+function byStatus(status: number, t: RegistryTarget): Mapping {
+  if (status === 401) return unauthorized(t);
+  if (status === 403) return denied(t);
+  if (status === 404) {
+    if (t.object === "manifest") return { code: "MANIFEST_UNKNOWN", what: "manifest not found", hint: "Check the tag and repository name" };
+    if (t.object === "blob") return { code: "BLOB_UNKNOWN", what: "blob not found", hint: "The registry no longer holds a blob the manifest names; check the source image" };
+    if (t.object === "upload") return { code: "BLOB_UNKNOWN", what: "upload session not found", hint: "The registry dropped the upload; run again to start a new one" };
+    if (t.object === "referrers") return { code: "UNSUPPORTED", what: "the registry has no referrers API", hint: "Use a registry that implements OCI distribution 1.1, or skip referrers" };
+    return { code: "NAME_UNKNOWN", what: "repository not found", hint: "Check the repository name" };
+  }
+  if (status === 405) return { code: "UNSUPPORTED", what: "the registry does not support this operation", hint: "Enable it on the registry (e.g. storage.delete.enabled for deletes) or skip it" };
+  if (status === 429) return tooMany();
+  if (status === 416) return { code: "HTTP_ERROR", what: "the registry rejected the byte range", hint: "Restart the transfer from the beginning" };
+  if (status >= 500) return { code: "HTTP_ERROR", what: "the registry failed", hint: "Retry later; check the registry's logs if it persists", retryable: true };
+  return { code: "HTTP_ERROR", what: "unexpected answer", hint: "Check the registry address and its logs" };
+}
+
+function unauthorized(t: RegistryTarget): Mapping {
+  return t.hadCredentials
+    ? { code: "REGISTRY_UNAUTHORIZED", what: "registry refused the credentials", hint: `Check ${t.credentialsHint} for ${t.registry}` }
+    : { code: "REGISTRY_UNAUTHORIZED", what: "registry requires credentials and none were given", hint: `Set ${t.credentialsHint} for ${t.registry} (or log in with docker login ${t.registry})` };
+}
+
+function denied(t: RegistryTarget): Mapping {
+  return {
+    code: "REGISTRY_DENIED",
+    what: "registry denied access",
+    hint: t.hadCredentials ? `Check that the account in ${t.credentialsHint} for ${t.registry} may ${t.operation} this repository` : `Set ${t.credentialsHint} for ${t.registry}`,
+  };
+}
+
+function tooMany(): Mapping {
+  return { code: "TOO_MANY_REQUESTS", what: "the registry is rate-limiting requests", hint: "Wait and retry, or authenticate to get a higher limit", retryable: true };
+}
+
+const BY_SPEC_CODE: Record<string, (t: RegistryTarget) => Mapping> = {
+  MANIFEST_UNKNOWN: () => ({ code: "MANIFEST_UNKNOWN", what: "manifest not found", hint: "Check the tag and repository name" }),
+  BLOB_UNKNOWN: (t) => byStatus(404, { ...t, object: "blob" }),
+  BLOB_UPLOAD_UNKNOWN: (t) => byStatus(404, { ...t, object: "upload" }),
+  BLOB_UPLOAD_INVALID: () => ({ code: "HTTP_ERROR", what: "the registry rejected the upload", hint: "Run again to start a new upload" }),
+  NAME_UNKNOWN: () => ({ code: "NAME_UNKNOWN", what: "repository not found", hint: "Check the repository name" }),
+  NAME_INVALID: () => ({ code: "INVALID_INPUT", what: "invalid repository name", hint: "Use lowercase letters, digits and separators ('.', '_', '-', '/')" }),
+  TAG_INVALID: () => ({ code: "INVALID_INPUT", what: "invalid tag", hint: "Use letters, digits, '_', '.' and '-' (at most 128)" }),
+  MANIFEST_INVALID: () => ({ code: "MANIFEST_INVALID", what: "the registry rejected the manifest", hint: "Check that Content-Type equals the manifest's mediaType and the document is valid" }),
+  MANIFEST_UNVERIFIED: () => ({ code: "MANIFEST_INVALID", what: "the registry could not verify the manifest", hint: "Check the manifest signature" }),
+  MANIFEST_BLOB_UNKNOWN: () => ({ code: "MANIFEST_INVALID", what: "the manifest refers to blobs or manifests the repository lacks", hint: "Push every blob and child manifest before the manifest that names them" }),
+  DIGEST_INVALID: () => ({ code: "DIGEST_MISMATCH", what: "the uploaded content does not match its digest", hint: "The data changed in transit; run again" }),
+  SIZE_INVALID: () => ({ code: "SIZE_MISMATCH", what: "the uploaded content does not match its declared size", hint: "Run again" }),
+  UNAUTHORIZED: unauthorized,
+  DENIED: denied,
+  UNSUPPORTED: () => ({ code: "UNSUPPORTED", what: "the registry does not support this operation", hint: "Enable it on the registry or skip it" }),
+  TOOMANYREQUESTS: tooMany,
+};
+
+/** Maps an unaccepted response onto a typed error with a message in the project's shape. */
+export function registryError(ctx: HttpErrorContext, t: RegistryTarget): RegistryError {
+  const spec = parseErrorBody(ctx.body);
+  const m = (spec.code && ctx.status !== 401 && ctx.status !== 403 ? BY_SPEC_CODE[spec.code]?.(t) : undefined) ?? byStatus(ctx.status, t);
+  const label = spec.code ? `${ctx.status} ${spec.code}` : `${ctx.status}`;
+  const retryable = m.retryable ?? isRetryableStatus(ctx.status);
+  return new RegistryError(m.code, `${t.operation} ${t.target}: ${m.what} (${label}). ${m.hint}.`, ctx, spec.code, retryable);
+}

@@ -1,0 +1,563 @@
+// RegistryClient: one method per distribution endpoint, each stating the statuses it accepts.
+// Auth is challenge-driven (auth.ts), retries cover idempotent calls only, and blob bodies stream.
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import type { Dispatcher } from "undici";
+import { createDispatcher, defaultDispatcher, drain, header, readBytes, send, type HttpBody, type HttpRequest, type HttpResponse, type TlsOptions } from "../http/client";
+import { ImageyardError } from "../http/errors";
+import { DEFAULT_RETRY, withRetry, type RetryPolicy } from "../http/retry";
+import { Authenticator, repositoryScope, type Credentials, type ResolvedCredentials } from "./auth";
+import { lookupCredentials } from "./dockerconfig";
+import { registryError, type RegistryTarget } from "./errors";
+import { parseManifest, type Descriptor } from "./manifest";
+import { baseMediaType, MANIFEST_ACCEPT, OCI_INDEX } from "./media";
+import { apiHost, isLoopbackRegistry } from "./reference";
+
+export type { Credentials } from "./auth";
+
+export interface RegistryOptions {
+  /** Explicit credentials; otherwise the docker config lookup unless `dockerConfig` is false. */
+  credentials?: Credentials;
+  /** Path to a config.json/auth.json; default: REGISTRY_AUTH_FILE, containers auth.json, $DOCKER_CONFIG or ~/.docker. */
+  dockerConfig?: string | false;
+  tls?: TlsOptions;
+  /** skopeo/docker style: *.crt are CAs, *.cert + *.key a client certificate. */
+  certDir?: string;
+  /** Default https; loopback hosts and insecure TLS try https, then fall back to http. */
+  scheme?: "https" | "http";
+  dispatcher?: Dispatcher;
+  signal?: AbortSignal;
+  retry?: RetryPolicy;
+  /** Called after every response (auth token requests included); benches count requests. */
+  onRequest?: (method: string, url: string, status: number) => void;
+  /** The input named in auth errors ("targetAuth"); default "the credentials". */
+  credentialsInput?: string;
+}
+
+export interface ManifestInfo {
+  digest: string;
+  mediaType: string;
+  size: number;
+}
+
+export interface ManifestResponse extends ManifestInfo {
+  bytes: Buffer;
+}
+
+export interface BlobStream {
+  body: Readable;
+  /** Full size of the blob. */
+  size: number;
+  /** Where `body` starts: the requested offset on 206, 0 when the registry ignored Range. */
+  offset: number;
+}
+
+export interface UploadSession {
+  /** Absolute URL of the newest Location (holds the registry's opaque upload state). */
+  location: string;
+  repo: string;
+  /** Bytes the registry holds, as last reported. */
+  offset: number;
+}
+
+export type UploadStart = { mounted: true } | { mounted: false; session: UploadSession };
+
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_TAG_PAGES = 1000;
+
+type Scheme = "https" | "http";
+/** What "try https, then http" settled on per registry, so only the first call probes. */
+const schemeCache = new Map<string, Scheme>();
+const dispatcherCache = new Map<string, Dispatcher>();
+
+interface Call {
+  method: HttpRequest["method"];
+  /** "/v2/…" on the registry, or an absolute upload URL. */
+  path: string;
+  headers?: Record<string, string>;
+  body?: HttpBody;
+  ok: number[];
+  operation: string;
+  target: string;
+  object: RegistryTarget["object"];
+  scopes: string[];
+  /** Whether a failed attempt may be repeated: true for idempotent calls with replayable bodies. */
+  retry: boolean;
+}
+
+export class RegistryClient {
+  readonly registry: string;
+  /** Host serving the API (docker.io → registry-1.docker.io). */
+  readonly host: string;
+  private readonly dispatcher: Dispatcher;
+  private readonly auth: Authenticator;
+  private readonly retry: RetryPolicy;
+  private readonly fixedScheme: Scheme | undefined;
+
+  constructor(registry: string, private readonly opts: RegistryOptions = {}) {
+    this.registry = registry;
+    this.host = apiHost(registry);
+    this.retry = opts.retry ?? DEFAULT_RETRY;
+    const tls = tlsOptions(opts);
+    this.dispatcher = opts.dispatcher ?? sharedDispatcher(tls);
+    const autoScheme = opts.scheme === undefined && (isLoopbackRegistry(this.host) || tls?.insecure === true);
+    this.fixedScheme = opts.scheme ?? (autoScheme ? undefined : "https");
+    const hint = opts.credentialsInput ?? "the credentials";
+    this.auth = new Authenticator({
+      origin: this.host,
+      registry,
+      credentialsHint: hint,
+      credentials: () => resolveCredentials(registry, opts, hint),
+      dispatcher: this.dispatcher,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onRequest ? { onRequest: opts.onRequest } : {}),
+    });
+  }
+
+  // Manifests -------------------------------------------------------------------------------
+
+  /** Digest, media type and size of a manifest; undefined when the registry does not have it. */
+  async headManifest(repo: string, reference: string): Promise<ManifestInfo | undefined> {
+    const res = await this.call({ ...this.manifestCall(repo, reference, "inspect", ["pull"]), method: "HEAD", ok: [200, 404], headers: { accept: MANIFEST_ACCEPT } });
+    await drain(res);
+    if (res.status === 404) return undefined;
+    const digest = header(res.headers, "docker-content-digest") ?? (reference.includes(":") ? reference : undefined);
+    const mediaType = baseMediaType(header(res.headers, "content-type"));
+    const size = Number(header(res.headers, "content-length"));
+    if (!digest || !Number.isFinite(size)) {
+      // Some registries omit the digest on HEAD; the body is small, so GET it once.
+      const m = await this.getManifest(repo, reference);
+      return { digest: m.digest, mediaType: m.mediaType, size: m.bytes.length };
+    }
+    return { digest, mediaType, size };
+  }
+
+  /** The manifest bytes, verified: by digest they must hash to it; by tag to Docker-Content-Digest. */
+  async getManifest(repo: string, reference: string): Promise<ManifestResponse> {
+    const c = this.manifestCall(repo, reference, "pull", ["pull"]);
+    const { bytes, res } = await this.withAttempts(c, async () => {
+      const res = await this.once({ ...c, method: "GET", ok: [200], headers: { accept: MANIFEST_ACCEPT } });
+      return { res, bytes: await readBytes(res, MAX_MANIFEST_BYTES, `${c.operation} ${c.target}`) };
+    });
+    const claimed = isDigest(reference) ? reference : header(res.headers, "docker-content-digest");
+    const digest = claimed ? verifyDigest(bytes, claimed, `${c.operation} ${c.target}`) : computeDigest("sha256", bytes);
+    let mediaType = baseMediaType(header(res.headers, "content-type"));
+    if (!mediaType || mediaType === "application/json" || mediaType === "application/octet-stream") {
+      mediaType = parseManifest(bytes, undefined, `${c.target}`).mediaType;
+    }
+    return { bytes, digest, mediaType, size: bytes.length };
+  }
+
+  /** Stores a manifest under a tag or its digest; returns its digest. */
+  async putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
+    const c = this.manifestCall(repo, reference, "push", ["pull", "push"]);
+    const local = computeDigest("sha256", bytes);
+    if (isDigest(reference)) verifyDigest(bytes, reference, `${c.operation} ${c.target}`);
+    const res = await this.call({ ...c, method: "PUT", ok: [200, 201, 202], body: bytes, headers: { "content-type": mediaType, "content-length": String(bytes.length) } });
+    await drain(res);
+    const answered = header(res.headers, "docker-content-digest");
+    if (answered && answered.startsWith("sha256:") && answered !== local) {
+      throw new ImageyardError("DIGEST_MISMATCH", `${c.operation} ${c.target}: the registry stored the manifest as ${answered}, expected ${local} (DIGEST_MISMATCH). The registry rewrote the manifest; use a registry that stores manifests verbatim.`);
+    }
+    return local;
+  }
+
+  /** Deletes a manifest by digest (every tag on it goes too). False when it was not there. */
+  async deleteManifest(repo: string, digest: string): Promise<boolean> {
+    const res = await this.call({ ...this.manifestCall(repo, digest, "delete", ["delete"]), method: "DELETE", ok: [200, 202, 404] });
+    await drain(res);
+    return res.status !== 404;
+  }
+
+  /** OCI 1.1 tag deletion; distribution 2.8 answers 400/405 UNSUPPORTED. */
+  async deleteTag(repo: string, tag: string): Promise<"deleted" | "unsupported"> {
+    const res = await this.call({ ...this.manifestCall(repo, tag, "delete", ["delete"]), method: "DELETE", ok: [200, 202, 400, 405] });
+    await drain(res);
+    return res.status === 400 || res.status === 405 ? "unsupported" : "deleted";
+  }
+
+  // Blobs -----------------------------------------------------------------------------------
+
+  /** The blob's size, or undefined when the repository does not have it. */
+  async headBlob(repo: string, digest: string): Promise<number | undefined> {
+    const res = await this.call({ ...this.blobCall(repo, digest, "inspect", ["pull"]), method: "HEAD", ok: [200, 404] });
+    await drain(res);
+    if (res.status === 404) return undefined;
+    const size = Number(header(res.headers, "content-length"));
+    return Number.isFinite(size) ? size : undefined;
+  }
+
+  /** Streams a blob; `offset` asks for the rest of a partly-read blob (206). The caller verifies. */
+  async getBlob(repo: string, digest: string, opts: { offset?: number } = {}): Promise<BlobStream> {
+    const offset = opts.offset ?? 0;
+    const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+    const res = await this.call({ ...this.blobCall(repo, digest, "pull", ["pull"]), method: "GET", ok: [200, 206], headers });
+    const range = /bytes\s+(\d+)-(\d+)\/(\d+)/.exec(header(res.headers, "content-range") ?? "");
+    if (res.status === 206 && range) return { body: res.body, offset: Number(range[1]), size: Number(range[3]) };
+    const size = Number(header(res.headers, "content-length"));
+    return { body: res.body, offset: 0, size: Number.isFinite(size) ? size : -1 };
+  }
+
+  /** Cross-repository mount: true when mounted (201); a 202 session is cancelled and false returned. */
+  async mountBlob(repo: string, digest: string, fromRepo: string): Promise<boolean> {
+    const r = await this.initiateUpload(repo, { digest, from: fromRepo });
+    if (r.mounted) return true;
+    await this.cancelUpload(r.session);
+    return false;
+  }
+
+  /** POST to start an upload, optionally trying a mount first; the 202 session is usable either way. */
+  async initiateUpload(repo: string, mount?: { digest: string; from: string }): Promise<UploadStart> {
+    const q = mount ? `?mount=${encodeURIComponent(mount.digest)}&from=${encodeURIComponent(mount.from)}` : "";
+    const scopes = [repositoryScope(repo, ["pull", "push"])];
+    if (mount && mount.from !== repo) scopes.push(repositoryScope(mount.from, ["pull"]));
+    const res = await this.call({
+      method: "POST",
+      path: `/v2/${repo}/blobs/uploads/${q}`,
+      ok: mount ? [201, 202] : [202],
+      headers: { "content-length": "0" },
+      operation: "push",
+      target: mount ? `${this.registry}/${repo}@${mount.digest}` : `${this.registry}/${repo}`,
+      object: "upload",
+      scopes,
+      // Starting a session twice only leaves an unused one behind; worth it against 429/503.
+      retry: true,
+    });
+    await drain(res);
+    if (res.status === 201) return { mounted: true };
+    return { mounted: false, session: { location: this.location(res, `/v2/${repo}/blobs/uploads/`), repo, offset: 0 } };
+  }
+
+  async startUpload(repo: string): Promise<UploadSession> {
+    const r = await this.initiateUpload(repo);
+    if (r.mounted) throw new ImageyardError("HTTP_ERROR", `push ${this.registry}/${repo}: the registry answered an upload start with 201 (no session). Check the registry.`);
+    return r.session;
+  }
+
+  /** Bytes the registry holds for this session (for resume). */
+  async uploadStatus(session: UploadSession): Promise<number> {
+    return (await this.uploadProgress(session)).offset;
+  }
+
+  /** The session as the registry sees it now: newest Location and the bytes it holds. */
+  async uploadProgress(session: UploadSession): Promise<UploadSession> {
+    const res = await this.call({ ...this.uploadCall(session), method: "GET", ok: [204, 200], retry: true });
+    await drain(res);
+    return { repo: session.repo, location: this.location(res, session.location), offset: rangeEnd(header(res.headers, "range")) ?? 0 };
+  }
+
+  /** Monolithic streaming PUT of a whole blob (201). */
+  async putBlob(session: UploadSession, digest: string, body: Readable, size: number): Promise<void> {
+    const res = await this.call({
+      ...this.uploadCall(session),
+      method: "PUT",
+      path: withQuery(session.location, "digest", digest),
+      ok: [201, 204],
+      body,
+      headers: { "content-type": "application/octet-stream", "content-length": String(size) },
+      target: `${this.registry}/${session.repo}@${digest}`,
+    });
+    await drain(res);
+  }
+
+  /** One PATCH of `size` bytes starting at `offset`; returns the session at its newest Location. */
+  async patchBlob(session: UploadSession, body: Readable, offset: number, size: number): Promise<UploadSession> {
+    const headers: Record<string, string> = { "content-type": "application/octet-stream", "content-length": String(size) };
+    if (size > 0) headers["content-range"] = `${offset}-${offset + size - 1}`;
+    const res = await this.call({ ...this.uploadCall(session), method: "PATCH", ok: [202, 204], body, headers });
+    await drain(res);
+    return { repo: session.repo, location: this.location(res, session.location), offset: (rangeEnd(header(res.headers, "range")) ?? offset + size) };
+  }
+
+  /** Finishes a chunked upload: empty PUT ?digest= (201). */
+  async commitBlob(session: UploadSession, digest: string): Promise<void> {
+    const res = await this.call({
+      ...this.uploadCall(session),
+      method: "PUT",
+      path: withQuery(session.location, "digest", digest),
+      ok: [201, 204],
+      headers: { "content-length": "0", "content-type": "application/octet-stream" },
+      body: null,
+      target: `${this.registry}/${session.repo}@${digest}`,
+    });
+    await drain(res);
+  }
+
+  async cancelUpload(session: UploadSession): Promise<void> {
+    const res = await this.call({ ...this.uploadCall(session), method: "DELETE", ok: [200, 202, 204, 404], retry: true });
+    await drain(res);
+  }
+
+  // Tags, referrers, ping -------------------------------------------------------------------
+
+  /** Every tag of a repository, following Link rel="next" when the registry paginates. */
+  async listTags(repo: string): Promise<string[]> {
+    const tags: string[] = [];
+    let path: string | undefined = `/v2/${repo}/tags/list`;
+    for (let page = 0; path && page < MAX_TAG_PAGES; page++) {
+      const c: Call = { method: "GET", path, ok: [200], operation: "list tags", target: `${this.registry}/${repo}`, object: "repository", scopes: [repositoryScope(repo, ["pull"])], retry: true };
+      const { doc, next } = await this.withAttempts(c, async () => {
+        const res = await this.once(c);
+        const body = await readBytes(res, 16 * 1024 * 1024, `list tags ${c.target}`);
+        return { doc: parseJson<{ tags?: string[] | null }>(body, `list tags ${c.target}`), next: nextLink(header(res.headers, "link")) };
+      });
+      tags.push(...(doc.tags ?? []));
+      path = next;
+    }
+    return tags;
+  }
+
+  /** OCI 1.1 referrers of a manifest; undefined when the registry has no referrers API (404). */
+  async referrers(repo: string, digest: string, artifactType?: string): Promise<Descriptor[] | undefined> {
+    const q = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : "";
+    const c: Call = { method: "GET", path: `/v2/${repo}/referrers/${digest}${q}`, ok: [200, 404], headers: { accept: OCI_INDEX }, operation: "list referrers", target: `${this.registry}/${repo}@${digest}`, object: "referrers", scopes: [repositoryScope(repo, ["pull"])], retry: true };
+    const out = await this.withAttempts(c, async () => {
+      const res = await this.once(c);
+      if (res.status === 404) {
+        await drain(res);
+        return undefined;
+      }
+      return readBytes(res, MAX_MANIFEST_BYTES, `${c.operation} ${c.target}`);
+    });
+    return out === undefined ? undefined : parseManifest(out, OCI_INDEX, `referrers of ${c.target}`).children;
+  }
+
+  /** GET /v2/ (authenticating if challenged); proves reachability, TLS and credentials. */
+  async ping(): Promise<void> {
+    const res = await this.call({ method: "GET", path: "/v2/", ok: [200], operation: "ping", target: this.registry, object: "registry", scopes: [], retry: true });
+    await drain(res);
+  }
+
+  // Plumbing --------------------------------------------------------------------------------
+
+  private manifestCall(repo: string, reference: string, operation: string, actions: string[]): Omit<Call, "method" | "ok"> {
+    return {
+      path: `/v2/${repo}/manifests/${reference}`,
+      operation,
+      target: `${this.registry}/${repo}${isDigest(reference) ? "@" : ":"}${reference}`,
+      object: "manifest",
+      scopes: [repositoryScope(repo, actions)],
+      retry: true,
+    };
+  }
+
+  private blobCall(repo: string, digest: string, operation: string, actions: string[]): Omit<Call, "method" | "ok"> {
+    return { path: `/v2/${repo}/blobs/${digest}`, operation, target: `${this.registry}/${repo}@${digest}`, object: "blob", scopes: [repositoryScope(repo, actions)], retry: true };
+  }
+
+  private uploadCall(session: UploadSession): Omit<Call, "method" | "ok"> {
+    return { path: session.location, operation: "push", target: `${this.registry}/${session.repo}`, object: "upload", scopes: [repositoryScope(session.repo, ["pull", "push"])], retry: false };
+  }
+
+  /** One call: retried as a whole when allowed. */
+  private call(c: Call): Promise<HttpResponse> {
+    return this.withAttempts(c, () => this.once(c));
+  }
+
+  private withAttempts<T>(c: Pick<Call, "retry" | "body">, fn: () => Promise<T>): Promise<T> {
+    const retry = c.retry && !isStream(c.body);
+    return retry ? withRetry(fn, this.retry, this.opts.signal ? { signal: this.opts.signal } : {}) : fn();
+  }
+
+  /** Sends once, answering one 401 challenge; settles the scheme on the first call. */
+  private async once(c: Call): Promise<HttpResponse> {
+    const replayable = !isStream(c.body);
+    const authorization = await this.auth.headerFor(c.scopes);
+    const first = await this.sendScheme(c, authorization, replayable);
+    if (first.status !== 401 || c.ok.includes(401)) return first;
+    await drain(first);
+    if (!replayable) throw this.mapped(c, first, 401);
+    const retried = await this.auth.onUnauthorized(first, c.scopes, authorization);
+    return this.sendScheme(c, retried, false);
+  }
+
+  private async sendScheme(c: Call, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
+    if (/^https?:\/\//.test(c.path)) return this.sendTo(c, c.path, authorization, expect401);
+    const known = this.fixedScheme ?? schemeCache.get(this.host);
+    if (known) return this.sendTo(c, `${known}://${this.host}${c.path}`, authorization, expect401);
+    // Loopback or insecure: https first, plain http if the server does not speak TLS.
+    try {
+      const res = await this.sendTo(c, `https://${this.host}${c.path}`, authorization, expect401);
+      schemeCache.set(this.host, "https");
+      return res;
+    } catch (e) {
+      if (!(e instanceof ImageyardError) || e.status !== undefined || e.code === "TLS_ERROR" || e.code === "CANCELLED" || isStream(c.body)) throw e;
+      const res = await this.sendTo(c, `http://${this.host}${c.path}`, authorization, expect401);
+      schemeCache.set(this.host, "http");
+      return res;
+    }
+  }
+
+  private async sendTo(c: Call, url: string, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
+    const headers: Record<string, string> = { ...c.headers };
+    if (authorization) headers.authorization = authorization;
+    const target: () => RegistryTarget = () => ({ operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...this.auth.describe() });
+    const req: HttpRequest = {
+      method: c.method,
+      url,
+      headers,
+      body: c.body ?? null,
+      ok: expect401 ? [...c.ok, 401] : c.ok,
+      operation: `${c.operation} ${c.target}`,
+      dispatcher: this.dispatcher,
+      mapError: (ctx) => registryError(ctx, target()),
+    };
+    if (this.opts.signal) req.signal = this.opts.signal;
+    try {
+      const res = await send(req);
+      this.opts.onRequest?.(c.method, stripQuery(url), res.status);
+      return res;
+    } catch (e) {
+      const status = (e as { status?: number }).status;
+      if (status !== undefined) this.opts.onRequest?.(c.method, stripQuery(url), status);
+      throw tlsError(e, c, this.registry) ?? e;
+    }
+  }
+
+  private mapped(c: Call, res: HttpResponse, status: number): ImageyardError {
+    const target: RegistryTarget = { operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...this.auth.describe() };
+    return registryError({ request: { method: c.method, url: c.path, ok: c.ok, operation: c.operation }, status, headers: res.headers, body: "", retryAfterMs: undefined }, target);
+  }
+
+  /** The newest Location, made absolute. */
+  private location(res: HttpResponse, base: string): string {
+    const loc = header(res.headers, "location");
+    if (!loc) throw new ImageyardError("HTTP_ERROR", `push ${this.registry}: the registry answered an upload call without a Location header. Check the registry.`);
+    const baseUrl = /^https?:\/\//.test(base) ? base : `${this.fixedScheme ?? schemeCache.get(this.host) ?? "https"}://${this.host}${base}`;
+    return new URL(loc, baseUrl).toString();
+  }
+}
+
+// Helpers -------------------------------------------------------------------------------------
+
+async function resolveCredentials(registry: string, opts: RegistryOptions, hint: string): Promise<ResolvedCredentials> {
+  if (opts.credentials) return { credentials: opts.credentials, source: hint };
+  if (opts.dockerConfig === false) return { credentials: undefined, source: hint };
+  const found = await lookupCredentials(registry, opts.dockerConfig ? { path: opts.dockerConfig } : {});
+  return found ?? { credentials: undefined, source: hint };
+}
+
+/** Explicit TLS options plus a certDir's CAs and client certificate. */
+export function tlsOptions(opts: RegistryOptions): TlsOptions | undefined {
+  if (!opts.tls && !opts.certDir) return undefined;
+  const tls: TlsOptions = { ...opts.tls, ca: [...(opts.tls?.ca ?? [])] };
+  if (opts.certDir) {
+    let names: string[];
+    try {
+      names = readdirSync(opts.certDir).sort();
+    } catch (e) {
+      throw new ImageyardError("INVALID_INPUT", `read certDir ${opts.certDir}: ${(e as Error).message}. Point certDir at a directory holding *.crt CA files.`, { cause: e });
+    }
+    for (const n of names) if (n.endsWith(".crt")) tls.ca!.push(readFileSync(join(opts.certDir, n), "utf8"));
+    const cert = names.find((n) => n.endsWith(".cert"));
+    if (cert && !tls.cert) {
+      const key = cert.replace(/\.cert$/, ".key");
+      if (!names.includes(key)) throw new ImageyardError("INVALID_INPUT", `read certDir ${opts.certDir}: ${cert} has no matching ${key}. Put the client key next to its certificate.`);
+      tls.cert = readFileSync(join(opts.certDir, cert), "utf8");
+      tls.key = readFileSync(join(opts.certDir, key), "utf8");
+    }
+  }
+  return tls;
+}
+
+function sharedDispatcher(tls: TlsOptions | undefined): Dispatcher {
+  if (!tls || (!tls.ca?.length && !tls.insecure && !tls.cert)) return defaultDispatcher();
+  const key = createHash("sha256").update(JSON.stringify(tls)).digest("hex");
+  let d = dispatcherCache.get(key);
+  if (!d) {
+    d = createDispatcher({ tls });
+    dispatcherCache.set(key, d);
+  }
+  return d;
+}
+
+const TLS_VERIFY_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_UNTRUSTED",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/** A certificate the client does not trust becomes TLS_ERROR, with what to do about it. */
+function tlsError(e: unknown, c: Call, registry: string): ImageyardError | undefined {
+  for (let cur = e as { code?: string; cause?: unknown } | undefined, depth = 0; cur && depth < 5; cur = cur.cause as typeof cur, depth++) {
+    if (typeof cur.code === "string" && TLS_VERIFY_CODES.has(cur.code)) {
+      return new ImageyardError(
+        "TLS_ERROR",
+        `${c.operation} ${c.target}: the registry's TLS certificate is not trusted (${cur.code}). Give the registry's CA (tls ca or certDir) for ${registry}, or set insecure for it explicitly.`,
+        { cause: e },
+      );
+    }
+  }
+  return undefined;
+}
+
+export function isDigest(reference: string): boolean {
+  return /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(reference);
+}
+
+export function computeDigest(algorithm: string, bytes: Buffer): string {
+  if (algorithm !== "sha256" && algorithm !== "sha512") {
+    throw new ImageyardError("UNSUPPORTED", `verify digest: algorithm ${algorithm} is not supported (UNSUPPORTED). Use sha256 or sha512 references.`);
+  }
+  return `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
+}
+
+/** Returns `expected` when `bytes` hash to it; throws DIGEST_MISMATCH otherwise. */
+export function verifyDigest(bytes: Buffer, expected: string, what: string): string {
+  const alg = expected.slice(0, expected.indexOf(":"));
+  const got = computeDigest(alg, bytes);
+  if (got !== expected) {
+    throw new ImageyardError("DIGEST_MISMATCH", `${what}: expected ${expected}, got ${got} after ${bytes.length} bytes (DIGEST_MISMATCH). The registry served different content; nothing was written.`);
+  }
+  return expected;
+}
+
+function isStream(body: HttpBody | undefined): boolean {
+  return typeof body === "object" && body !== null && typeof (body as { pipe?: unknown }).pipe === "function";
+}
+
+/** "0-1023" → 1024 bytes held. 2.8 reports "0-0" for an empty session too; we read it as 0. */
+export function rangeEnd(range: string | undefined): number | undefined {
+  const m = /^(?:bytes=)?(\d+)-(\d+)$/.exec((range ?? "").trim());
+  if (!m) return undefined;
+  const end = Number(m[2]);
+  return end === 0 ? 0 : end + 1;
+}
+
+/** Appends to a Location verbatim: re-encoding its opaque _state could change it. */
+export function withQuery(url: string, key: string, value: string): string {
+  const hash = url.indexOf("#");
+  const base = hash < 0 ? url : url.slice(0, hash);
+  return `${base}${base.includes("?") ? "&" : "?"}${encodeURIComponent(key)}=${encodeURIComponent(value)}`;
+}
+
+/** The target of `Link: <…>; rel="next"`, if any. */
+export function nextLink(link: string | undefined): string | undefined {
+  if (!link) return undefined;
+  for (const part of link.split(",")) {
+    const m = /<([^>]+)>\s*;(.*)/.exec(part.trim());
+    if (m && /rel\s*=\s*"?next"?/i.test(m[2]!)) return m[1];
+  }
+  return undefined;
+}
+
+function stripQuery(url: string): string {
+  const q = url.indexOf("?");
+  return q < 0 ? url : url.slice(0, q);
+}
+
+function parseJson<T>(buf: Buffer, what: string): T {
+  try {
+    return JSON.parse(buf.toString("utf8")) as T;
+  } catch (e) {
+    throw new ImageyardError("HTTP_ERROR", `${what}: response is not valid JSON (${(e as Error).message}). Check the registry.`, { cause: e });
+  }
+}
