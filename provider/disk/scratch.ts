@@ -1,0 +1,126 @@
+// Scratch space for one image operation: a unique directory under a base (default
+// os.tmpdir()/imageyard), a free-space check before each step that writes, a record of the bytes
+// really allocated (sparse files count their blocks, not their length), and removal on every path.
+import { mkdir, mkdtemp, readdir, rm, stat, statfs } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { formatBytes } from "../http/progress";
+import { DiskImageError } from "./errors";
+
+export function defaultScratchBase(): string {
+  return join(tmpdir(), "imageyard");
+}
+
+/** Space left for headroom: file-system metadata, qemu-img's own rounding. */
+export const SCRATCH_RESERVE_BYTES = 16 * 1024 * 1024;
+
+export interface SpaceCheck {
+  /** Bytes the next step will write. */
+  needed: number;
+  /** Bytes free for an unprivileged user (statfs bavail × bsize). */
+  available: number;
+  dir: string;
+  /** For messages: "download https://host/x.qcow2". */
+  what: string;
+  /** "the download", "the conversion to raw". */
+  step: string;
+}
+
+/** Pure arithmetic of the free-space check, separate so it can be tested with any numbers. */
+export function checkFreeSpace(c: SpaceCheck): void {
+  const want = c.needed + SCRATCH_RESERVE_BYTES;
+  if (c.available >= want) return;
+  throw new DiskImageError(
+    "NO_SPACE",
+    `${c.what}: ${c.step} needs about ${formatBytes(want)} of scratch space but ${c.dir} has ${formatBytes(c.available)} free. Free space there or set scratchDir to a larger file system.`,
+  );
+}
+
+export type StatFs = (dir: string) => Promise<{ bavail: number | bigint; bsize: number | bigint }>;
+
+export async function freeBytes(dir: string, statFs: StatFs = statfs): Promise<number> {
+  const s = await statFs(dir);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
+export class Scratch {
+  private peakBytes = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private removed = false;
+
+  private constructor(
+    readonly dir: string,
+    private readonly statFs: StatFs,
+  ) {}
+
+  /** Creates a fresh directory under `base`; one per operation, so parallel work never collides. */
+  static async create(base: string = defaultScratchBase(), statFs: StatFs = statfs): Promise<Scratch> {
+    await mkdir(base, { recursive: true, mode: 0o700 });
+    const dir = await mkdtemp(join(base, "op-"));
+    return new Scratch(dir, statFs);
+  }
+
+  path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  async ensureSpace(needed: number, what: string, step: string): Promise<void> {
+    checkFreeSpace({ needed, available: await freeBytes(this.dir, this.statFs), dir: this.dir, what, step });
+  }
+
+  /** Bytes allocated on disk by everything in the directory now (blocks × 512, so holes are free). */
+  async allocated(): Promise<number> {
+    let total = 0;
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch {
+      return 0;
+    }
+    for (const n of names) {
+      try {
+        const s = await stat(join(this.dir, n));
+        if (s.isFile()) total += s.blocks * 512;
+      } catch {
+        /* removed meanwhile */
+      }
+    }
+    return total;
+  }
+
+  /** Records the current allocation into the peak; returns it. */
+  async sample(): Promise<number> {
+    const now = await this.allocated();
+    if (now > this.peakBytes) this.peakBytes = now;
+    return now;
+  }
+
+  /** Samples in the background while a program (qemu-img) writes, for the peak figure. */
+  track(intervalMs = 250): () => Promise<void> {
+    let busy = false;
+    this.timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      void this.sample().finally(() => (busy = false));
+    }, intervalMs);
+    this.timer.unref();
+    return async () => {
+      if (this.timer) clearInterval(this.timer);
+      this.timer = undefined;
+      await this.sample();
+    };
+  }
+
+  /** Highest allocation seen by sample()/track(). */
+  get peak(): number {
+    return this.peakBytes;
+  }
+
+  async remove(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    if (this.removed) return;
+    this.removed = true;
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
