@@ -1,0 +1,125 @@
+// Stream pieces of the disk pipeline: look at the first bytes without losing them, learn the
+// format on the way through, hash what is finally uploaded.
+import { Readable, Transform, type TransformCallback } from "node:stream";
+import { MultiHash, type HashAlgo } from "./checksum";
+import { capError } from "./fetch";
+import { detectFormat, type FormatProbe } from "./qemu";
+
+/** md5, sha256 and sha512 of the bytes to upload (Glance's `checksum` and `os_hash_value`). */
+export interface FinalDigests {
+  md5: string;
+  sha256: string;
+  sha512: string;
+}
+
+export const FINAL_ALGOS: readonly HashAlgo[] = ["md5", "sha256", "sha512"];
+
+/** Reads the first `n` bytes (or all, if shorter) and returns them with a stream that replays them. */
+export async function peek(stream: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {
+  const it = stream[Symbol.asyncIterator]();
+  const chunks: Buffer[] = [];
+  let len = 0;
+  let done = false;
+  while (len < n) {
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      break;
+    }
+    chunks.push(r.value as Buffer);
+    len += (r.value as Buffer).length;
+  }
+  async function* replay(): AsyncGenerator<Buffer> {
+    try {
+      yield* chunks;
+      if (done) return;
+      for (;;) {
+        const r = await it.next();
+        if (r.done) return;
+        yield r.value as Buffer;
+      }
+    } finally {
+      await it.return?.();
+    }
+  }
+  return { head: Buffer.concat(chunks).subarray(0, n), stream: Readable.from(replay(), { objectMode: false }) };
+}
+
+/**
+ * Holds the first bytes until the format is known, then lets everything through, hashing the
+ * final bytes only when they are the ones to upload (no conversion), and capping the
+ * decompressed size.
+ */
+export class FormatSniffer extends Transform {
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private hash: MultiHash | undefined;
+  probe: FormatProbe | undefined;
+  bytes = 0;
+
+  constructor(
+    private readonly headBytes: number,
+    private readonly maxBytes: number | undefined,
+    private readonly what: string,
+    private readonly decide: (probe: FormatProbe) => readonly HashAlgo[],
+  ) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.maxBytes !== undefined && this.bytes > this.maxBytes) return cb(capError(`${this.what} (decompressed)`, this.maxBytes));
+    if (this.probe) {
+      this.hash?.update(chunk);
+      return cb(null, chunk);
+    }
+    this.pending.push(chunk);
+    this.pendingLen += chunk.length;
+    if (this.pendingLen >= this.headBytes) return this.release(cb);
+    cb();
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (!this.probe) return this.release(cb);
+    cb();
+  }
+
+  private release(cb: TransformCallback): void {
+    const head = Buffer.concat(this.pending);
+    this.pending = [];
+    try {
+      this.probe = detectFormat(head);
+      const algos = this.decide(this.probe);
+      if (algos.length > 0) this.hash = new MultiHash(algos);
+    } catch (e) {
+      return cb(e as Error);
+    }
+    this.hash?.update(head);
+    cb(null, head);
+  }
+
+  finalDigests(): FinalDigests {
+    if (!this.hash) throw new Error("FormatSniffer: final bytes were not hashed");
+    return this.hash.digest() as FinalDigests;
+  }
+}
+
+/** Hashes what passes and reports the digests when the stream ends. */
+export class HashingPassThrough extends Transform {
+  private readonly hash: MultiHash;
+  constructor(
+    algos: readonly HashAlgo[],
+    private readonly onEnd: (d: Partial<Record<HashAlgo, string>>, bytes: number) => void,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+    this.hash = new MultiHash(algos);
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.onEnd(this.hash.digest(), this.hash.bytes);
+    cb();
+  }
+}
