@@ -173,6 +173,12 @@ export function basicHeader(username: string, password: string): string {
 
 // The authenticator ---------------------------------------------------------------------------
 
+/** The call being authenticated, named in errors: {operation: "push", target: "host/repo"}. */
+export interface AuthSubject {
+  operation: string;
+  target: string;
+}
+
 export interface ResolvedCredentials {
   credentials: Credentials | undefined;
   /** Where they came from, named in error messages: "targetAuth", "/root/.docker/config.json". */
@@ -222,33 +228,34 @@ export class Authenticator {
    * registry: a cached token covering `scopes`, a new token from the known realm (one request
    * instead of a 401 round trip), or Basic credentials. Undefined while nothing is known.
    */
-  async headerFor(scopes: readonly string[]): Promise<string | undefined> {
+  async headerFor(scopes: readonly string[], subject?: AuthSubject): Promise<string | undefined> {
     const known = challengeCache.get(this.opts.origin);
     const direct = (await this.peekCredentials())?.registryToken;
     if (direct) return `Bearer ${direct}`;
     if (!known) return undefined;
-    return this.respondTo(known, scopes, false);
+    return this.respondTo(known, scopes, false, this.subject(subject));
   }
 
   /**
    * Answers a 401: remembers the challenge, then returns the Authorization for the retry. A
    * Bearer challenge's own scope is merged with what the call needs.
    */
-  async onUnauthorized(res: HttpResponse, scopes: readonly string[], sent: string | undefined): Promise<string> {
+  async onUnauthorized(res: HttpResponse, scopes: readonly string[], sent: string | undefined, subject?: AuthSubject): Promise<string> {
+    const who = this.subject(subject);
     const challenges = parseChallenges(res.headers["www-authenticate"]);
     const chosen = challenges.find((c) => c.scheme === "bearer" && c.params.realm) ?? challenges.find((c) => c.scheme === "basic");
     if (!chosen) {
       throw new ImageyardError(
         "REGISTRY_UNAUTHORIZED",
-        `authenticate ${this.opts.registry}: the registry answered 401 without a Basic or Bearer challenge (401 UNAUTHORIZED). Check that ${this.opts.origin} is a registry API.`,
+        `${who.operation} ${who.target}: the registry answered 401 without a Basic or Bearer challenge (401 UNAUTHORIZED). Check that ${this.opts.origin} is a registry API.`,
         { status: 401 },
       );
     }
     challengeCache.set(this.opts.origin, chosen);
     const merged = chosen.scheme === "bearer" && chosen.params.scope ? mergeScopes(scopes, chosen.params.scope.split(" ")) : [...scopes];
     if (sent?.startsWith("Bearer ")) this.forget(sent);
-    const answer = await this.respondTo(chosen, merged, true);
-    if (answer === undefined || answer === sent) throw this.unauthorizedError((await this.credentials()).credentials);
+    const answer = await this.respondTo(chosen, merged, true, who);
+    if (answer === undefined || answer === sent) throw this.unauthorizedError(who);
     return answer;
   }
 
@@ -259,24 +266,28 @@ export class Authenticator {
     return (await this.credentials()).credentials;
   }
 
-  private async respondTo(ch: Challenge, scopes: readonly string[], challenged: boolean): Promise<string | undefined> {
+  private subject(s: AuthSubject | undefined): AuthSubject {
+    return s ?? { operation: "authenticate", target: this.opts.registry };
+  }
+
+  private async respondTo(ch: Challenge, scopes: readonly string[], challenged: boolean, who: AuthSubject): Promise<string | undefined> {
     const { credentials } = await this.credentials();
     if (credentials?.registryToken) return `Bearer ${credentials.registryToken}`;
     if (ch.scheme === "basic") {
       if (credentials?.username !== undefined && credentials.password !== undefined) return basicHeader(credentials.username, credentials.password);
       if (!challenged) return undefined;
-      throw this.unauthorizedError(credentials);
+      throw this.unauthorizedError(who);
     }
     const cached = this.cachedToken(scopes);
     if (cached) return cached;
-    return this.fetchToken(ch, scopes, credentials);
+    return this.fetchToken(ch, scopes, credentials, who);
   }
 
-  private unauthorizedError(c: Credentials | undefined): ImageyardError {
+  private unauthorizedError(who: AuthSubject): ImageyardError {
     const { credentialsHint, hadCredentials } = this.describe();
-    const msg = hadCredentials || c
-      ? `authenticate ${this.opts.registry}: registry refused the credentials (401 UNAUTHORIZED). Check ${credentialsHint} for ${this.opts.registry}.`
-      : `authenticate ${this.opts.registry}: registry requires credentials and none were given (401 UNAUTHORIZED). Set ${this.opts.credentialsHint} for ${this.opts.registry} (or log in with docker login ${this.opts.registry}).`;
+    const msg = hadCredentials
+      ? `${who.operation} ${who.target}: registry refused the credentials (401 UNAUTHORIZED). Check ${credentialsHint} for ${this.opts.registry}.`
+      : `${who.operation} ${who.target}: registry requires credentials and none were given (401 UNAUTHORIZED). Set ${this.opts.credentialsHint} for ${this.opts.registry} (or log in with docker login ${this.opts.registry}).`;
     return new ImageyardError("REGISTRY_UNAUTHORIZED", msg, { status: 401 });
   }
 
@@ -298,20 +309,20 @@ export class Authenticator {
     if (list) tokenCache.set(this.key(), list.filter((e) => e.header !== headerValue));
   }
 
-  private async fetchToken(ch: Challenge, scopes: readonly string[], c: Credentials | undefined): Promise<string> {
+  private async fetchToken(ch: Challenge, scopes: readonly string[], c: Credentials | undefined, who: AuthSubject): Promise<string> {
     const realm = ch.params.realm!;
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
-      throw new ImageyardError("REGISTRY_UNAUTHORIZED", `authenticate ${this.opts.registry}: the token realm "${realm}" is not a URL (401 UNAUTHORIZED). Check the registry's auth configuration.`);
+      throw new ImageyardError("REGISTRY_UNAUTHORIZED", `${who.operation} ${who.target}: the token realm "${realm}" is not a URL (401 UNAUTHORIZED). Check the registry's auth configuration.`);
     }
     const service = ch.params.service;
-    const target = { operation: "authenticate", target: this.opts.registry, registry: this.opts.registry, object: "registry" as const, ...this.describe() };
+    const target = { operation: who.operation, target: who.target, registry: this.opts.registry, object: "registry" as const, ...this.describe() };
     const common = {
       dispatcher: this.opts.dispatcher,
       signal: this.opts.signal,
-      operation: `authenticate ${this.opts.registry}`,
+      operation: `${who.operation} ${who.target}`,
       mapError: (ctx: Parameters<typeof registryError>[0]) => registryError(ctx, target),
     };
     let res: HttpResponse;
@@ -333,10 +344,10 @@ export class Authenticator {
       }
       res = await this.observe("GET", url.toString(), () => send({ ...common, method: "GET", url: url.toString(), ok: [200], headers }));
     }
-    const doc = await readJson<{ token?: string; access_token?: string; expires_in?: number }>(res, `authenticate ${this.opts.registry}`, 256 * 1024);
+    const doc = await readJson<{ token?: string; access_token?: string; expires_in?: number }>(res, `${who.operation} ${who.target}`, 256 * 1024);
     const token = doc.token ?? doc.access_token;
     if (!token) {
-      throw new ImageyardError("REGISTRY_UNAUTHORIZED", `authenticate ${this.opts.registry}: the token service answered without a token (200). Check the registry's auth configuration.`);
+      throw new ImageyardError("REGISTRY_UNAUTHORIZED", `${who.operation} ${who.target}: the token service answered without a token (200). Check the registry's auth configuration.`);
     }
     const lifetime = typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : DEFAULT_TOKEN_LIFETIME_S;
     const entry: CachedToken = { scopes: mergeScopes(scopes), header: `Bearer ${token}`, expiresAt: this.now() + Math.max(lifetime * 1000 - TOKEN_SKEW_MS, lifetime * 500) };

@@ -51,6 +51,8 @@ interface Mapping {
   what: string;
   hint: string;
   retryable?: boolean;
+  /** The spec code to show when the body carried none (HEAD answers have no body). */
+  spec?: string;
 }
 
 function byStatus(status: number, t: RegistryTarget): Mapping {
@@ -72,20 +74,21 @@ function byStatus(status: number, t: RegistryTarget): Mapping {
 
 function unauthorized(t: RegistryTarget): Mapping {
   return t.hadCredentials
-    ? { code: "REGISTRY_UNAUTHORIZED", what: "registry refused the credentials", hint: `Check ${t.credentialsHint} for ${t.registry}` }
-    : { code: "REGISTRY_UNAUTHORIZED", what: "registry requires credentials and none were given", hint: `Set ${t.credentialsHint} for ${t.registry} (or log in with docker login ${t.registry})` };
+    ? { code: "REGISTRY_UNAUTHORIZED", spec: "UNAUTHORIZED", what: "registry refused the credentials", hint: `Check ${t.credentialsHint} for ${t.registry}` }
+    : { code: "REGISTRY_UNAUTHORIZED", spec: "UNAUTHORIZED", what: "registry requires credentials and none were given", hint: `Set ${t.credentialsHint} for ${t.registry} (or log in with docker login ${t.registry})` };
 }
 
 function denied(t: RegistryTarget): Mapping {
   return {
     code: "REGISTRY_DENIED",
+    spec: "DENIED",
     what: "registry denied access",
     hint: t.hadCredentials ? `Check that the account in ${t.credentialsHint} for ${t.registry} may ${t.operation} this repository` : `Set ${t.credentialsHint} for ${t.registry}`,
   };
 }
 
 function tooMany(): Mapping {
-  return { code: "TOO_MANY_REQUESTS", what: "the registry is rate-limiting requests", hint: "Wait and retry, or authenticate to get a higher limit", retryable: true };
+  return { code: "TOO_MANY_REQUESTS", spec: "TOOMANYREQUESTS", what: "the registry is rate-limiting requests", hint: "Wait and retry, or authenticate to get a higher limit", retryable: true };
 }
 
 const BY_SPEC_CODE: Record<string, (t: RegistryTarget) => Mapping> = {
@@ -111,7 +114,8 @@ const BY_SPEC_CODE: Record<string, (t: RegistryTarget) => Mapping> = {
 export function registryError(ctx: HttpErrorContext, t: RegistryTarget): RegistryError {
   const spec = parseErrorBody(ctx.body);
   const m = (spec.code && ctx.status !== 401 && ctx.status !== 403 ? BY_SPEC_CODE[spec.code]?.(t) : undefined) ?? byStatus(ctx.status, t);
-  const label = spec.code ? `${ctx.status} ${spec.code}` : `${ctx.status}`;
+  const shown = spec.code ?? m.spec;
+  const label = shown ? `${ctx.status} ${shown}` : `${ctx.status}`;
   const retryable = m.retryable ?? isRetryableStatus(ctx.status);
   return new RegistryError(m.code, `${t.operation} ${t.target}: ${m.what} (${label}). ${m.hint}.`, ctx, spec.code, retryable);
 }

@@ -8,7 +8,7 @@ import type { Dispatcher } from "undici";
 import { createDispatcher, defaultDispatcher, drain, header, readBytes, send, type HttpBody, type HttpRequest, type HttpResponse, type TlsOptions } from "../http/client";
 import { ImageyardError } from "../http/errors";
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from "../http/retry";
-import { Authenticator, repositoryScope, type Credentials, type ResolvedCredentials } from "./auth";
+import { Authenticator, parseChallenges, repositoryScope, type Credentials, type ResolvedCredentials } from "./auth";
 import { lookupCredentials } from "./dockerconfig";
 import { registryError, type RegistryTarget } from "./errors";
 import { parseManifest, type Descriptor } from "./manifest";
@@ -364,13 +364,17 @@ export class RegistryClient {
   /** Sends once, answering one 401 challenge; settles the scheme on the first call. */
   private async once(c: Call): Promise<HttpResponse> {
     const replayable = !isStream(c.body);
-    const authorization = await this.auth.headerFor(c.scopes);
+    const subject = { operation: c.operation, target: c.target };
+    const authorization = await this.auth.headerFor(c.scopes, subject);
     const first = await this.sendScheme(c, authorization, replayable);
     if (first.status !== 401 || c.ok.includes(401)) return first;
     await drain(first);
-    if (!replayable) throw this.mapped(c, first, 401);
-    const retried = await this.auth.onUnauthorized(first, c.scopes, authorization);
-    return this.sendScheme(c, retried, false);
+    if (!replayable) throw this.unauthorized(c, first);
+    const retried = await this.auth.onUnauthorized(first, c.scopes, authorization, subject);
+    const second = await this.sendScheme(c, retried, true);
+    if (second.status !== 401) return second;
+    await drain(second);
+    throw this.unauthorized(c, second);
   }
 
   private async sendScheme(c: Call, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
@@ -416,9 +420,20 @@ export class RegistryClient {
     }
   }
 
-  private mapped(c: Call, res: HttpResponse, status: number): ImageyardError {
-    const target: RegistryTarget = { operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...this.auth.describe() };
-    return registryError({ request: { method: c.method, url: c.path, ok: c.ok, operation: c.operation }, status, headers: res.headers, body: "", retryAfterMs: undefined }, target);
+  /**
+   * A 401 that authentication could not cure. With accepted credentials and a token that lacks
+   * the scope (error="insufficient_scope"), the account may not do this: that is a denial.
+   */
+  private unauthorized(c: Call, res: HttpResponse): ImageyardError {
+    const who = this.auth.describe();
+    const insufficient = parseChallenges(res.headers["www-authenticate"]).some((ch) => ch.scheme === "bearer" && ch.params.error === "insufficient_scope");
+    const target: RegistryTarget = { operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...who };
+    const status = insufficient && who.hadCredentials ? 403 : 401;
+    const err = registryError({ request: { method: c.method, url: c.path, ok: c.ok, operation: c.operation }, status, headers: res.headers, body: "", retryAfterMs: undefined }, target);
+    if (status === 403) {
+      return new ImageyardError("REGISTRY_DENIED", err.message.replace("(403 DENIED)", `(401 insufficient_scope; requested ${c.scopes.join(" ")})`), { status: 401, cause: err });
+    }
+    return err;
   }
 
   /** The newest Location, made absolute. */
