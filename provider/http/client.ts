@@ -152,10 +152,11 @@ export function header(headers: HttpHeaders, name: string): string | undefined {
 
 /** Retry-After is either delta-seconds or an HTTP date. */
 export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
-  if (!value) return undefined;
-  const secs = Number(value);
-  if (Number.isFinite(secs)) return Math.max(0, secs * 1000);
-  const at = Date.parse(value);
+  const v = value?.trim();
+  // Number("") and Number(" ") are 0: a blank header must not mean "retry at once, skip backoff".
+  if (!v) return undefined;
+  if (/^-?\d+(\.\d+)?$/.test(v)) return Math.max(0, Number(v) * 1000);
+  const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 

@@ -87,22 +87,28 @@ export function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 429 || status === 500 || status === 502 || status === 503 || status === 504;
 }
 
-const SENSITIVE_QUERY = /^(x-amz-|x-goog-|sig|signature|token|access_token|_state|se$|sp$|sv$|st$)/i;
+const SENSITIVE_QUERY =
+  /^(x-amz-|x-goog-|sig|signature|token|access_token|refresh_token|id_token|_state|se$|sp$|sv$|st$|password$|passwd$|pass$|secret$|client_secret$|key$|api_?key$|apikey$|auth$|authorization$|credential|code$)/i;
+const RELATIVE_BASE = "http://relative.invalid";
 
 /** Drops user info and signed query values so a URL can go into a message or a log. */
 export function redactUrl(raw: string): string {
+  // Relative URLs (a registry's upload Location) carry signed state just the same.
+  const relative = raw.startsWith("/");
   let u: URL;
   try {
-    u = new URL(raw);
+    u = relative ? new URL(raw, RELATIVE_BASE) : new URL(raw);
   } catch {
-    return raw.replace(/\/\/[^/@]*@/, "//");
+    return raw.replace(/\/\/[^/@]*@/, "//").replace(/\?.*$/, "?REDACTED");
   }
   u.username = "";
   u.password = "";
-  for (const key of [...u.searchParams.keys()]) {
+  for (const key of [...new Set(u.searchParams.keys())]) {
     if (SENSITIVE_QUERY.test(key)) u.searchParams.set(key, "REDACTED");
   }
-  return u.toString();
+  if (!relative) return u.toString();
+  const out = `${u.pathname}${u.search}${u.hash}`;
+  return raw.startsWith("//") ? `//${u.host}${out}` : out;
 }
 
 /** Caps and strips a response body for an error message. */

@@ -105,20 +105,23 @@ export class Limiter {
 
 /** Runs `fn` over items with at most `limit` in flight; results keep input order. */
 export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  // NaN would make zero workers and return holes as if every item had run.
+  if (Number.isNaN(limit)) throw new RangeError("mapLimit needs a numeric limit");
   const results = new Array<R>(items.length);
   let next = 0;
-  let failed: unknown;
+  // A flag, not the error value: a rejection with undefined must still fail the whole map.
+  let failure: { error: unknown } | undefined;
   const worker = async () => {
-    while (failed === undefined && next < items.length) {
+    while (failure === undefined && next < items.length) {
       const i = next++;
       try {
         results[i] = await fn(items[i] as T, i);
       } catch (e) {
-        failed ??= e;
+        failure ??= { error: e };
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(Math.floor(limit), items.length)) }, worker));
+  if (failure !== undefined) throw failure.error;
   return results;
 }
