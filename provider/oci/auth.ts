@@ -154,6 +154,8 @@ interface CachedToken {
 const challengeCache = new Map<string, Challenge>();
 /** Tokens per registry + credentials hash. */
 const tokenCache = new Map<string, CachedToken[]>();
+/** Token requests under way, so concurrent calls needing the same scope share one. */
+const inflight = new Map<string, Promise<string>>();
 const MAX_TOKENS_PER_KEY = 64;
 
 /** Forgets every learned challenge and token (tests; a credentials change mid-process). */
@@ -280,7 +282,14 @@ export class Authenticator {
     }
     const cached = this.cachedToken(scopes);
     if (cached) return cached;
-    return this.fetchToken(ch, scopes, credentials, who);
+    // Parallel blob uploads ask for the same scope at once: one token request serves them all.
+    const flightKey = `${this.key()}|${mergeScopes(scopes).join(" ")}`;
+    let flight = inflight.get(flightKey);
+    if (!flight) {
+      flight = this.fetchToken(ch, scopes, credentials, who).finally(() => inflight.delete(flightKey));
+      inflight.set(flightKey, flight);
+    }
+    return flight;
   }
 
   private unauthorizedError(who: AuthSubject): ImageyardError {

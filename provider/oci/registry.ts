@@ -12,7 +12,7 @@ import { Authenticator, parseChallenges, repositoryScope, type Credentials, type
 import { lookupCredentials } from "./dockerconfig";
 import { registryError, type RegistryTarget } from "./errors";
 import { parseManifest, type Descriptor } from "./manifest";
-import { baseMediaType, MANIFEST_ACCEPT, OCI_INDEX } from "./media";
+import { baseMediaType, MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST } from "./media";
 import { apiHost, isLoopbackRegistry } from "./reference";
 
 export type { Credentials } from "./auth";
@@ -143,11 +143,7 @@ export class RegistryClient {
     });
     const claimed = isDigest(reference) ? reference : header(res.headers, "docker-content-digest");
     const digest = claimed ? verifyDigest(bytes, claimed, `${c.operation} ${c.target}`) : computeDigest("sha256", bytes);
-    let mediaType = baseMediaType(header(res.headers, "content-type"));
-    if (!mediaType || mediaType === "application/json" || mediaType === "application/octet-stream") {
-      mediaType = parseManifest(bytes, undefined, `${c.target}`).mediaType;
-    }
-    return { bytes, digest, mediaType, size: bytes.length };
+    return { bytes, digest, mediaType: manifestMediaType(bytes, header(res.headers, "content-type")), size: bytes.length };
   }
 
   /** Stores a manifest under a tag or its digest; returns its digest. */
@@ -512,6 +508,24 @@ function tlsError(e: unknown, c: Call, registry: string): ImageyardError | undef
     }
   }
   return undefined;
+}
+
+/**
+ * The type to PUT the bytes back with: the document's own mediaType (a registry refuses a PUT whose
+ * Content-Type differs from it), else the served Content-Type, else what the shape says.
+ */
+export function manifestMediaType(bytes: Buffer, contentType: string | undefined): string {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    doc = undefined;
+  }
+  const own = (doc as { mediaType?: unknown } | undefined)?.mediaType;
+  if (typeof own === "string" && own) return baseMediaType(own);
+  const served = baseMediaType(contentType);
+  if (served && served !== "application/json" && served !== "application/octet-stream" && served !== "text/plain") return served;
+  return Array.isArray((doc as { manifests?: unknown } | undefined)?.manifests) ? OCI_INDEX : OCI_MANIFEST;
 }
 
 export function isDigest(reference: string): boolean {

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
 import { clearAuthCache } from "../../../../provider/oci/auth";
 import { DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST } from "../../../../provider/oci/media";
-import { nextLink, rangeEnd, RegistryClient, withQuery, type RegistryOptions } from "../../../../provider/oci/registry";
+import { manifestMediaType, nextLink, rangeEnd, RegistryClient, withQuery, type RegistryOptions } from "../../../../provider/oci/registry";
 import { FakeRegistry, type FakeRegistryOptions } from "./fakeregistry";
 
 const FAST_RETRY = { attempts: 3, minDelayMs: 5, maxDelayMs: 20, maxRetryAfterMs: 5_000 };
@@ -312,6 +312,18 @@ describe("RegistryClient auth", () => {
     expect(reqs).toEqual(["GET /token 200", "HEAD /v2/team/other/manifests/v1 200"]);
   });
 
+  it("Bearer: parallel calls needing the same new scope share one token request", async () => {
+    fake = await start({ auth: "bearer", users });
+    const img = image(fake, "team/app", "v1");
+    const c = client(fake, { credentials: { username: "mirror", password: "s3cret" } });
+    await c.headManifest("team/other", "none"); // learns the realm
+    const before = fake.log.filter((l) => l.path === "/token").length;
+    const sizes = await Promise.all([sha(img.layer), sha(img.config), sha(img.layer), sha(img.config)].map((d) => c.headBlob("team/app", d)));
+    expect(sizes).toEqual([img.layer.length, img.config.length, img.layer.length, img.config.length]);
+    expect(fake.log.filter((l) => l.path === "/token").length - before).toBe(1);
+    expect(fake.log.filter((l) => l.status === 401).length).toBe(1);
+  });
+
   it("Bearer: a mount asks for push on the target and pull on the source in one token", async () => {
     fake = await start({ auth: "bearer", users });
     const img = image(fake, "team/app", "v1");
@@ -434,6 +446,13 @@ describe("RegistryClient auth", () => {
 });
 
 describe("registry helpers", () => {
+  it("manifestMediaType prefers the document's own mediaType, then a specific Content-Type, then the shape", () => {
+    expect(manifestMediaType(Buffer.from(JSON.stringify({ mediaType: DOCKER_MANIFEST })), OCI_MANIFEST)).toBe(DOCKER_MANIFEST);
+    expect(manifestMediaType(Buffer.from(JSON.stringify({ schemaVersion: 2 })), `${DOCKER_MANIFEST}; charset=utf-8`)).toBe(DOCKER_MANIFEST);
+    expect(manifestMediaType(Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [] })), "application/json")).toBe(OCI_INDEX);
+    expect(manifestMediaType(Buffer.from("{"), undefined)).toBe(OCI_MANIFEST);
+  });
+
   it("rangeEnd turns a Range header into bytes held", () => {
     expect(rangeEnd("0-1023")).toBe(1024);
     expect(rangeEnd("bytes=0-9")).toBe(10);
