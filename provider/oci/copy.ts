@@ -1,0 +1,92 @@
+// The OCI copy engine's entry points: copyImage (= planCopy + executeCopy), inspectImage (one
+// HEAD) and removeImage (delete semantics for a mirror that goes away). Everything a dynamic
+// provider or the CLI needs is exported from here.
+import { isImageyardError } from "../http/errors";
+import { mapLimit } from "../http/retry";
+import { executeCopy, type CopyResult } from "./execute";
+import { LayoutStore } from "./layout";
+import { digestOfLocation, parseLocation, tagOf } from "./location";
+import { planCopy, type CopyDeps, type CopyRequest } from "./plan";
+import { RegistryClient, type ManifestInfo, type RegistryOptions } from "./registry";
+
+export { executeCopy, type CopyResult } from "./execute";
+export { forgetKnownLocations, planCopy, summarizePlan, type BlobAction, type CopyDeps, type CopyPlan, type CopyRequest, type ManifestRole, type PlannedBlob, type PlannedManifest, type PlanTotals, type StoreSide } from "./plan";
+export { formatLocation, parseLocation, resolveTarget, type ImageLocation } from "./location";
+
+/** Plans, then executes: the whole copy. */
+export async function copyImage(request: CopyRequest, deps: CopyDeps = {}): Promise<CopyResult> {
+  const plan = await planCopy(request, deps);
+  return executeCopy(plan, deps);
+}
+
+/** Digest, media type and size of an image (one HEAD); undefined when it is not there. */
+export async function inspectImage(ref: string, options: RegistryOptions = {}): Promise<ManifestInfo | undefined> {
+  const loc = parseLocation(ref);
+  const id = digestOfLocation(loc) ?? tagOf(loc) ?? "";
+  if (loc.kind === "layout") return new LayoutStore(loc.path, true).headManifest(id);
+  return new RegistryClient(loc.ref.registry, options).headManifest(loc.ref.repository, id);
+}
+
+export interface RemoveResult {
+  tagDeleted: boolean;
+  manifestDeleted: boolean;
+  /** Why something was left in place, for the log. */
+  note?: string;
+}
+
+export interface RemoveOptions extends RegistryOptions {
+  /** Other tags HEADed to see whether they share the manifest; beyond this the manifest stays. Default 100. */
+  maxTagChecks?: number;
+}
+
+/**
+ * Deletes what a copy made, and nothing else: the tag where the registry can delete tags; the
+ * manifest by digest only when no other tag of the repository points at it. A tag that has
+ * moved to another digest is someone else's now and stays. Anything already gone is success.
+ */
+export async function removeImage(targetRef: string, digest: string, options: RemoveOptions = {}): Promise<RemoveResult> {
+  const loc = parseLocation(targetRef);
+  const tag = loc.kind === "registry" ? (loc.tagGiven ? loc.ref.tag : undefined) : loc.tag;
+  if (loc.kind === "layout") {
+    const layout = new LayoutStore(loc.path);
+    const tagDeleted = tag !== undefined && (await layout.removeTag(tag));
+    return { tagDeleted, manifestDeleted: false, note: "blobs stay in the layout directory (other tags may share them)" };
+  }
+  const client = new RegistryClient(loc.ref.registry, options);
+  const repo = loc.ref.repository;
+  let tagDeleted = false;
+  if (tag !== undefined) {
+    const now = await client.headManifest(repo, tag);
+    if (now && now.digest !== digest) {
+      return { tagDeleted: false, manifestDeleted: false, note: `tag ${tag} now points at ${now.digest}, not ${digest}; left it alone` };
+    }
+    if (now) tagDeleted = (await client.deleteTag(repo, tag)) === "deleted";
+  }
+
+  let tags: string[];
+  try {
+    tags = await client.listTags(repo);
+  } catch (e) {
+    if (isImageyardError(e, "NAME_UNKNOWN")) return { tagDeleted, manifestDeleted: false, note: "the repository is already gone" };
+    throw e;
+  }
+  const others = tags.filter((t) => t !== tag);
+  const cap = options.maxTagChecks ?? 100;
+  if (others.length > cap) {
+    return { tagDeleted, manifestDeleted: false, note: `the repository has ${others.length} other tags (more than ${cap} to check); kept manifest ${digest}` };
+  }
+  const heads = await mapLimit(others, 4, (t) => client.headManifest(repo, t));
+  const holder = others.find((_t, i) => heads[i]?.digest === digest);
+  if (holder !== undefined) return { tagDeleted, manifestDeleted: false, note: `tag ${holder} still points at ${digest}; kept the manifest` };
+
+  try {
+    const manifestDeleted = await client.deleteManifest(repo, digest);
+    // Deleting the manifest takes every tag on it, ours included where tag deletion is unsupported.
+    return manifestDeleted ? { tagDeleted: tag !== undefined, manifestDeleted } : { tagDeleted, manifestDeleted, note: "the manifest was already gone" };
+  } catch (e) {
+    if (isImageyardError(e, "UNSUPPORTED")) {
+      return { tagDeleted, manifestDeleted: false, note: `the registry does not allow deletes (UNSUPPORTED); ${tagDeleted ? "the manifest stays" : "the tag and manifest stay"}. Enable deletes on the registry (storage.delete.enabled) to clean up` };
+    }
+    throw e;
+  }
+}
