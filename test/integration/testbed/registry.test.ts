@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { createDispatcher, header, readBytes, readJson, send } from "../../../provider/http/client";
 import { digestOf, MEDIA, seedImage } from "../../testbed/images";
+import { createSigner, type TokenServerConfig } from "../../testbed/tokenServer";
 import { countRequests, loadRegistryTestbed, readRequests, requestLogMark, startRegistry, type RegistryEndpoint, type RegistryHandle } from "../../testbed/registry";
 
 const tb = loadRegistryTestbed();
@@ -64,6 +65,17 @@ describe("registry test bed", () => {
     expect(JSON.parse(Buffer.from(pullTok.split(".")[1]!, "base64url").toString()).access).toEqual([{ type: "repository", name: "testbed/token", actions: ["pull"] }]);
     expect((await status(`${token.url}/v2/testbed/token/blobs/uploads/`, { authorization: `Bearer ${pullTok}` }, "POST")).status).toBe(401);
     expect((await status(`${token.url}/v2/testbed/token/blobs/uploads/`, { authorization: `Bearer ${pushTok}` }, "POST")).status).toBe(202);
+  });
+
+  it("token registry accepts tokens whose key travels in x5c as well as by kid, and rejects a wrong issuer", async () => {
+    const cfg = JSON.parse(readFileSync(tb.tokenServer.configFile, "utf8")) as TokenServerConfig;
+    const access = [{ type: "repository", name: "testbed/x5c", actions: ["pull"] }];
+    for (const h of ["x5c", "kid"] as const) {
+      const { token: t } = createSigner({ ...cfg, header: h }).sign("pusher", access);
+      expect((await status(`${token.url}/v2/testbed/x5c/tags/list`, { authorization: `Bearer ${t}` })).status, h).toBe(404);
+    }
+    const { token: forged } = createSigner({ ...cfg, issuer: "someone-else" }).sign("pusher", access);
+    expect((await status(`${token.url}/v2/testbed/x5c/tags/list`, { authorization: `Bearer ${forged}` })).status).toBe(401);
   });
 
   it("token server refuses unknown users and supports the OAuth2 password grant", async () => {
