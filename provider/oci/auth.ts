@@ -7,6 +7,7 @@ import type { Dispatcher } from "undici";
 import { send, readJson, type HttpResponse } from "../http/client";
 import { ImageyardError } from "../http/errors";
 import { registryError } from "./errors";
+import { stripQuery } from "./transport";
 
 export interface Credentials {
   username?: string;
@@ -377,9 +378,4 @@ export class Authenticator {
       throw e;
     }
   }
-}
-
-function stripQuery(url: string): string {
-  const q = url.indexOf("?");
-  return q < 0 ? url : url.slice(0, q);
 }

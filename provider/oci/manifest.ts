@@ -45,6 +45,41 @@ export function digestOf(bytes: Buffer | Uint8Array | string): string {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 }
 
+/**
+ * The type to PUT the bytes back with: the document's own mediaType (a registry refuses a PUT whose
+ * Content-Type differs from it), else the served Content-Type, else what the shape says.
+ */
+export function manifestMediaType(bytes: Buffer, contentType: string | undefined): string {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    doc = undefined;
+  }
+  const own = (doc as { mediaType?: unknown } | undefined)?.mediaType;
+  if (typeof own === "string" && own) return baseMediaType(own);
+  const served = baseMediaType(contentType);
+  if (served && served !== "application/json" && served !== "application/octet-stream" && served !== "text/plain") return served;
+  return Array.isArray((doc as { manifests?: unknown } | undefined)?.manifests) ? OCI_INDEX : OCI_MANIFEST;
+}
+
+export function computeDigest(algorithm: string, bytes: Buffer): string {
+  if (algorithm !== "sha256" && algorithm !== "sha512") {
+    throw new ImageyardError("UNSUPPORTED", `verify digest: algorithm ${algorithm} is not supported (UNSUPPORTED). Use sha256 or sha512 references.`);
+  }
+  return `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
+}
+
+/** Returns `expected` when `bytes` hash to it; throws DIGEST_MISMATCH otherwise. */
+export function verifyDigest(bytes: Buffer, expected: string, what: string): string {
+  const alg = expected.slice(0, expected.indexOf(":"));
+  const got = computeDigest(alg, bytes);
+  if (got !== expected) {
+    throw new ImageyardError("DIGEST_MISMATCH", `${what}: expected ${expected}, got ${got} after ${bytes.length} bytes (DIGEST_MISMATCH). The registry served different content; nothing was written.`);
+  }
+  return expected;
+}
+
 function invalid(what: string, why: string): ImageyardError {
   return new ImageyardError("MANIFEST_INVALID", `parse ${what}: ${why} (MANIFEST_INVALID). The registry served a document that is not a valid OCI/Docker manifest; check the source image.`);
 }

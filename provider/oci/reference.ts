@@ -150,3 +150,8 @@ export function isLoopbackRegistry(registry: string): boolean {
   const host = registry.replace(/:[0-9]+$/, "").replace(/^\[|\]$/g, "");
   return host === "localhost" || host.endsWith(".localhost") || host === "::1" || /^127\./.test(host);
 }
+
+/** Whether a manifest reference is a digest ("sha256:…") rather than a tag. */
+export function isDigest(reference: string): boolean {
+  return /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(reference);
+}

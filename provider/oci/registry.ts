@@ -1,19 +1,19 @@
 // RegistryClient: one method per distribution endpoint, each stating the statuses it accepts.
 // Auth is challenge-driven (auth.ts), retries cover idempotent calls only, and blob bodies stream.
-import { createHash } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
-import { createDispatcher, defaultDispatcher, drain, header, readBytes, send, type HttpBody, type HttpRequest, type HttpResponse, type TlsOptions } from "../http/client";
+import { drain, header, readBytes, send, type HttpBody, type HttpRequest, type HttpResponse, type TlsOptions } from "../http/client";
 import { ImageyardError } from "../http/errors";
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from "../http/retry";
 import { Authenticator, parseChallenges, repositoryScope, type Credentials, type ResolvedCredentials } from "./auth";
 import { lookupCredentials } from "./dockerconfig";
 import { registryError, type RegistryTarget } from "./errors";
-import { parseManifest, type Descriptor } from "./manifest";
-import { baseMediaType, MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST } from "./media";
-import { apiHost, isLoopbackRegistry } from "./reference";
+import { computeDigest, manifestMediaType, parseManifest, verifyDigest, type Descriptor } from "./manifest";
+import { baseMediaType, MANIFEST_ACCEPT, OCI_INDEX } from "./media";
+import { apiHost, isDigest, isLoopbackRegistry } from "./reference";
+import { isStream, knownScheme, nextLink, rangeEnd, rememberScheme, sharedDispatcher, stripQuery, tlsError, tlsOptions, withQuery, type Scheme } from "./transport";
+
+export { nextLink, rangeEnd, tlsOptions, withQuery } from "./transport";
 
 export type { Credentials } from "./auth";
 
@@ -67,10 +67,6 @@ export type UploadStart = { mounted: true } | { mounted: false; session: UploadS
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_TAG_PAGES = 1000;
 
-type Scheme = "https" | "http";
-/** What "try https, then http" settled on per registry, so only the first call probes. */
-const schemeCache = new Map<string, Scheme>();
-const dispatcherCache = new Map<string, Dispatcher>();
 
 interface Call {
   method: HttpRequest["method"];
@@ -375,17 +371,17 @@ export class RegistryClient {
 
   private async sendScheme(c: Call, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
     if (/^https?:\/\//.test(c.path)) return this.sendTo(c, c.path, authorization, expect401);
-    const known = this.fixedScheme ?? schemeCache.get(this.host);
+    const known = this.fixedScheme ?? knownScheme(this.host);
     if (known) return this.sendTo(c, `${known}://${this.host}${c.path}`, authorization, expect401);
     // Loopback or insecure: https first, plain http if the server does not speak TLS.
     try {
       const res = await this.sendTo(c, `https://${this.host}${c.path}`, authorization, expect401);
-      schemeCache.set(this.host, "https");
+      rememberScheme(this.host, "https");
       return res;
     } catch (e) {
       if (!(e instanceof ImageyardError) || e.status !== undefined || e.code === "TLS_ERROR" || e.code === "CANCELLED" || isStream(c.body)) throw e;
       const res = await this.sendTo(c, `http://${this.host}${c.path}`, authorization, expect401);
-      schemeCache.set(this.host, "http");
+      rememberScheme(this.host, "http");
       return res;
     }
   }
@@ -412,7 +408,7 @@ export class RegistryClient {
     } catch (e) {
       const status = (e as { status?: number }).status;
       if (status !== undefined) this.opts.onRequest?.(c.method, stripQuery(url), status);
-      throw tlsError(e, c, this.registry) ?? e;
+      throw tlsError(e, `${c.operation} ${c.target}`, this.registry) ?? e;
     }
   }
 
@@ -436,7 +432,7 @@ export class RegistryClient {
   private location(res: HttpResponse, base: string): string {
     const loc = header(res.headers, "location");
     if (!loc) throw new ImageyardError("HTTP_ERROR", `push ${this.registry}: the registry answered an upload call without a Location header. Check the registry.`);
-    const baseUrl = /^https?:\/\//.test(base) ? base : `${this.fixedScheme ?? schemeCache.get(this.host) ?? "https"}://${this.host}${base}`;
+    const baseUrl = /^https?:\/\//.test(base) ? base : `${this.fixedScheme ?? knownScheme(this.host) ?? "https"}://${this.host}${base}`;
     return new URL(loc, baseUrl).toString();
   }
 }
@@ -448,139 +444,6 @@ async function resolveCredentials(registry: string, opts: RegistryOptions, hint:
   if (opts.dockerConfig === false) return { credentials: undefined, source: hint };
   const found = await lookupCredentials(registry, opts.dockerConfig ? { path: opts.dockerConfig } : {});
   return found ?? { credentials: undefined, source: hint };
-}
-
-/** Explicit TLS options plus a certDir's CAs and client certificate. */
-export function tlsOptions(opts: RegistryOptions): TlsOptions | undefined {
-  if (!opts.tls && !opts.certDir) return undefined;
-  const tls: TlsOptions = { ...opts.tls, ca: [...(opts.tls?.ca ?? [])] };
-  if (opts.certDir) {
-    let names: string[];
-    try {
-      names = readdirSync(opts.certDir).sort();
-    } catch (e) {
-      throw new ImageyardError("INVALID_INPUT", `read certDir ${opts.certDir}: ${(e as Error).message}. Point certDir at a directory holding *.crt CA files.`, { cause: e });
-    }
-    for (const n of names) if (n.endsWith(".crt")) tls.ca!.push(readFileSync(join(opts.certDir, n), "utf8"));
-    const cert = names.find((n) => n.endsWith(".cert"));
-    if (cert && !tls.cert) {
-      const key = cert.replace(/\.cert$/, ".key");
-      if (!names.includes(key)) throw new ImageyardError("INVALID_INPUT", `read certDir ${opts.certDir}: ${cert} has no matching ${key}. Put the client key next to its certificate.`);
-      tls.cert = readFileSync(join(opts.certDir, cert), "utf8");
-      tls.key = readFileSync(join(opts.certDir, key), "utf8");
-    }
-  }
-  return tls;
-}
-
-function sharedDispatcher(tls: TlsOptions | undefined): Dispatcher {
-  if (!tls || (!tls.ca?.length && !tls.insecure && !tls.cert)) return defaultDispatcher();
-  const key = createHash("sha256").update(JSON.stringify(tls)).digest("hex");
-  let d = dispatcherCache.get(key);
-  if (!d) {
-    d = createDispatcher({ tls });
-    dispatcherCache.set(key, d);
-  }
-  return d;
-}
-
-const TLS_VERIFY_CODES = new Set([
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "CERT_UNTRUSTED",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-]);
-
-/** A certificate the client does not trust becomes TLS_ERROR, with what to do about it. */
-function tlsError(e: unknown, c: Call, registry: string): ImageyardError | undefined {
-  for (let cur = e as { code?: string; cause?: unknown } | undefined, depth = 0; cur && depth < 5; cur = cur.cause as typeof cur, depth++) {
-    if (typeof cur.code === "string" && TLS_VERIFY_CODES.has(cur.code)) {
-      return new ImageyardError(
-        "TLS_ERROR",
-        `${c.operation} ${c.target}: the registry's TLS certificate is not trusted (${cur.code}). Give the registry's CA (tls ca or certDir) for ${registry}, or set insecure for it explicitly.`,
-        { cause: e },
-      );
-    }
-  }
-  return undefined;
-}
-
-/**
- * The type to PUT the bytes back with: the document's own mediaType (a registry refuses a PUT whose
- * Content-Type differs from it), else the served Content-Type, else what the shape says.
- */
-export function manifestMediaType(bytes: Buffer, contentType: string | undefined): string {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(bytes.toString("utf8"));
-  } catch {
-    doc = undefined;
-  }
-  const own = (doc as { mediaType?: unknown } | undefined)?.mediaType;
-  if (typeof own === "string" && own) return baseMediaType(own);
-  const served = baseMediaType(contentType);
-  if (served && served !== "application/json" && served !== "application/octet-stream" && served !== "text/plain") return served;
-  return Array.isArray((doc as { manifests?: unknown } | undefined)?.manifests) ? OCI_INDEX : OCI_MANIFEST;
-}
-
-export function isDigest(reference: string): boolean {
-  return /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(reference);
-}
-
-export function computeDigest(algorithm: string, bytes: Buffer): string {
-  if (algorithm !== "sha256" && algorithm !== "sha512") {
-    throw new ImageyardError("UNSUPPORTED", `verify digest: algorithm ${algorithm} is not supported (UNSUPPORTED). Use sha256 or sha512 references.`);
-  }
-  return `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
-}
-
-/** Returns `expected` when `bytes` hash to it; throws DIGEST_MISMATCH otherwise. */
-export function verifyDigest(bytes: Buffer, expected: string, what: string): string {
-  const alg = expected.slice(0, expected.indexOf(":"));
-  const got = computeDigest(alg, bytes);
-  if (got !== expected) {
-    throw new ImageyardError("DIGEST_MISMATCH", `${what}: expected ${expected}, got ${got} after ${bytes.length} bytes (DIGEST_MISMATCH). The registry served different content; nothing was written.`);
-  }
-  return expected;
-}
-
-function isStream(body: HttpBody | undefined): boolean {
-  return typeof body === "object" && body !== null && typeof (body as { pipe?: unknown }).pipe === "function";
-}
-
-/** "0-1023" → 1024 bytes held. 2.8 reports "0-0" for an empty session too; we read it as 0. */
-export function rangeEnd(range: string | undefined): number | undefined {
-  const m = /^(?:bytes=)?(\d+)-(\d+)$/.exec((range ?? "").trim());
-  if (!m) return undefined;
-  const end = Number(m[2]);
-  return end === 0 ? 0 : end + 1;
-}
-
-/** Appends to a Location verbatim: re-encoding its opaque _state could change it. */
-export function withQuery(url: string, key: string, value: string): string {
-  const hash = url.indexOf("#");
-  const base = hash < 0 ? url : url.slice(0, hash);
-  return `${base}${base.includes("?") ? "&" : "?"}${encodeURIComponent(key)}=${encodeURIComponent(value)}`;
-}
-
-/** The target of `Link: <…>; rel="next"`, if any. */
-export function nextLink(link: string | undefined): string | undefined {
-  if (!link) return undefined;
-  for (const part of link.split(",")) {
-    const m = /<([^>]+)>\s*;(.*)/.exec(part.trim());
-    if (m && /rel\s*=\s*"?next"?/i.test(m[2]!)) return m[1];
-  }
-  return undefined;
-}
-
-function stripQuery(url: string): string {
-  const q = url.indexOf("?");
-  return q < 0 ? url : url.slice(0, q);
 }
 
 function parseJson<T>(buf: Buffer, what: string): T {

@@ -2,7 +2,9 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
 import {
+  computeDigest,
   digestOf,
+  verifyDigest,
   formatPlatform,
   normalizePlatform,
   parseManifest,
@@ -102,9 +104,20 @@ describe("parseManifest", () => {
   });
 });
 
-describe("digestOf", () => {
-  it("is sha256 of the bytes with its algorithm prefix", () => {
+describe("digests of documents", () => {
+  it("digestOf is sha256 of the bytes with its algorithm prefix", () => {
     expect(digestOf(Buffer.from(""))).toBe("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  });
+
+  it("computeDigest supports sha512 and refuses unknown algorithms with UNSUPPORTED", () => {
+    expect(computeDigest("sha512", Buffer.from(""))).toMatch(/^sha512:cf83e135/);
+    expect(code(() => computeDigest("md5", Buffer.from("")))).toBe("UNSUPPORTED");
+  });
+
+  it("verifyDigest returns the digest on a match and throws DIGEST_MISMATCH naming both digests otherwise", () => {
+    const b = Buffer.from("doc");
+    expect(verifyDigest(b, digestOf(b), "pull x")).toBe(digestOf(b));
+    expect(() => verifyDigest(b, digestOf(Buffer.from("other")), "pull x")).toThrow(new RegExp(`^pull x: expected ${digestOf(Buffer.from("other"))}, got ${digestOf(b)} after 3 bytes \\(DIGEST_MISMATCH\\)`));
   });
 });
 

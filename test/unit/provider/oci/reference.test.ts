@@ -5,6 +5,7 @@ import {
   familiarName,
   formatReference,
   identifierOf,
+  isDigest,
   isLoopbackRegistry,
   parseReference,
   repositoryOf,
@@ -115,6 +116,12 @@ describe("reference helpers", () => {
     expect(apiHost("index.docker.io")).toBe("registry-1.docker.io");
     expect(apiHost("ghcr.io")).toBe("ghcr.io");
     expect(apiHost("127.0.0.1:5001")).toBe("127.0.0.1:5001");
+  });
+
+  it("isDigest tells digests from tags", () => {
+    expect(isDigest(D)).toBe(true);
+    expect(isDigest("v1.2")).toBe(false);
+    expect(isDigest("latest")).toBe(false);
   });
 
   it("isLoopbackRegistry knows localhost, 127/8 and ::1 but not other hosts", () => {

@@ -4,7 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
 import { clearAuthCache } from "../../../../provider/oci/auth";
 import { DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST } from "../../../../provider/oci/media";
-import { manifestMediaType, nextLink, rangeEnd, RegistryClient, withQuery, type RegistryOptions } from "../../../../provider/oci/registry";
+import { manifestMediaType } from "../../../../provider/oci/manifest";
+import { nextLink, rangeEnd, RegistryClient, withQuery, type RegistryOptions } from "../../../../provider/oci/registry";
 import { FakeRegistry, type FakeRegistryOptions } from "./fakeregistry";
 
 const FAST_RETRY = { attempts: 3, minDelayMs: 5, maxDelayMs: 20, maxRetryAfterMs: 5_000 };
