@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+// `imageyard copy|plan|inspect`: maps flags onto the copy engine. The digest (or JSON) goes to
+// stdout so scripts can capture it; progress and errors go to stderr.
+import { isImageyardError } from "../provider/http/errors";
+import { lineProgress } from "../provider/http/progress";
+import { copyImage, inspectImage, planCopy, summarizePlan, type CopyPlan } from "../provider/oci/copy";
+import { parseCommand, UsageError, USAGE } from "./args";
+
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  signal?: AbortSignal;
+}
+
+const defaultIo: CliIo = { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) };
+
+/** Runs one command; resolves to the exit status. */
+export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  let cmd;
+  try {
+    cmd = parseCommand(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    io.stderr(`imageyard: ${e.message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    switch (cmd.kind) {
+      case "help":
+        io.stdout(`${USAGE}\n`);
+        return 0;
+      case "version":
+        io.stdout(`${(require("imageyard/package.json") as { version: string }).version}\n`);
+        return 0;
+      case "inspect": {
+        const info = await inspectImage(cmd.ref, cmd.options);
+        if (!info) {
+          io.stderr(`imageyard: inspect ${cmd.ref}: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.\n`);
+          return 1;
+        }
+        io.stdout(cmd.json ? `${JSON.stringify(info, null, 2)}\n` : `${info.digest}\n`);
+        return 0;
+      }
+      case "plan":
+      case "copy": {
+        const deps = { ...(cmd.quiet ? {} : { onProgress: lineProgress((line) => io.stderr(`${line}\n`)) }), ...(io.signal ? { signal: io.signal } : {}) };
+        if (cmd.kind === "plan") {
+          const plan = await planCopy(cmd.request, deps);
+          io.stdout(cmd.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : describePlan(plan));
+          return 0;
+        }
+        const result = await copyImage(cmd.request, deps);
+        if (!cmd.quiet) io.stderr(`${result.tagRef}: ${result.upToDate ? "already up to date" : `${result.blobsCopied} blobs copied, ${result.blobsMounted} mounted, ${result.blobsSkipped} already there`}\n`);
+        io.stdout(cmd.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.digest}\n`);
+        return 0;
+      }
+    }
+  } catch (e) {
+    const code = isImageyardError(e) ? ` [${e.code}]` : "";
+    io.stderr(`imageyard: ${e instanceof Error ? e.message : String(e)}${code}\n`);
+    return 1;
+  }
+}
+
+/** The plan without manifest bytes (they are for the executor, not for people). */
+function planJson(plan: CopyPlan): unknown {
+  return { ...plan, manifests: plan.manifests.map(({ bytes: _bytes, ...m }) => m) };
+}
+
+function describePlan(plan: CopyPlan): string {
+  const lines = [`${plan.source} → ${plan.tagRef}`, `  ${summarizePlan(plan)}`];
+  for (const b of plan.blobs) lines.push(`  blob ${b.digest} ${String(b.size).padStart(12)} ${b.action}${b.mountFrom ? ` from ${b.mountFrom}` : ""}`);
+  for (const m of plan.manifests) lines.push(`  manifest ${m.digest} ${m.role}${m.platform ? ` ${m.platform}` : ""}${m.tag ? ` :${m.tag}` : ""} ${m.action}`);
+  return `${lines.join("\n")}\n`;
+}
+
+if (require.main === module) {
+  const controller = new AbortController();
+  process.once("SIGINT", () => controller.abort());
+  process.once("SIGTERM", () => controller.abort());
+  void main(process.argv.slice(2), { ...defaultIo, signal: controller.signal }).then(
+    (status) => {
+      process.exitCode = status;
+    },
+    (e: unknown) => {
+      process.stderr.write(`imageyard: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
