@@ -1,0 +1,203 @@
+// Mirror bench: `imageyard copy` against `skopeo copy` on the same registries in one run.
+// Source: the test bed's anonymous `upstream`; target: an htpasswd registry of the bench's own,
+// wiped and restarted before every fresh run of either tool. skopeo runs with an empty blob-info
+// cache (private mount namespace), so it cannot turn copies into cross-repo mounts.
+//
+//   scripts/bench.sh mirror [1g-8layers 4g-8layers 20x1m multiarch noop]
+//
+// Environment (sizes are per layer; "M"/"G" suffixes work):
+//   RUNS=3                          runs per tool and case (medians reported)
+//   IY_BENCH_1G_LAYER=128M          1g-8layers and noop: 8 layers of this
+//   IY_BENCH_4G_LAYER=512M          4g-8layers: 8 layers of this (4 GiB: ~1 min to generate once,
+//                                   4 GiB in the source registry, 4 GiB written per fresh run)
+//   IY_BENCH_SMALL_LAYERS=20        20x1m: this many layers of IY_BENCH_SMALL_LAYER (1M)
+//   IY_BENCH_MULTI_LAYER=4M         multiarch: amd64+arm64, 3 layers each (1 shared)
+//   IY_BENCH_IMAGEYARD="node dist/cli/imageyard.js"   the imageyard command
+// Generated images are seeded, cached under $IY_STATE_DIR/images and pushed to upstream once.
+// Ends with one `RESULT {…}` line per case; speedup = skopeo_s / imageyard_s.
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { cachedImageLayout, digestOf, dockerRef, parseSize, seedImage, skopeoFlags, type ImageSpec } from "../test/testbed/images";
+import { countRequests, defaultStateDir, releaseRegistryTestbed, requestLogMark, startRegistry, startRegistryTestbed, type RegistryEndpoint, type RegistryHandle } from "../test/testbed/registry";
+import { formatTable, median, resultLine, round, timeCommand, type TimedRun } from "./lib";
+
+type Tool = "imageyard" | "skopeo";
+
+interface BenchCase {
+  name: string;
+  spec: ImageSpec;
+  /** Wipe and restart the target before each timed copy. */
+  fresh: boolean;
+  all: boolean;
+}
+
+interface Sample extends TimedRun {
+  requests: number;
+  digestOk: boolean;
+}
+
+const env = (k: string, d: string) => process.env[k] ?? d;
+
+function benchCases(): Record<string, BenchCase> {
+  const big = { layers: 8, layerSize: env("IY_BENCH_1G_LAYER", "128M"), seed: "bench-1g", gzipLevel: 0 };
+  return {
+    "1g-8layers": { name: "1g-8layers", spec: big, fresh: true, all: false },
+    "4g-8layers": { name: "4g-8layers", spec: { layers: 8, layerSize: env("IY_BENCH_4G_LAYER", "512M"), seed: "bench-4g", gzipLevel: 0 }, fresh: true, all: false },
+    "20x1m": { name: "20x1m", spec: { layers: Number(env("IY_BENCH_SMALL_LAYERS", "20")), layerSize: env("IY_BENCH_SMALL_LAYER", "1M"), seed: "bench-small" }, fresh: true, all: false },
+    multiarch: {
+      name: "multiarch",
+      spec: { layers: 3, layerSize: env("IY_BENCH_MULTI_LAYER", "4M"), platforms: ["linux/amd64", "linux/arm64"], sharedLayers: 1, seed: "bench-multi" },
+      fresh: true,
+      all: true,
+    },
+    noop: { name: "noop", spec: big, fresh: false, all: false },
+  };
+}
+
+function repoOf(c: BenchCase): string {
+  // noop reuses the 1 GiB image under its own repository, so fresh cases never pre-fill it.
+  return `bench/${c.name}`;
+}
+
+function imageyardCommand(): string[] | undefined {
+  const custom = process.env.IY_BENCH_IMAGEYARD;
+  if (custom) return custom.split(" ").filter(Boolean);
+  const cli = resolve(__dirname, "..", "cli", "imageyard.js");
+  return existsSync(cli) ? [process.execPath, cli] : undefined;
+}
+
+function copyArgs(tool: Tool, src: RegistryEndpoint, dst: RegistryEndpoint, ref: string, all: boolean): string[] {
+  const flags = [...(all ? ["--all"] : []), ...skopeoFlags(src, "src"), ...skopeoFlags(dst, "dest")];
+  if (tool === "skopeo") return ["copy", "-q", ...flags, dockerRef(src, ref), dockerRef(dst, ref)];
+  // imageyard copy takes skopeo's flags (--src-no-creds is skopeo-only: anonymous is the default).
+  return ["copy", ...flags.filter((f) => f !== "--src-no-creds"), dockerRef(src, ref), dockerRef(dst, ref)];
+}
+
+/** The access log is written as responses complete; wait until the count stops moving. */
+async function settledCount(ep: RegistryEndpoint, since: number): Promise<number> {
+  let last = -1;
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    const n = countRequests(ep, since);
+    if (n === last || Date.now() > deadline) return n;
+    last = n;
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+async function ensureSource(stateDir: string, upstream: RegistryEndpoint, c: BenchCase): Promise<string> {
+  const t0 = Date.now();
+  const layout = await cachedImageLayout(stateDir, c.spec);
+  const ref = `${repoOf(c)}:v1`;
+  const have = await digestOf(upstream, ref).catch(() => undefined);
+  if (have !== layout.top.digest) await seedImage(upstream, ref, { ...c.spec, stateDir });
+  log(`${c.name}: source ${upstream.host}/${ref} ${layout.top.digest} ready (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+  return layout.top.digest;
+}
+
+function log(line: string): void {
+  process.stderr.write(`[bench mirror] ${line}\n`);
+}
+
+async function runOne(tool: Tool, c: BenchCase, upstream: RegistryEndpoint, target: RegistryHandle, digest: string): Promise<Sample> {
+  if (c.fresh) await target.start({ wipe: true });
+  const dst = target.endpoint;
+  const ref = `${repoOf(c)}:v1`;
+  const cmd = tool === "skopeo" ? ["skopeo"] : imageyardCommand()!;
+  const mark = requestLogMark(dst);
+  const run = await timeCommand(cmd[0]!, [...cmd.slice(1), ...copyArgs(tool, upstream, dst, ref, c.all)], { isolateContainersCache: true, timeoutMs: 1_800_000 });
+  const requests = await settledCount(dst, mark);
+  if (run.exitCode !== 0) log(`${c.name} ${tool} FAILED (exit ${run.exitCode}): ${run.stderr.trim().split("\n").slice(-5).join(" | ")}`);
+  const got = run.exitCode === 0 ? await digestOf(dst, ref).catch(() => "missing") : "not copied";
+  const digestOk = got === digest;
+  if (run.exitCode === 0 && !digestOk) log(`${c.name} ${tool}: target has ${got}, source ${digest}`);
+  log(`${c.name} ${tool}: ${run.wallS.toFixed(2)} s, ${run.maxRssMiB.toFixed(0)} MiB, ${requests} requests${digestOk ? "" : " DIGEST MISMATCH"}`);
+  return { ...run, requests, digestOk };
+}
+
+async function main(argv: string[]): Promise<void> {
+  const all = benchCases();
+  const names = argv.length > 0 ? argv : Object.keys(all);
+  for (const n of names) if (!all[n]) throw new Error(`unknown case ${n}; cases: ${Object.keys(all).join(", ")}`);
+  const runs = Number(process.env.RUNS ?? "3");
+  const stateDir = defaultStateDir();
+  const iy = imageyardCommand();
+  if (!iy) log("dist/cli/imageyard.js not found: timing skopeo only (build the CLI, or set IY_BENCH_IMAGEYARD)");
+  const tools: Tool[] = iy ? ["imageyard", "skopeo"] : ["skopeo"];
+
+  const lease = `bench-${process.pid}`;
+  const tb = await startRegistryTestbed(stateDir, { lease });
+  const target = await startRegistry(stateDir, "bench-mirror", { auth: "htpasswd", tls: false });
+  const upstream = tb.registries.upstream;
+  const results: Record<string, unknown>[] = [];
+  const rows: (string | number)[][] = [];
+  try {
+    for (const name of names) {
+      const c = all[name]!;
+      const digest = await ensureSource(stateDir, upstream, c);
+      if (!c.fresh) {
+        // noop: the target already holds the image (copied once by skopeo, untimed).
+        await runOne("skopeo", { ...c, fresh: false }, upstream, target, digest);
+      }
+      const samples: Record<Tool, Sample[]> = { imageyard: [], skopeo: [] };
+      for (let i = 0; i < runs; i++) {
+        // Alternate who goes first, so page-cache and machine noise fall on both.
+        const order = i % 2 === 0 ? tools : [...tools].reverse();
+        for (const tool of order) samples[tool].push(await runOne(tool, c, upstream, target, digest));
+      }
+      const bytes = sizeOf(c);
+      const summary: Record<string, unknown> = { case: c.name };
+      for (const tool of tools) {
+        const ok = samples[tool].filter((s) => s.exitCode === 0 && s.digestOk);
+        const wall = median(ok.map((s) => s.wallS));
+        const rss = median(ok.map((s) => s.maxRssMiB));
+        summary[`${tool}_s`] = ok.length ? round(wall) : null;
+        summary[`${tool}_rss_mib`] = ok.length ? round(rss, 1) : null;
+        summary[`${tool}_requests`] = ok.length ? median(ok.map((s) => s.requests)) : null;
+        summary[`${tool}_failures`] = samples[tool].length - ok.length;
+        rows.push([
+          c.name,
+          tool,
+          `${ok.length}/${samples[tool].length}`,
+          ok.length ? wall.toFixed(3) : "-",
+          ok.length && c.fresh ? ((bytes / wall) / 1e6).toFixed(0) : "-",
+          ok.length ? rss.toFixed(1) : "-",
+          ok.length ? median(ok.map((s) => s.userS + s.sysS)).toFixed(2) : "-",
+          ok.length ? String(median(ok.map((s) => s.requests))) : "-",
+        ]);
+      }
+      const iyS = summary.imageyard_s as number | null | undefined;
+      const skS = summary.skopeo_s as number | null | undefined;
+      summary.speedup = iyS && skS ? round(skS / iyS, 2) : null;
+      summary.bytes = bytes;
+      summary.runs = runs;
+      results.push(summary);
+    }
+  } finally {
+    await target.stop();
+    await releaseRegistryTestbed(stateDir, lease);
+  }
+  process.stdout.write(`\n${formatTable(["case", "tool", "ok", "median s", "MB/s", "peak RSS MiB", "cpu s", "target reqs"], rows)}\n\n`);
+  const outDir = resolve(__dirname, "..", "..", "bench", "results");
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `mirror-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), runs, results }, null, 2));
+  log(`results saved to ${file}`);
+  for (const r of results) {
+    const { case: name, imageyard_s, skopeo_s, speedup, imageyard_rss_mib, skopeo_rss_mib, ...rest } = r;
+    process.stdout.write(resultLine({ case: name, imageyard_s, skopeo_s, speedup, imageyard_rss_mib, skopeo_rss_mib, ...rest }) + "\n");
+  }
+}
+
+/** Bytes a fresh copy moves (layers + configs), from the spec. */
+function sizeOf(c: BenchCase): number {
+  const plats = c.spec.platforms?.length ?? 1;
+  const per = parseSize(c.spec.layerSize ?? "1M");
+  const layers = (c.spec.layers ?? 2) * plats - (plats > 1 ? Math.min(c.spec.sharedLayers ?? 0, c.spec.layers ?? 2) * (plats - 1) : 0);
+  return layers * per;
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  process.stderr.write(`bench mirror: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
