@@ -1,0 +1,113 @@
+// The Keystone + Glance test bed from TypeScript: start it (test/testbed/glance.sh), stop it
+// (glance-down.sh), and read what the start wrote ($IY_STATE_DIR/glance/testbed.json).
+// A vitest run starts it in the background (glance.setup.ts) and tests wait for it here, so the
+// ~25 s cold start overlaps with everything that does not need Glance.
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+export interface GlanceAccount {
+  username: string;
+  password: string;
+  userId: string;
+  projectName: string;
+  projectId: string;
+  userDomainName: string;
+  projectDomainName: string;
+}
+
+export interface GlanceTestbed {
+  /** Keystone v3 root, e.g. http://127.0.0.1:49823/v3 */
+  authUrl: string;
+  /** Glance root as the catalog lists it, e.g. http://127.0.0.1:53437 */
+  glanceUrl: string;
+  region: string;
+  interface: string;
+  /** Glance's image_size_cap in bytes. */
+  imageSizeCap: number;
+  dir: string;
+  pids: { keystone: number; glance: number };
+  /** admin (project admin), demo (owner of test images, project demo), other (project other). */
+  accounts: { admin: GlanceAccount; demo: GlanceAccount; other: GlanceAccount };
+  /** An application credential of demo, made fresh on each full start. */
+  applicationCredential: { id: string; secret: string; username: string; projectId: string };
+}
+
+/** The folder holding glance.sh, whether this runs from test/testbed or from dist/test/testbed. */
+function scriptDir(): string {
+  return [__dirname, resolve(__dirname, "../../../test/testbed")].find((d) => existsSync(join(d, "glance.sh"))) ?? __dirname;
+}
+
+export function glanceStateDir(): string {
+  return resolve(process.env.IY_STATE_DIR ?? join(scriptDir(), "../../.testbed"), "glance");
+}
+
+export function glanceTestbedFile(): string {
+  return join(glanceStateDir(), "testbed.json");
+}
+
+/** What the last start wrote; throws when the test bed was never started. */
+export function loadGlanceTestbed(): GlanceTestbed {
+  const file = glanceTestbedFile();
+  if (!existsSync(file)) throw new Error(`Glance test bed not running: ${file} is missing. Start it with test/testbed/glance.sh (vitest's globalSetup test/testbed/glance.setup.ts does it too).`);
+  return JSON.parse(readFileSync(file, "utf8")) as GlanceTestbed;
+}
+
+/** True when the pids in testbed.json are alive and still ours. */
+export function glanceTestbedRunning(): boolean {
+  if (!existsSync(glanceTestbedFile())) return false;
+  const tb = loadGlanceTestbed();
+  return [tb.pids.keystone, tb.pids.glance].every((pid) => isOurs(pid, tb.dir));
+}
+
+function isOurs(pid: number, marker: string): boolean {
+  try {
+    if (/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"))) return false;
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(marker);
+  } catch {
+    return false;
+  }
+}
+
+function runScript(name: string, args: string[] = []): Promise<{ code: number; stderr: string }> {
+  return new Promise((ok, fail) => {
+    const child = spawn("bash", [join(scriptDir(), name), ...args], { stdio: ["ignore", "ignore", "pipe"], env: process.env });
+    let stderr = "";
+    child.stderr.on("data", (c: Buffer) => {
+      stderr += c.toString();
+      if (stderr.length > 64 * 1024) stderr = stderr.slice(-32 * 1024);
+    });
+    child.on("error", fail);
+    child.on("exit", (code, sig) => ok({ code: code ?? (sig ? 128 : 1), stderr }));
+  });
+}
+
+/** Starts (or confirms) the test bed and returns its description. */
+export async function startGlanceTestbed(): Promise<GlanceTestbed> {
+  const { code, stderr } = await runScript("glance.sh");
+  if (code !== 0) throw new Error(`test/testbed/glance.sh failed (exit ${code}):\n${stderr.trim().split("\n").slice(-25).join("\n")}`);
+  return loadGlanceTestbed();
+}
+
+export async function stopGlanceTestbed(): Promise<void> {
+  const { code, stderr } = await runScript("glance-down.sh");
+  if (code !== 0) throw new Error(`test/testbed/glance-down.sh failed (exit ${code}):\n${stderr.trim()}`);
+}
+
+/**
+ * For tests: waits for the start the globalSetup kicked off (it records the outcome in the file
+ * named by IY_GLANCE_READY_FILE), then returns the test bed. Without a setup (a single test file
+ * run by hand) it starts the test bed itself.
+ */
+export async function glanceTestbed(timeoutMs = 240_000): Promise<GlanceTestbed> {
+  const ready = process.env.IY_GLANCE_READY_FILE;
+  if (!ready) return startGlanceTestbed();
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(ready)) {
+    if (Date.now() > deadline) throw new Error(`Glance test bed not ready after ${timeoutMs} ms (waiting for ${ready})`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const outcome = JSON.parse(readFileSync(ready, "utf8")) as { ok: boolean; error?: string };
+  if (!outcome.ok) throw new Error(outcome.error ?? "Glance test bed failed to start");
+  return loadGlanceTestbed();
+}
