@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDispatcher, drain, header, parseRetryAfter, readBytes, readCapped, readJson, send } from "../../../../provider/http/client";
 import { ImageyardError, isImageyardError } from "../../../../provider/http/errors";
@@ -17,6 +18,10 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  routes.set("/early", (_q, res) => {
+    res.statusCode = 400;
+    res.end('{"errors":[{"code":"DIGEST_INVALID"}]}');
+  });
   routes.set("/json", (_q, res) => res.end(JSON.stringify({ a: 1 })));
   routes.set("/big", (_q, res) => res.end("x".repeat(5000)));
   routes.set("/bad-json", (_q, res) => res.end("{"));
@@ -88,6 +93,17 @@ describe("send", () => {
   it("streams a body and sends its headers", async () => {
     const res = await send({ method: "PUT", url: `${base}/echo`, ok: [200], operation: "put", body: Buffer.alloc(1000), headers: { "content-type": "application/octet-stream" } });
     expect(await readJson(res, "echo")).toEqual({ method: "PUT", n: 1000, ct: "application/octet-stream" });
+  });
+
+  it("reports the server's early answer (not a socket error, no hang) when it replies before reading a streaming body", async () => {
+    const body = new PassThrough();
+    body.write(Buffer.alloc(1 << 20));
+    const t0 = Date.now();
+    const e = await send({ method: "PUT", url: `${base}/early`, body, ok: [201], operation: "early put", headers: { "content-length": String(10 << 20) } }).catch((x) => x);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(isImageyardError(e)).toBe(true);
+    expect(e.status).toBe(400);
+    expect(e.message).toMatch(/DIGEST_INVALID/);
   });
 
   it("follows redirects through createDispatcher", async () => {
