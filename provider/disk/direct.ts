@@ -13,7 +13,7 @@ import type { ImageDigests } from "./prepare";
 import { FORMAT_PROBE_BYTES, detectFormat, type DiskFormat } from "./qemu";
 import { checkProbe, openSource, sameBytes, sourceChecksumOf, type ImageSource, type SourceOptions } from "./source";
 import { capError } from "./fetch";
-import { FINAL_ALGOS, HashingPassThrough, peek, type FinalDigests } from "./streams";
+import { finalAlgos, HashingPassThrough, peek, type FinalDigests } from "./streams";
 
 export interface StreamedImage {
   diskFormat: DiskFormat;
@@ -35,7 +35,7 @@ export async function streamImage(source: ImageSource, opts: SourceOptions): Pro
   const { what } = src;
   let digests: FinalDigests | undefined;
   let bytes = 0;
-  const hasher = new HashingPassThrough(FINAL_ALGOS, (d, n) => {
+  const hasher = new HashingPassThrough(finalAlgos(opts.sha256), (d, n) => {
     digests = d as FinalDigests;
     bytes = n;
   });

@@ -2,22 +2,25 @@
 // in the target disk format, verifying on the way. One pass over the network: the download is
 // hashed, decompressed and written to scratch as it arrives; nothing is written twice.
 //
-//   same format        → the scratch file itself (hashed while it was written)
-//   anything → raw     → qemu-nbd serves the raw view of the scratch file (no raw file at all)
-//   anything else      → qemu-img convert into scratch, source deleted, result hashed once
+//   same format              → the scratch file itself (hashed while it was written)
+//   uncompressed → raw       → guest ranges read from the scratch file at qemu-img map's offsets
+//   compressed → raw         → qemu-img convert to a sparse raw file, or qemu-nbd if space is short
+//   anything else            → qemu-img convert into scratch, source deleted
+// Whatever is not hashed during the download is hashed while open() is read, i.e. during upload.
 import { createReadStream, createWriteStream } from "node:fs";
 import { stat, unlink } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ImageyardError } from "../http/errors";
-import { fileNameOf, MultiHash, type Checksum } from "./checksum";
+import { fileNameOf, type Checksum } from "./checksum";
 import type { Compression } from "./decompress";
 import { DiskImageError } from "./errors";
+import { mapImage, openExtentStream, unreadableMap } from "./extents";
 import { openRawStream } from "./nbd";
 import { assertSafeImage, checkImage, convertImage, estimateAllocated, FORMAT_PROBE_BYTES, imageInfo, type DiskFormat, type FormatProbe } from "./qemu";
 import { defaultScratchBase, Scratch, type StatFs } from "./scratch";
 import { checkProbe, openSource, sameBytes, sourceChecksumOf, type ImageSource, type OpenedSource, type SourceOptions } from "./source";
-import { FINAL_ALGOS, FormatSniffer, HashingPassThrough, type FinalDigests } from "./streams";
+import { finalAlgos, FormatSniffer, HashingPassThrough, type FinalDigests } from "./streams";
 
 export type { ImageSource, SourceOptions } from "./source";
 export { checkImageSource, resolveChecksum } from "./source";
@@ -25,8 +28,12 @@ export { checkImageSource, resolveChecksum } from "./source";
 export interface PrepareOptions extends SourceOptions {
   /** Base directory for scratch files (default os.tmpdir()/imageyard). */
   scratchDir?: string;
-  /** How to produce raw from another format: stream it through qemu-nbd (default), or convert to a file. */
-  rawVia?: "nbd" | "convert";
+  /**
+   * How to produce raw from another format. "auto" (default): read an uncompressed image straight
+   * from its file (no raw file written); a compressed one is converted to a sparse raw file when
+   * scratch has room, else streamed through qemu-nbd. "convert" and "nbd" force one way.
+   */
+  rawVia?: "auto" | "convert" | "nbd";
   /** qemu-img -o options for conversions (e.g. { compat: "1.1" }). */
   convertOptions?: Record<string, string>;
   /** For tests: a statfs replacement. */
@@ -48,13 +55,18 @@ export interface PreparedImage {
   /** The download's checksum: the one given (verified) or, without one, its sha256 (unverified). */
   sourceChecksum: Checksum & { verified: boolean };
   converted: boolean;
-  /** "file": open() reads a scratch file; "nbd": open() streams the raw view through qemu-nbd. */
-  mode: "file" | "nbd";
-  /** Digests of the bytes open() yields, when known before reading (mode "file"). */
+  /**
+   * "file": open() reads a scratch file (the download itself, or qemu-img's output);
+   * "extents": open() reads the guest ranges of the downloaded image directly (uncompressed → raw);
+   * "nbd": open() streams the raw view through qemu-nbd.
+   */
+  mode: "file" | "extents" | "nbd";
+  /** Digests of the bytes open() yields, when known before reading (no conversion: hashed while downloading). */
   sha512: string | undefined;
   md5: string | undefined;
+  /** Only with the sha256 option. */
   sha256: string | undefined;
-  /** Digests of the bytes open() yields; in mode "nbd" it settles when one open() stream has been read to the end. */
+  /** Digests of the bytes open() yields; when the fields above are undefined it settles once an open() stream has been read to the end. */
   digests(): Promise<ImageDigests>;
   /** A fresh stream of exactly the bytes to upload; may be called again (e.g. for a retried upload). */
   open(): Readable;
@@ -86,7 +98,7 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
   await scratch.ensureSpace(src.download.total ?? 0, what, "the download");
   const sniffer = new FormatSniffer(FORMAT_PROBE_BYTES, opts.maxBytes, what, (probe) => {
     checkProbe(probe, source.format, what);
-    return sameBytes(probe.format, opts.diskFormat) ? FINAL_ALGOS : [];
+    return sameBytes(probe.format, opts.diskFormat) ? finalAlgos(opts.sha256) : [];
   });
   const file = scratch.path(`source.${compression ? "decompressed" : "img"}`);
   try {
@@ -102,7 +114,7 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
   const qopts = { what, signal: opts.signal };
   const info = await imageInfo(file, sourceFormat, qopts);
   assertSafeImage(info, sourceFormat, what);
-  await checkImage(file, sourceFormat, qopts);
+  const check = await checkImage(file, sourceFormat, qopts);
   const virtualSize = info["virtual-size"];
   const common = { diskFormat: opts.diskFormat, sourceFormat, compression, virtualSize, sourceChecksum };
   const cleanup = () => scratch.remove();
@@ -113,34 +125,24 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
     return fileResult(common, file, { size: sniffer.bytes, ...d }, false, scratchInfo, cleanup);
   }
 
-  if (opts.diskFormat === "raw" && (opts.rawVia ?? "nbd") === "nbd") {
-    let settled: ImageDigests | undefined;
-    let resolveDigests!: (d: ImageDigests) => void;
-    const digestsReady = new Promise<ImageDigests>((r) => (resolveDigests = r));
-    return {
-      ...common,
-      size: virtualSize,
-      converted: true,
-      mode: "nbd",
-      sha512: undefined,
-      md5: undefined,
-      sha256: undefined,
-      digests: () => digestsReady,
-      open: () => {
-        const raw = openRawStream(file, sourceFormat, virtualSize, { what, socketDir: scratch.dir, signal: opts.signal });
-        const hasher = new HashingPassThrough(FINAL_ALGOS, (d, bytes) => {
-          if (settled || bytes !== virtualSize) return;
-          settled = { size: bytes, ...(d as Omit<ImageDigests, "size">) };
-          resolveDigests(settled);
-        });
-        raw.on("error", (e) => hasher.destroy(e));
-        return raw.pipe(hasher);
-      },
-      get scratch() {
-        return scratchInfo();
-      },
-      cleanup,
-    };
+  if (opts.diskFormat === "raw") {
+    const via = opts.rawVia ?? "auto";
+    if (via === "auto") {
+      // Uncompressed images are read straight from the file at the offsets qemu-img map gives.
+      const extents = await mapImage(file, sourceFormat, qopts);
+      const why = (check["compressed-clusters"] ?? 0) > 0 ? "it has compressed clusters" : unreadableMap(extents, virtualSize, (await stat(file)).size);
+      if (why === undefined) {
+        return streamedResult(opts, common, "extents", () => openExtentStream(file, extents, { signal: opts.signal }), virtualSize, scratchInfo, cleanup);
+      }
+      progress?.({ phase: "convert", item: fileNameOf(source.url), message: `cannot read the ${sourceFormat} directly (${why})` });
+    }
+    // Compressed images: a sparse raw file is fastest when scratch has room for it; otherwise
+    // qemu-nbd serves the raw view without writing one.
+    const convertNeeds = await estimateAllocated(file, sourceFormat, "raw", qopts);
+    const roomToConvert = await scratch.hasSpace(convertNeeds);
+    if (via === "nbd" || (via === "auto" && !roomToConvert)) {
+      return streamedResult(opts, common, "nbd", () => openRawStream(file, sourceFormat, virtualSize, { what, socketDir: scratch.dir, signal: opts.signal }), virtualSize, scratchInfo, cleanup);
+    }
   }
 
   const target = scratch.path(`converted.${opts.diskFormat}`);
@@ -156,12 +158,41 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
   }
   // The source is no longer needed; free its space before anything reads the result.
   await unlink(file);
-  const hash = new MultiHash(FINAL_ALGOS);
-  for await (const chunk of createReadStream(target, { highWaterMark: 1 << 20, signal: opts.signal })) hash.update(chunk as Buffer);
-  const d = hash.digest() as Omit<ImageDigests, "size">;
   const size = (await stat(target)).size;
-  if (hash.bytes !== size) throw new DiskImageError("SIZE_MISMATCH", `${what}: hashed ${hash.bytes} bytes of the converted image but it has ${size}`);
-  return fileResult(common, target, { size, ...d }, true, scratchInfo, cleanup);
+  // Hashed on the first read, so hashing overlaps the upload instead of preceding it.
+  return streamedResult(opts, common, "file", () => createReadStream(target, { highWaterMark: 1 << 20 }), size, scratchInfo, cleanup);
+}
+
+/** A result whose digests are computed while open() is read; they settle on the first complete read. */
+function streamedResult(opts: PrepareOptions, common: CommonFields, mode: PreparedImage["mode"], openBytes: () => Readable, size: number, scratchInfo: () => PreparedImage["scratch"], cleanup: () => Promise<void>): PreparedImage {
+  let settled: ImageDigests | undefined;
+  let resolveDigests!: (d: ImageDigests) => void;
+  const digestsReady = new Promise<ImageDigests>((r) => (resolveDigests = r));
+  return {
+    ...common,
+    size,
+    converted: true,
+    mode,
+    sha512: undefined,
+    md5: undefined,
+    sha256: undefined,
+    digests: () => digestsReady,
+    open: () => {
+      const bytes = openBytes();
+      const hasher = new HashingPassThrough(finalAlgos(opts.sha256), (d, n) => {
+        if (settled || n !== size) return;
+        settled = { size: n, ...(d as FinalDigests) };
+        resolveDigests(settled);
+      });
+      bytes.on("error", (e) => hasher.destroy(e));
+      hasher.on("close", () => bytes.destroy());
+      return bytes.pipe(hasher);
+    },
+    get scratch() {
+      return scratchInfo();
+    },
+    cleanup,
+  };
 }
 
 type CommonFields = Pick<PreparedImage, "diskFormat" | "sourceFormat" | "compression" | "virtualSize" | "sourceChecksum">;

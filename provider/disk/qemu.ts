@@ -186,19 +186,26 @@ export function assertSafeImage(info: QemuImageInfo, format: DiskFormat, what: s
   if (info.format !== qemuFormat(format)) throw new DiskImageError("QEMU_FAILED", `${what}: qemu-img read the image as ${info.format}, expected ${qemuFormat(format)}`);
 }
 
+export interface CheckResult {
+  "check-errors"?: number;
+  corruptions?: number;
+  "compressed-clusters"?: number;
+  "allocated-clusters"?: number;
+}
+
 /** Metadata consistency check (qcow2, vdi, vhdx); leaks are harmless, corruption is not. */
-export async function checkImage(file: string, format: DiskFormat, opts: QemuOptions): Promise<void> {
-  if (!["qcow2", "vdi", "vhdx"].includes(format)) return;
+export async function checkImage(file: string, format: DiskFormat, opts: QemuOptions): Promise<CheckResult> {
+  if (!["qcow2", "vdi", "vhdx"].includes(format)) return {};
   const r = await runQemuImg(checkArgv(file, format), opts);
-  // 0 clean, 3 leaked clusters only, 63 check not supported; 1 and 2 mean it cannot be read safely.
-  if (r.code === 0 || r.code === 3 || r.code === 63) return;
-  let summary = "";
+  let result: CheckResult | undefined;
   try {
-    const j = JSON.parse(r.stdout) as { corruptions?: number; "check-errors"?: number };
-    summary = `${j.corruptions ?? 0} corruptions, ${j["check-errors"] ?? 0} check errors; `;
+    result = JSON.parse(r.stdout) as CheckResult;
   } catch {
     /* no JSON when qemu-img could not open the file at all */
   }
+  // 0 clean, 3 leaked clusters only, 63 check not supported; 1 and 2 mean it cannot be read safely.
+  if (r.code === 0 || r.code === 3 || r.code === 63) return result ?? {};
+  const summary = result ? `${result.corruptions ?? 0} corruptions, ${result["check-errors"] ?? 0} check errors; ` : "";
   const first = r.stderr.trim().split("\n")[0] ?? "";
   throw new DiskImageError("QEMU_FAILED", `${opts.what}: qemu-img check failed (exit ${r.code}): ${summary}${tailText(first, 300) || "no message"}. The image is corrupt or truncated; check source.url and its checksum.`);
 }

@@ -64,6 +64,10 @@ export class Scratch {
     return join(this.dir, name);
   }
 
+  async hasSpace(needed: number): Promise<boolean> {
+    return (await freeBytes(this.dir, this.statFs)) >= needed + SCRATCH_RESERVE_BYTES;
+  }
+
   async ensureSpace(needed: number, what: string, step: string): Promise<void> {
     checkFreeSpace({ needed, available: await freeBytes(this.dir, this.statFs), dir: this.dir, what, step });
   }

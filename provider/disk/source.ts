@@ -36,6 +36,8 @@ export interface SourceOptions {
   retry?: RetryPolicy;
   /** Fail when neither checksum nor checksumUrl is given. */
   requireChecksum?: boolean;
+  /** Also compute the sha256 of the bytes to upload (md5 and sha512 always are). */
+  sha256?: boolean;
 }
 
 /** Problems with a source, as sentences naming the property (for a provider's check()). */

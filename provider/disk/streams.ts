@@ -5,14 +5,19 @@ import { MultiHash, type HashAlgo } from "./checksum";
 import { capError } from "./fetch";
 import { detectFormat, type FormatProbe } from "./qemu";
 
-/** md5, sha256 and sha512 of the bytes to upload (Glance's `checksum` and `os_hash_value`). */
+/**
+ * Digests of the bytes to upload: md5 and sha512 are Glance's `checksum` and `os_hash_value`;
+ * sha256 only on request, since every digest costs a CPU pass over the whole image.
+ */
 export interface FinalDigests {
   md5: string;
-  sha256: string;
   sha512: string;
+  sha256?: string;
 }
 
-export const FINAL_ALGOS: readonly HashAlgo[] = ["md5", "sha256", "sha512"];
+export function finalAlgos(withSha256 = false): readonly HashAlgo[] {
+  return withSha256 ? ["md5", "sha256", "sha512"] : ["md5", "sha512"];
+}
 
 /** Reads the first `n` bytes (or all, if shorter) and returns them with a stream that replays them. */
 export async function peek(stream: Readable, n: number): Promise<{ head: Buffer; stream: Readable }> {

@@ -13,7 +13,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { dirname, join, resolve } from "node:path";
 
 /** Bump when the generated set changes, so a cached set is regenerated. */
-const GENERATION = "4";
+const GENERATION = "5";
 const MiB = 1024 * 1024;
 
 export interface DiskImageFile {
@@ -132,11 +132,18 @@ function generateInto(dir: string): Record<string, DiskImageFile> {
   // Images that reference other host files.
   run("qemu-img", ["create", "-f", "qcow2", "-b", p("disk.qcow2"), "-F", "qcow2", p("backing.qcow2")]);
   run("qemu-img", ["create", "-f", "qcow2", "-o", `data_file=${p("datafile.bin")}`, p("datafile.qcow2"), "24M"]);
+  // Compressible data stored as compressed qcow2 clusters: no plain file offsets in qemu-img map.
+  const text = Buffer.from("imageyard compressible test pattern\n".repeat(1 << 15));
+  const fdc = openSync(p("compressible.raw"), "w");
+  for (let i = 0; i < 16; i++) if (i % 4 !== 3) writeSync(fdc, text.subarray(0, MiB), 0, MiB, i * MiB);
+  writeSync(fdc, Buffer.from([1]), 0, 1, 16 * MiB - 1);
+  closeSync(fdc);
+  run("qemu-img", ["convert", "-c", "-f", "raw", "-O", "qcow2", p("compressible.raw"), p("compressed.qcow2")]);
   // Random bytes that happen to look like nothing: a "raw" disk with no structure.
   writeFileSync(p("tiny.raw"), randomBytes(64 * 1024));
 
   const files: Record<string, DiskImageFile> = {};
-  for (const n of ["disk.raw", "disk.qcow2", "disk.vmdk", "disk.qcow2.gz", "disk.qcow2.bz2", "disk.qcow2.xz", "disk.qcow2.zst", "raw-xz-named.img", "damaged.qcow2.gz", "corrupt.qcow2", "truncated.qcow2", "backing.qcow2", "datafile.qcow2", "tiny.raw"]) {
+  for (const n of ["disk.raw", "disk.qcow2", "disk.vmdk", "disk.qcow2.gz", "disk.qcow2.bz2", "disk.qcow2.xz", "disk.qcow2.zst", "raw-xz-named.img", "damaged.qcow2.gz", "corrupt.qcow2", "truncated.qcow2", "backing.qcow2", "datafile.qcow2", "tiny.raw", "compressible.raw", "compressed.qcow2"]) {
     files[n] = digestFile(p(n), n);
   }
   const f = (n: string) => files[n] as DiskImageFile;
@@ -267,12 +274,14 @@ async function main(): Promise<void> {
   const dir = join(base, "files");
   mkdirSync(base, { recursive: true });
   mkdirSync(dirname(testbedFile()), { recursive: true });
-  const files = generateDiskImages(dir);
-  const server = serveDiskImages(dir);
+  // IY_DISKIMAGES_SERVE_DIR serves an existing directory as it is (the bench's big image).
+  const serveDir = process.env.IY_DISKIMAGES_SERVE_DIR;
+  const files = serveDir ? {} : generateDiskImages(dir);
+  const server = serveDiskImages(serveDir ?? dir);
   await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : 0;
-  const info: DiskImageTestbed = { url: `http://127.0.0.1:${port}`, dir, pid: process.pid, files };
+  const info: DiskImageTestbed = { url: `http://127.0.0.1:${port}`, dir: serveDir ?? dir, pid: process.pid, files };
   const tmp = `${testbedFile()}.${process.pid}`;
   writeFileSync(tmp, JSON.stringify(info, null, 2));
   renameSync(tmp, testbedFile());

@@ -30,14 +30,14 @@ async function failure(p: Promise<unknown>): Promise<{ code: string; message: st
 }
 
 describe("prepareImage: formats and conversion", () => {
-  it("streams qcow2 → raw through qemu-nbd with the sha512 of `qemu-img convert -O raw` output and no raw file in scratch", async () => {
+  it("reads an uncompressed qcow2 as raw straight from the file (qemu-img map offsets), with the sha512 of `qemu-img convert -O raw` output and no raw file in scratch", async () => {
     const tb = testbed();
     const out = mkdtempSync(join(tmpdir(), "iy-ref-"));
     try {
       execFileSync("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", join(tb.dir, "disk.qcow2"), join(out, "ref.raw")]);
       const expected = sha512sum(join(out, "ref.raw"));
       const img = await prepared(imageUrl("disk.qcow2"), {}, { diskFormat: "raw" });
-      expect(img.mode).toBe("nbd");
+      expect(img.mode).toBe("extents");
       expect(img.converted).toBe(true);
       expect(img.sourceFormat).toBe("qcow2");
       expect(img.size).toBe(img.virtualSize);
@@ -49,6 +49,7 @@ describe("prepareImage: formats and conversion", () => {
       expect(d.md5).toBe(streamed.md5);
       // Scratch held the qcow2 only: no more than the downloaded file.
       expect(img.scratch.peakBytes).toBeLessThanOrEqual(tb.files["disk.qcow2"]!.size + 1024 * 1024);
+      expect(scratch.leftovers()).toHaveLength(1);
       await img.cleanup();
       expect(scratch.leftovers()).toEqual([]);
     } finally {
@@ -56,13 +57,48 @@ describe("prepareImage: formats and conversion", () => {
     }
   });
 
+  it("streams the same raw bytes through qemu-nbd when asked (rawVia nbd)", async () => {
+    const tb = testbed();
+    const img = await prepared(imageUrl("disk.qcow2"), {}, { diskFormat: "raw", rawVia: "nbd" });
+    expect(img.mode).toBe("nbd");
+    expect((await hashStream(img.open())).sha512).toBe(tb.files["disk.raw"]!.sha512);
+    expect((await img.digests()).sha512).toBe(tb.files["disk.raw"]!.sha512);
+    await img.cleanup();
+    expect(scratch.leftovers()).toEqual([]);
+  });
+
+  it("converts a qcow2 with compressed clusters to a sparse raw file when scratch has room, and deletes the qcow2", async () => {
+    const tb = testbed();
+    const img = await prepared(imageUrl("compressed.qcow2"), {}, { diskFormat: "raw" });
+    expect(img.mode).toBe("file");
+    expect(img.converted).toBe(true);
+    expect((await hashStream(img.open())).sha512).toBe(tb.files["compressible.raw"]!.sha512);
+    expect((await img.digests()).md5).toBe(tb.files["compressible.raw"]!.md5);
+    // The 16 MiB raw has a hole every fourth MiB: sparse output allocates less than its length.
+    expect(img.scratch.peakBytes).toBeLessThan(tb.files["compressible.raw"]!.size);
+    await img.cleanup();
+    expect(scratch.leftovers()).toEqual([]);
+  });
+
+  it("streams a compressed qcow2 through qemu-nbd when scratch has no room for a raw file", async () => {
+    const tb = testbed();
+    // Room for the download, not for the 16 MiB raw conversion.
+    let calls = 0;
+    const statFs = async () => ({ bavail: calls++ === 0 ? 1e9 : (17 * 1024 * 1024) / 4096, bsize: 4096 });
+    const img = await prepared(imageUrl("compressed.qcow2"), {}, { diskFormat: "raw", statFs });
+    expect(img.mode).toBe("nbd");
+    expect((await hashStream(img.open())).sha512).toBe(tb.files["compressible.raw"]!.sha512);
+    await img.cleanup();
+  });
+
   it("rawVia convert writes a sparse raw file with the same sha512 as the original raw disk and deletes the qcow2", async () => {
     const tb = testbed();
     const img = await prepared(imageUrl("disk.qcow2"), {}, { diskFormat: "raw", rawVia: "convert" });
     expect(img.mode).toBe("file");
-    expect(img.sha512).toBe(tb.files["disk.raw"]!.sha512);
-    expect(img.md5).toBe(tb.files["disk.raw"]!.md5);
+    expect(scratch.leftovers()).toHaveLength(1);
     expect((await hashStream(img.open())).sha512).toBe(tb.files["disk.raw"]!.sha512);
+    const d = await img.digests();
+    expect(d).toMatchObject({ sha512: tb.files["disk.raw"]!.sha512, md5: tb.files["disk.raw"]!.md5, size: tb.files["disk.raw"]!.size });
     await img.cleanup();
     expect(scratch.leftovers()).toEqual([]);
   });
@@ -82,7 +118,7 @@ describe("prepareImage: formats and conversion", () => {
     expect(img.converted).toBe(true);
     expect(img.sourceFormat).toBe("raw");
     const again = await hashStream(img.open());
-    expect(again.sha512).toBe(img.sha512);
+    expect((await img.digests()).sha512).toBe(again.sha512);
     expect(again.size).toBe(img.size);
     await img.cleanup();
   });
@@ -91,6 +127,7 @@ describe("prepareImage: formats and conversion", () => {
     const tb = testbed();
     const img = await prepared(imageUrl("disk.vmdk"), {}, { diskFormat: "raw" });
     expect(img.sourceFormat).toBe("vmdk");
+    expect(img.mode).toBe("extents");
     expect((await hashStream(img.open())).sha512).toBe(tb.files["disk.raw"]!.sha512);
     await img.cleanup();
   });
@@ -113,7 +150,7 @@ describe("prepareImage: formats and conversion", () => {
 
   it("reads a file:// URL", async () => {
     const tb = testbed();
-    const img = await prepared(pathToFileURL(join(tb.dir, "disk.qcow2")).href, { checksum: tb.files["disk.qcow2"]!.sha512 });
+    const img = await prepared(pathToFileURL(join(tb.dir, "disk.qcow2")).href, { checksum: tb.files["disk.qcow2"]!.sha512 }, { sha256: true });
     expect(img.sourceChecksum.algo).toBe("sha512");
     expect(img.sha256).toBe(tb.files["disk.qcow2"]!.sha256);
     await img.cleanup();
