@@ -67,7 +67,6 @@ export type UploadStart = { mounted: true } | { mounted: false; session: UploadS
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_TAG_PAGES = 1000;
 
-
 interface Call {
   method: HttpRequest["method"];
   /** "/v2/…" on the registry, or an absolute upload URL. */
@@ -119,7 +118,7 @@ export class RegistryClient {
     const res = await this.call({ ...this.manifestCall(repo, reference, "inspect", ["pull"]), method: "HEAD", ok: [200, 404], headers: { accept: MANIFEST_ACCEPT } });
     await drain(res);
     if (res.status === 404) return undefined;
-    const digest = header(res.headers, "docker-content-digest") ?? (reference.includes(":") ? reference : undefined);
+    const digest = header(res.headers, "docker-content-digest") ?? (isDigest(reference) ? reference : undefined);
     const mediaType = baseMediaType(header(res.headers, "content-type"));
     const size = Number(header(res.headers, "content-length"));
     if (!digest || !Number.isFinite(size)) {
@@ -237,7 +236,9 @@ export class RegistryClient {
   async uploadProgress(session: UploadSession): Promise<UploadSession> {
     const res = await this.call({ ...this.uploadCall(session), method: "GET", ok: [204, 200], retry: true });
     await drain(res);
-    return { repo: session.repo, location: this.location(res, session.location), offset: rangeEnd(header(res.headers, "range")) ?? 0 };
+    // Location is optional on a status answer; the session's own stays valid then.
+    const location = header(res.headers, "location") ? this.location(res, session.location) : session.location;
+    return { repo: session.repo, location, offset: rangeEnd(header(res.headers, "range")) ?? 0 };
   }
 
   /** Monolithic streaming PUT of a whole blob (201). */
@@ -260,7 +261,10 @@ export class RegistryClient {
     if (size > 0) headers["content-range"] = `${offset}-${offset + size - 1}`;
     const res = await this.call({ ...this.uploadCall(session), method: "PATCH", ok: [202, 204], body, headers });
     await drain(res);
-    return { repo: session.repo, location: this.location(res, session.location), offset: (rangeEnd(header(res.headers, "range")) ?? offset + size) };
+    const reported = rangeEnd(header(res.headers, "range"));
+    // "0-0" is both "empty" and "one byte" on 2.8; after sending one byte at 0 it means one.
+    const held = reported === 0 && offset + size === 1 ? 1 : (reported ?? offset + size);
+    return { repo: session.repo, location: this.location(res, session.location), offset: held };
   }
 
   /** Finishes a chunked upload: empty PUT ?digest= (201). */

@@ -162,6 +162,27 @@ describe("RegistryClient against an anonymous registry", () => {
     expect(rel.log.filter((l) => l.method === "PATCH").map((l) => l.contentType)).toEqual(["application/octet-stream", "application/octet-stream"]);
   });
 
+  it("reads 2.8's ambiguous Range 0-0 after a one-byte PATCH as one byte held", async () => {
+    const c = client(fake);
+    const s = await c.patchBlob(await c.startUpload("team/one"), Readable.from([Buffer.from("z")]), 0, 1);
+    expect(s.offset).toBe(1);
+    await c.commitBlob(s, sha(Buffer.from("z")));
+    expect(await c.headBlob("team/one", sha(Buffer.from("z")))).toBe(1);
+  });
+
+  it("keeps the session's Location when an upload status answer has none", async () => {
+    const c = client(fake);
+    const s = await c.patchBlob(await c.startUpload("team/st"), Readable.from([Buffer.from("abcd")]), 0, 4);
+    fake.intercept = (req, res) => {
+      if (req.method !== "GET" || !req.url?.includes("/blobs/uploads/")) return false;
+      res.statusCode = 204;
+      res.setHeader("range", "0-3");
+      res.end();
+      return true;
+    };
+    expect(await c.uploadProgress(s)).toEqual({ repo: "team/st", location: s.location, offset: 4 });
+  });
+
   it("reports a commit with the wrong digest as DIGEST_MISMATCH", async () => {
     const c = client(fake);
     const s = await c.patchBlob(await c.startUpload("team/x"), Readable.from([Buffer.from("abc")]), 0, 3);
