@@ -1,7 +1,7 @@
 // Manifests and indexes: parse and validate the shape once, expose the descriptors a copy walks
 // (children of an index; config + layers of a manifest; the subject of a referrer).
-import { createHash } from "node:crypto";
 import { ImageyardError } from "../http/errors";
+import { algorithmOf, digestBytes } from "./digest";
 import { baseMediaType, isIndex, isManifest, isSchema1, OCI_INDEX, OCI_MANIFEST } from "./media";
 
 export interface Platform {
@@ -42,7 +42,7 @@ export interface ParsedManifest {
 const DIGEST_RE = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
 export function digestOf(bytes: Buffer | Uint8Array | string): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+  return digestBytes(bytes, "sha256");
 }
 
 /**
@@ -63,17 +63,9 @@ export function manifestMediaType(bytes: Buffer, contentType: string | undefined
   return Array.isArray((doc as { manifests?: unknown } | undefined)?.manifests) ? OCI_INDEX : OCI_MANIFEST;
 }
 
-export function computeDigest(algorithm: string, bytes: Buffer): string {
-  if (algorithm !== "sha256" && algorithm !== "sha512") {
-    throw new ImageyardError("UNSUPPORTED", `verify digest: algorithm ${algorithm} is not supported (UNSUPPORTED). Use sha256 or sha512 references.`);
-  }
-  return `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
-}
-
 /** Returns `expected` when `bytes` hash to it; throws DIGEST_MISMATCH otherwise. */
 export function verifyDigest(bytes: Buffer, expected: string, what: string): string {
-  const alg = expected.slice(0, expected.indexOf(":"));
-  const got = computeDigest(alg, bytes);
+  const got = digestBytes(bytes, algorithmOf(expected));
   if (got !== expected) {
     throw new ImageyardError("DIGEST_MISMATCH", `${what}: expected ${expected}, got ${got} after ${bytes.length} bytes (DIGEST_MISMATCH). The registry served different content; nothing was written.`);
   }

@@ -8,7 +8,7 @@ import { DEFAULT_RETRY, withRetry, type RetryPolicy } from "../http/retry";
 import { Authenticator, parseChallenges, repositoryScope, type Credentials, type ResolvedCredentials } from "./auth";
 import { lookupCredentials } from "./dockerconfig";
 import { registryError, type RegistryTarget } from "./errors";
-import { computeDigest, manifestMediaType, parseManifest, verifyDigest, type Descriptor } from "./manifest";
+import { digestOf, manifestMediaType, parseManifest, verifyDigest, type Descriptor } from "./manifest";
 import { baseMediaType, MANIFEST_ACCEPT, OCI_INDEX } from "./media";
 import { apiHost, isDigest, isLoopbackRegistry } from "./reference";
 import { isStream, knownScheme, nextLink, rangeEnd, rememberScheme, sharedDispatcher, stripQuery, tlsError, tlsOptions, withQuery, type Scheme } from "./transport";
@@ -137,14 +137,14 @@ export class RegistryClient {
       return { res, bytes: await readBytes(res, MAX_MANIFEST_BYTES, `${c.operation} ${c.target}`) };
     });
     const claimed = isDigest(reference) ? reference : header(res.headers, "docker-content-digest");
-    const digest = claimed ? verifyDigest(bytes, claimed, `${c.operation} ${c.target}`) : computeDigest("sha256", bytes);
+    const digest = claimed ? verifyDigest(bytes, claimed, `${c.operation} ${c.target}`) : digestOf(bytes);
     return { bytes, digest, mediaType: manifestMediaType(bytes, header(res.headers, "content-type")), size: bytes.length };
   }
 
   /** Stores a manifest under a tag or its digest; returns its digest. */
   async putManifest(repo: string, reference: string, bytes: Buffer, mediaType: string): Promise<string> {
     const c = this.manifestCall(repo, reference, "push", ["pull", "push"]);
-    const local = computeDigest("sha256", bytes);
+    const local = digestOf(bytes);
     if (isDigest(reference)) verifyDigest(bytes, reference, `${c.operation} ${c.target}`);
     const res = await this.call({ ...c, method: "PUT", ok: [200, 201, 202], body: bytes, headers: { "content-type": mediaType, "content-length": String(bytes.length) } });
     await drain(res);
