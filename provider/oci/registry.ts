@@ -392,7 +392,8 @@ export class RegistryClient {
 
   private async sendTo(c: Call, url: string, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
     const headers: Record<string, string> = { ...c.headers };
-    if (authorization) headers.authorization = authorization;
+    // Credentials go to the registry's own host only, never to a Location on another one.
+    if (authorization && new URL(url).host === this.host) headers.authorization = authorization;
     const target: () => RegistryTarget = () => ({ operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...this.auth.describe() });
     const req: HttpRequest = {
       method: c.method,

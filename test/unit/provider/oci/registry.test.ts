@@ -346,6 +346,19 @@ describe("RegistryClient auth", () => {
     expect(fake.log.filter((l) => l.status === 401).length).toBe(1);
   });
 
+  it("never sends the registry's credentials to an upload Location on another host", async () => {
+    fake = await start({ auth: "basic", users });
+    const other = await start();
+    const c = client(fake, { credentials: { username: "mirror", password: "s3cret" } });
+    await c.ping();
+    const s = await c.startUpload("team/x");
+    const foreign = { ...s, location: s.location.replace(fake.host, other.host) };
+    await caught(c.uploadProgress(foreign));
+    expect(other.log).toHaveLength(1);
+    expect(other.log[0]?.authorization).toBeUndefined();
+    expect(fake.log.at(-1)?.authorization).toMatch(/^Basic /);
+  });
+
   it("Bearer: a mount asks for push on the target and pull on the source in one token", async () => {
     fake = await start({ auth: "bearer", users });
     const img = image(fake, "team/app", "v1");
