@@ -137,21 +137,38 @@ export function loadRegistryTestbed(stateDir = defaultStateDir()): RegistryTestb
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-async function freePort(preferred?: number): Promise<number> {
-  const tryListen = (port: number) =>
-    new Promise<number>((ok, fail) => {
-      const srv = createServer();
-      srv.once("error", fail);
-      srv.listen(port, "127.0.0.1", () => {
-        const addr = srv.address();
-        srv.close(() => ok(typeof addr === "object" && addr ? addr.port : 0));
-      });
+const tryListen = (port: number) =>
+  new Promise<number>((ok, fail) => {
+    const srv = createServer();
+    srv.once("error", fail);
+    srv.listen(port, "127.0.0.1", () => {
+      const addr = srv.address();
+      srv.close(() => ok(typeof addr === "object" && addr ? addr.port : 0));
     });
+  });
+
+/**
+ * A free port below the kernel's ephemeral range (32768+ on Linux), so that a registry restarted
+ * on its old port never finds it taken by some client connection's local end. `preferred` wins
+ * when it is free (a restart keeps its port); `waitMs` keeps trying it that long.
+ */
+async function freePort(preferred?: number, waitMs = 0): Promise<number> {
   if (preferred) {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      try {
+        return await tryListen(preferred);
+      } catch {
+        if (Date.now() >= deadline) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+  for (let i = 0; i < 50; i++) {
     try {
-      return await tryListen(preferred);
+      return await tryListen(20_000 + Math.floor(Math.random() * 12_000));
     } catch {
-      /* taken: pick another */
+      /* taken: draw again */
     }
   }
   return tryListen(0);
@@ -392,15 +409,23 @@ function describeRegistry(spec: RegistrySpec, port: number, pid: number): Regist
   return ep;
 }
 
-async function launchRegistry(spec: RegistrySpec, wipe = false): Promise<RegistryEndpoint> {
-  const port = await freePort(spec.preferredPort);
+async function launchRegistry(spec: RegistrySpec, wipe = false, waitForPortMs = 0, attempt = 1): Promise<RegistryEndpoint> {
+  const port = await freePort(spec.preferredPort, waitForPortMs);
   const ep = describeRegistry(spec, port, 0);
   if (wipe) rmSync(ep.dataDir, { recursive: true, force: true });
   mkdirSync(ep.dataDir, { recursive: true });
   mkdirSync(dirname(ep.configFile), { recursive: true });
   writeFileSync(ep.configFile, registryConfig(spec.name, port, ep.dataDir, spec.opts, spec.certs, { htpasswd: spec.htpasswd, token: spec.token }));
+  const logStart = requestLogMark(ep);
   ep.pid = spawnLogged("docker-registry", ["serve", ep.configFile], ep.logFile, ep.pidFile);
-  await waitHttp(`${ep.url}/v2/`, spec.opts.auth === "none" ? [200] : [401], ep.pid, ep.configFile, ep.logFile, ep.caFile);
+  try {
+    await waitHttp(`${ep.url}/v2/`, spec.opts.auth === "none" ? [200] : [401], ep.pid, ep.configFile, ep.logFile, ep.caFile);
+  } catch (e) {
+    // Someone took the port between our probe and the registry's bind: try again.
+    const lost = !isOurProcess(ep.pid, ep.configFile) && readFileSync(ep.logFile, "utf8").slice(logStart).includes("address already in use");
+    if (lost && attempt < 3) return launchRegistry(spec, false, waitForPortMs, attempt + 1);
+    throw e;
+  }
   return ep;
 }
 
@@ -557,7 +582,7 @@ export async function startRegistry(stateDir: string, name: string, opts: Regist
     endpoint: await launchRegistry(spec, true),
     async start(o = {}) {
       if (isOurProcess(handle.endpoint.pid, handle.endpoint.configFile)) await handle.stop();
-      handle.endpoint = await launchRegistry({ ...spec, preferredPort: handle.endpoint.port }, o.wipe);
+      handle.endpoint = await launchRegistry({ ...spec, preferredPort: handle.endpoint.port }, o.wipe, 10_000);
       if (handle.endpoint.port !== spec.preferredPort && spec.preferredPort) throw new Error(`registry ${id}: port ${spec.preferredPort} was taken; restarted on ${handle.endpoint.port}`);
       adhocPids.set(handle.endpoint.pid, handle.endpoint.configFile);
       return handle.endpoint;
