@@ -9,8 +9,8 @@ import { readVerified } from "./digest";
 import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, type ImageLocation } from "./location";
 import { formatPlatform, parseManifest, parsePlatform, platformMatches, referencedDescriptors, type Descriptor, type ParsedManifest, type Platform } from "./manifest";
-import { RegistryClient, type ManifestResponse, type RegistryOptions } from "./registry";
-import { RegistryStore, type ImageStore } from "./store";
+import type { ManifestResponse, RegistryClient, RegistryOptions } from "./registry";
+import { openRegistryStore, type ImageStore } from "./store";
 
 export interface CopyRequest {
   /** "registry/repo:tag", "registry/repo@sha256:…", "docker://…", "oci:PATH[:tag]". */
@@ -164,7 +164,7 @@ export function openStore(loc: ImageLocation, side: StoreSide, options: Registry
   const registry = loc.ref.registry;
   const opts: RegistryOptions = { credentialsInput: side === "source" ? "sourceAuth" : "targetAuth", ...options };
   if (deps.signal && !opts.signal) opts.signal = deps.signal;
-  return new RegistryStore(deps.clients?.(registry, side) ?? new RegistryClient(registry, opts), registry, loc.ref.repository);
+  return openRegistryStore(registry, loc.ref.repository, opts, deps.clients?.(registry, side));
 }
 
 // Planning -----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 // layout → registry. Blob writes verify what they store; see digest.ts.
 import { pipeline } from "node:stream/promises";
 import { Writable, type Readable } from "node:stream";
-import { abortableSleep, backoffDelay, DEFAULT_RETRY, isRetryable } from "../http/retry";
+import { ImageyardError } from "../http/errors";
+import { abortableSleep, backoffDelay, DEFAULT_RETRY, isRetryable, type RetryPolicy } from "../http/retry";
 import { digestBytes, verifyingStream } from "./digest";
 import type { Descriptor } from "./manifest";
 import { RegistryClient, type ManifestInfo, type ManifestResponse, type RegistryOptions, type UploadSession } from "./registry";
@@ -47,8 +48,8 @@ export interface ImageStore {
   referrers?(digest: string): Promise<Descriptor[] | undefined>;
 }
 
-/** How many times one blob transfer is started or resumed before the error is final. */
-const BLOB_ATTEMPTS = 4;
+/** One blob transfer is started or resumed this often, waiting longer each time (about 15 s in all). */
+const BLOB_RETRY: RetryPolicy = { ...DEFAULT_RETRY, attempts: 6, minDelayMs: 500, maxDelayMs: 8000 };
 
 export class RegistryStore implements ImageStore {
   readonly kind = "registry" as const;
@@ -58,6 +59,8 @@ export class RegistryStore implements ImageStore {
     readonly client: RegistryClient,
     readonly registry: string,
     readonly repository: string,
+    /** Attempts and backoff for starting or resuming one blob transfer. */
+    private readonly blobRetry: RetryPolicy = BLOB_RETRY,
   ) {
     this.name = `${registry}/${repository}`;
   }
@@ -103,19 +106,36 @@ export class RegistryStore implements ImageStore {
    */
   async writeBlob(w: BlobWrite): Promise<void> {
     let session: UploadSession | undefined;
+    let stale = false;
     for (let attempt = 1; ; attempt++) {
       try {
+        if (session && stale) session = await this.progressOf(session);
+        stale = false;
         session ??= await this.client.startUpload(this.repository);
         await this.streamBlob(session, w);
         return;
       } catch (e) {
-        if (attempt >= BLOB_ATTEMPTS || !isRetryable(e) || w.signal?.aborted) {
+        if (attempt >= this.blobRetry.attempts || !isRetryable(e) || w.signal?.aborted) {
           if (session) await this.client.cancelUpload(session).catch(() => undefined);
           throw e;
         }
-        await abortableSleep(backoffDelay(DEFAULT_RETRY, attempt, e), w.signal);
-        session = session ? await this.surviving(session) : undefined;
+        await abortableSleep(backoffDelay(this.blobRetry, attempt, e), w.signal);
+        stale = true;
       }
+    }
+  }
+
+  /**
+   * The session as the registry sees it now (newest Location, bytes held), or undefined when the
+   * registry answered that it is gone. An unreachable registry throws, so the caller waits and asks
+   * again: a registry that restarts keeps its upload sessions.
+   */
+  private async progressOf(session: UploadSession): Promise<UploadSession | undefined> {
+    try {
+      return await this.client.uploadProgress(session);
+    } catch (e) {
+      if (e instanceof ImageyardError && e.status !== undefined) return undefined;
+      throw e;
     }
   }
 
@@ -139,15 +159,6 @@ export class RegistryStore implements ImageStore {
       throw verifier.failure ?? e;
     }
   }
-
-  /** The session as the registry sees it after a failure, or undefined when it is gone (start anew). */
-  private async surviving(session: UploadSession): Promise<UploadSession | undefined> {
-    try {
-      return await this.client.uploadProgress(session);
-    } catch {
-      return undefined;
-    }
-  }
 }
 
 function discard(): Writable {
@@ -155,7 +166,7 @@ function discard(): Writable {
 }
 
 
-/** Options for opening a registry store; `clients` lets tests and benches supply their own. */
+/** A store over `client` (or a new one); `options.retry` also paces the blob transfer retries. */
 export function openRegistryStore(registry: string, repository: string, options: RegistryOptions, client?: RegistryClient): RegistryStore {
-  return new RegistryStore(client ?? new RegistryClient(registry, options), registry, repository);
+  return new RegistryStore(client ?? new RegistryClient(registry, options), registry, repository, options.retry ? { ...BLOB_RETRY, ...options.retry } : BLOB_RETRY);
 }
