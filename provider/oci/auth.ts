@@ -151,7 +151,7 @@ interface CachedToken {
   expiresAt: number;
 }
 
-/** What each registry (scheme://host) asked for last time. */
+/** What each registry API host asked for last time. */
 const challengeCache = new Map<string, Challenge>();
 /** Tokens per registry + credentials hash. */
 const tokenCache = new Map<string, CachedToken[]>();
@@ -189,7 +189,7 @@ export interface ResolvedCredentials {
 }
 
 export interface AuthenticatorOptions {
-  /** scheme://host of the registry API; the challenge cache key. */
+  /** Host of the registry API (docker.io → registry-1.docker.io); the cache key. */
   origin: string;
   /** The registry's name, for messages. */
   registry: string;
@@ -360,6 +360,7 @@ export class Authenticator {
       throw new ImageyardError("REGISTRY_UNAUTHORIZED", `${who.operation} ${who.target}: the token service answered without a token (200). Check the registry's auth configuration.`);
     }
     const lifetime = typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : DEFAULT_TOKEN_LIFETIME_S;
+    // Recorded as requested: a token granted less shows up as a 401, is forgotten and re-fetched once.
     const entry: CachedToken = { scopes: mergeScopes(scopes), header: `Bearer ${token}`, expiresAt: this.now() + Math.max(lifetime * 1000 - TOKEN_SKEW_MS, lifetime * 500) };
     const list = (tokenCache.get(this.key()) ?? []).filter((e) => !scopesCover(entry.scopes, e.scopes));
     list.push(entry);
