@@ -1,7 +1,9 @@
 // RegistryClient against the real distribution 2.8 registries of the test bed: anonymous,
 // htpasswd, TLS + htpasswd and bearer token. Images are pushed by skopeo (an independent peer).
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
 import { Readable } from "node:stream";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
@@ -199,6 +201,25 @@ describe("htpasswd registry (mirror)", () => {
     const e = await caught(client(mirror, { credentialsInput: "targetAuth" }).listTags(`${run}/x`));
     expect(e.code).toBe("REGISTRY_UNAUTHORIZED");
     expect(e.message).toMatch(/registry requires credentials and none were given \(401 UNAUTHORIZED\)\. Set targetAuth for /);
+  });
+
+  it("finds credentials through a docker credential helper named in config.json", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iy-int-helper-"));
+    const oldPath = process.env.PATH;
+    try {
+      const helper = join(dir, "docker-credential-iytest");
+      const secret = JSON.stringify({ ServerURL: mirror.host, Username: mirror.username, Secret: mirror.password });
+      writeFileSync(helper, `#!/bin/sh\nread -r server\n[ "$server" = "${mirror.host}" ] || { echo "credentials not found in native keychain"; exit 1; }\necho '${secret}'\n`);
+      chmodSync(helper, 0o755);
+      writeFileSync(join(dir, "config.json"), JSON.stringify({ credHelpers: { [mirror.host]: "iytest" } }));
+      process.env.PATH = `${dir}${delimiter}${oldPath ?? ""}`;
+      const c = new RegistryClient(mirror.host, { dockerConfig: join(dir, "config.json") });
+      await c.ping();
+      expect(await c.headManifest(`${run}/none`, "v1")).toBeUndefined();
+    } finally {
+      process.env.PATH = oldPath;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("rejects a manifest whose blobs are missing with MANIFEST_INVALID and what to push first", async () => {
