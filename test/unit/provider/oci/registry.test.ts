@@ -359,6 +359,29 @@ describe("RegistryClient auth", () => {
     expect(fake.log.at(-1)?.authorization).toMatch(/^Basic /);
   });
 
+  it("follows a blob redirect to storage without carrying the registry's credentials there", async () => {
+    fake = await start({ auth: "basic", users });
+    const storage = await start();
+    const data = Buffer.from("stored elsewhere");
+    storage.intercept = (_req, res) => {
+      res.setHeader("content-length", String(data.length));
+      res.end(data);
+      return true;
+    };
+    fake.intercept = (req, res) => {
+      if (req.method !== "GET" || !req.url?.includes("/blobs/sha256:") || !req.headers.authorization) return false;
+      res.statusCode = 307;
+      res.setHeader("location", `${storage.url}/bucket/blob?X-Amz-Signature=abc`);
+      res.end();
+      return true;
+    };
+    const c = client(fake, { credentials: { username: "mirror", password: "s3cret" } });
+    const blob = await c.getBlob("team/app", sha(data));
+    expect((await readAll(blob.body)).equals(data)).toBe(true);
+    expect(storage.log).toHaveLength(1);
+    expect(storage.log[0]?.authorization).toBeUndefined();
+  });
+
   it("Bearer: a mount asks for push on the target and pull on the source in one token", async () => {
     fake = await start({ auth: "bearer", users });
     const img = image(fake, "team/app", "v1");
