@@ -28,6 +28,7 @@ Copy and plan flags:
   --src-creds USER:PASS          credentials for SRC   (default: docker config / auth.json)
   --dest-creds USER:PASS         credentials for DST
   --src-authfile / --dest-authfile PATH   docker config.json or auth.json to read credentials from
+  --src-no-creds / --dest-no-creds        access anonymously (ignore docker config)
   --src-tls-verify=false         do not verify SRC's TLS certificate (and allow plain http)
   --dest-tls-verify=false        the same for DST
   --src-cert-dir / --dest-cert-dir DIR    CA files (*.crt) and client certificate (*.cert + *.key)
@@ -35,7 +36,7 @@ Copy and plan flags:
   --concurrency N                blobs in flight at once (default 4)
   --quiet, -q                    no progress lines on stderr
   --json                         print the result (or plan) as JSON on stdout
-Inspect flags: --creds USER:PASS, --authfile PATH, --tls-verify=false, --cert-dir DIR, --json
+Inspect flags: --creds USER:PASS, --authfile PATH, --no-creds, --tls-verify=false, --cert-dir DIR, --json
 
 Exit status: 0 done, 1 the copy failed (the message says why and what to do), 2 bad usage.`;
 
@@ -48,9 +49,9 @@ interface Spec {
 
 const COPY_SPEC: Spec = {
   values: { platform: true, "src-creds": false, "dest-creds": false, "src-cert-dir": false, "dest-cert-dir": false, "src-authfile": false, "dest-authfile": false, concurrency: false },
-  booleans: ["all", "src-tls-verify", "dest-tls-verify", "no-signatures", "quiet", "json"],
+  booleans: ["all", "src-tls-verify", "dest-tls-verify", "src-no-creds", "dest-no-creds", "no-signatures", "quiet", "json"],
 };
-const INSPECT_SPEC: Spec = { values: { creds: false, "cert-dir": false, authfile: false }, booleans: ["tls-verify", "json"] };
+const INSPECT_SPEC: Spec = { values: { creds: false, "cert-dir": false, authfile: false }, booleans: ["tls-verify", "no-creds", "json"] };
 
 interface Parsed {
   positional: string[];
@@ -111,6 +112,10 @@ function sideOptions(p: Parsed, prefix: string, credentialsInput: string): Regis
   if (certDir !== undefined) opts.certDir = certDir;
   const authfile = one(p, `${prefix}authfile`);
   if (authfile !== undefined) opts.dockerConfig = authfile;
+  if (p.booleans.get(`${prefix}no-creds`)) {
+    if (creds !== undefined || authfile !== undefined) throw new UsageError(`--${prefix}no-creds contradicts --${prefix}creds and --${prefix}authfile`);
+    opts.dockerConfig = false;
+  }
   if (p.booleans.get(`${prefix}tls-verify`) === false) opts.tls = { insecure: true };
   return opts;
 }

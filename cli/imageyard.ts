@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `imageyard copy|plan|inspect`: maps flags onto the copy engine. The digest (or JSON) goes to
 // stdout so scripts can capture it; progress and errors go to stderr.
+import "./startup";
 import { isImageyardError } from "../provider/http/errors";
 import { lineProgress } from "../provider/http/progress";
 import { copyImage, inspectImage, planCopy, summarizePlan, type CopyPlan } from "../provider/oci/copy";
