@@ -18,6 +18,7 @@ import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { writeRandomRaw, stateDir, type DiskImageTestbed } from "../test/testbed/diskimages";
+import { glanceTestbedRunning, loadGlanceTestbed, startGlanceTestbed, stopGlanceTestbed } from "../test/testbed/glance";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -27,6 +28,8 @@ interface Args {
   sizeGiB: number;
   dataFraction: number;
   upload: "glance" | "none";
+  /** Run one side only (for trying the bench out). */
+  only?: "baseline" | "imageyard";
   child: boolean;
   url?: string;
   checksum?: string;
@@ -47,6 +50,7 @@ function parseArgs(argv: string[]): Args {
     else if (k === "--size-gib") a.sizeGiB = Number(v());
     else if (k === "--data-fraction") a.dataFraction = Number(v());
     else if (k === "--upload") a.upload = v() as Args["upload"];
+    else if (k === "--only") a.only = v() as Args["only"];
     else if (k === "--child") a.child = true;
     else if (k === "--url") a.url = v();
     else if (k === "--checksum") a.checksum = v();
@@ -164,43 +168,35 @@ function scratchSampler(dir: string, intervalMs = 50): { stop(): Promise<number>
 // ---------------------------------------------------------------- Glance
 interface Cloud {
   env: NodeJS.ProcessEnv;
+  /** Stops the test bed when this bench started it. */
+  stop(): Promise<void>;
 }
 
 /** OS_* variables of the demo user: from the environment, or from the Keystone + Glance test bed. */
-async function glanceCloud(): Promise<Cloud> {
-  if (process.env.OS_AUTH_URL && process.env.OS_USERNAME) return { env: { ...process.env } };
-  let tb: Record<string, unknown>;
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const mod = require("../test/testbed/glance") as { loadGlanceTestbed?: () => unknown };
-    tb = (mod.loadGlanceTestbed?.() ?? {}) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`no OS_* variables and no Keystone + Glance test bed (${(e as Error).message}); start it or use --upload none`);
-  }
-  const osEnv = openstackEnv(tb);
-  return { env: { ...process.env, ...osEnv } };
-}
-
-/** Maps the test bed's description onto the OS_* variables the openstack CLI reads. */
-function openstackEnv(tb: Record<string, unknown>): Record<string, string> {
-  const env = (tb.env ?? tb.osEnv ?? tb.demoEnv) as Record<string, string> | undefined;
-  if (env?.OS_AUTH_URL) return env;
-  const demo = (tb.demo ?? tb.user ?? {}) as Record<string, string>;
-  const authUrl = (tb.authUrl ?? tb.keystoneUrl ?? tb.OS_AUTH_URL) as string | undefined;
-  if (!authUrl) throw new Error(`cannot read the Glance test bed description: ${Object.keys(tb).join(", ")}`);
-  return {
-    OS_AUTH_URL: authUrl,
+async function glanceCloud(base: string): Promise<Cloud> {
+  if (process.env.OS_AUTH_URL && process.env.OS_USERNAME) return { env: { ...process.env }, stop: async () => {} };
+  // A Keystone + Glance of the bench's own: the tests' one caps images at 64 MiB, and tests
+  // running meanwhile must not see its limits change.
+  process.env.IY_STATE_DIR = join(base, "state");
+  process.env.IY_GLANCE_SIZE_CAP ??= String(64 * GiB);
+  const wasRunning = glanceTestbedRunning();
+  if (!wasRunning) log("starting the Keystone + Glance test bed");
+  const tb = wasRunning ? loadGlanceTestbed() : await startGlanceTestbed();
+  const demo = tb.accounts.demo;
+  const env: Record<string, string> = {
+    OS_AUTH_URL: tb.authUrl,
     OS_IDENTITY_API_VERSION: "3",
     OS_AUTH_TYPE: "password",
-    OS_USERNAME: demo.username ?? "demo",
-    OS_PASSWORD: demo.password ?? "",
-    OS_PROJECT_NAME: demo.projectName ?? demo.project ?? "demo",
-    OS_USER_DOMAIN_NAME: "Default",
-    OS_PROJECT_DOMAIN_NAME: "Default",
-    OS_REGION_NAME: (tb.region as string) ?? "RegionOne",
-    OS_INTERFACE: "public",
+    OS_USERNAME: demo.username,
+    OS_PASSWORD: demo.password,
+    OS_PROJECT_NAME: demo.projectName,
+    OS_USER_DOMAIN_NAME: demo.userDomainName,
+    OS_PROJECT_DOMAIN_NAME: demo.projectDomainName,
+    OS_REGION_NAME: tb.region,
+    OS_INTERFACE: tb.interface,
     OS_IMAGE_API_VERSION: "2",
   };
+  return { env: { ...process.env, ...env }, stop: async () => (wasRunning || process.env.IY_KEEP_TESTBED === "1" ? undefined : stopGlanceTestbed()) };
 }
 
 async function deleteImage(cloud: Cloud, id: string): Promise<void> {
@@ -260,41 +256,53 @@ async function runImageyard(url: string, checksum: string, base: string, upload:
   }
 }
 
-type Publisher = (prepared: unknown, opts: { name: string; visibility: string }) => Promise<{ id: string; osHashValue?: string }>;
-
-/** The Glance side of the pipeline lives in provider/glance/publish.ts. */
-function loadPublisher(): Publisher {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const mod = require("../provider/glance/publish") as Record<string, unknown>;
-  const publish = mod.publishImage as ((...a: unknown[]) => Promise<Record<string, unknown>>) | undefined;
-  if (typeof publish !== "function") throw new Error("provider/glance/publish has no publishImage");
-  return async (prepared, opts) => {
-    const res = await publish({ prepared, name: opts.name, visibility: opts.visibility, diskFormat: "raw", containerFormat: "bare" });
-    const image = (res.image ?? res) as Record<string, unknown>;
-    return { id: String(image.id), osHashValue: image.os_hash_value as string | undefined };
-  };
-}
-
 /** The imageyard side, in its own process so its RSS is measured alone. */
 async function child(a: Args): Promise<void> {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { prepareImage } = require("../provider/disk/prepare") as typeof import("../provider/disk/prepare");
-  const prepared = await prepareImage({ url: a.url as string, checksum: a.checksum }, { diskFormat: "raw", scratchDir: a.scratch });
-  try {
-    let id: string | undefined;
-    if (a.upload === "glance") {
-      const res = await loadPublisher()(prepared, { name: a.name as string, visibility: "community" });
-      id = res.id;
-      const d = await prepared.digests();
-      if (res.osHashValue && res.osHashValue !== d.sha512) throw new Error(`Glance os_hash_value ${res.osHashValue} differs from the local sha512 ${d.sha512}`);
-    } else {
+  const source = { url: a.url as string, checksum: a.checksum };
+  if (a.upload === "none") {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { prepareImage } = require("../provider/disk/prepare") as typeof import("../provider/disk/prepare");
+    const prepared = await prepareImage(source, { diskFormat: "raw", scratchDir: a.scratch });
+    try {
       for await (const _ of prepared.open()) void _;
       await prepared.digests();
+      process.stdout.write(`${JSON.stringify({ size: prepared.size, mode: prepared.mode })}\n`);
+    } finally {
+      await prepared.cleanup();
     }
-    process.stdout.write(`${JSON.stringify({ id, size: prepared.size, mode: prepared.mode, peakScratch: prepared.scratch.peakBytes })}\n`);
-  } finally {
-    await prepared.cleanup();
+    return;
   }
+  // The whole pipeline as the CommunityImage resource runs it: auth from OS_*, then publishImage
+  // (prepareImage → create → upload → wait active → compare Glance's sha512 with ours).
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const { authFromEnv } = require("../provider/glance/clouds") as typeof import("../provider/glance/clouds");
+  const { KeystoneSession } = require("../provider/glance/keystone") as typeof import("../provider/glance/keystone");
+  const { glanceClient } = require("../provider/glance/images") as typeof import("../provider/glance/images");
+  const { publishImage } = require("../provider/glance/publish") as typeof import("../provider/glance/publish");
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const session = new KeystoneSession(authFromEnv(process.env) as import("../provider/glance/keystone").AuthOptions);
+  const glance = await glanceClient(session);
+  const res = await publishImage(
+    {
+      name: a.name as string,
+      source,
+      diskFormat: "raw",
+      containerFormat: "bare",
+      importMethod: "upload",
+      visibility: "community",
+      minDisk: 0,
+      minRam: 0,
+      properties: {},
+      tags: [],
+      protected: false,
+      hidden: false,
+      active: true,
+      scratchDir: a.scratch,
+    },
+    { glance },
+  );
+  if (res.verified !== "sha512") throw new Error(`Glance's copy was verified by ${res.verified}, expected sha512`);
+  process.stdout.write(`${JSON.stringify({ id: res.image.id, size: res.uploadedBytes, verified: res.verified })}\n`);
 }
 
 // ---------------------------------------------------------------- main
@@ -334,7 +342,7 @@ async function main(): Promise<void> {
   const img = await ensureImage(base, a.sizeGiB, a.dataFraction);
   log(`image ${img.name}: ${(img.size / MiB).toFixed(0)} MiB qcow2, ${(img.virtualSize / MiB).toFixed(0)} MiB raw`);
   const server = await startServer(img.dir, base);
-  const cloud = a.upload === "glance" ? await glanceCloud() : undefined;
+  const cloud = a.upload === "glance" ? await glanceCloud(base) : undefined;
   const url = `${server.url}/images/${img.name}`;
   const work = join(base, "work");
   mkdirSync(work, { recursive: true });
@@ -342,7 +350,7 @@ async function main(): Promise<void> {
   try {
     for (let i = 0; i < a.runs; i++) {
       const order: Array<"baseline" | "imageyard"> = i % 2 === 0 ? ["baseline", "imageyard"] : ["imageyard", "baseline"];
-      for (const side of order) {
+      for (const side of order.filter((x) => a.only === undefined || x === a.only)) {
         const s = side === "baseline" ? await runBaseline(url, work, a.upload, cloud, i) : await runImageyard(url, `sha256:${img.sha256}`, work, a.upload, cloud, i);
         results[side].push(s);
         log(`run ${i + 1}/${a.runs} ${side}: ${s.wallS.toFixed(2)} s, rss ${s.rssMiB.toFixed(0)} MiB, scratch ${s.scratchMiB.toFixed(0)} MiB${s.imageId ? `, image ${s.imageId}` : ""}`);
@@ -351,6 +359,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await server.stop();
+    await cloud?.stop();
   }
   const m = (side: "baseline" | "imageyard", k: keyof Omit<Sample, "imageId">) => median(results[side].map((s) => s[k] as number));
   const round = (x: number, d = 2) => Number(x.toFixed(d));
