@@ -1,2 +1,3 @@
-// imageyard public API: the resources, their argument types, and the error family.
+// imageyard's public API: the resources, their argument types, and the error family.
+export * from "./provider/resources/mirroredImage";
 export { ImageyardError, isImageyardError, type ErrorCode } from "./provider/http/errors";

@@ -1,0 +1,122 @@
+// MirroredImage: a container image copied from an upstream registry into a mirror, digest kept.
+// The provider is thin: every method requires the engine by the package's own name (closure
+// serialization copies local modules by value, so the engine must be loaded, not captured).
+import * as pulumi from "@pulumi/pulumi";
+import type { MirrorInputs, MirrorOutputs } from "../oci/mirror";
+
+export interface RegistryAuthInput {
+  username: string;
+  password: string;
+}
+
+export interface RegistryTlsInput {
+  /** Skip certificate verification (and allow plain HTTP) for this registry. */
+  insecure?: boolean;
+  /** Extra CA certificate(s), PEM. */
+  caCert?: string;
+  /** A docker/skopeo certs.d style directory: *.crt CAs, *.cert + *.key client certificate. */
+  certDir?: string;
+}
+
+export interface MirroredImageArgs {
+  /** Upstream image: `docker.io/library/alpine:3.20`, `ghcr.io/org/app@sha256:…`, `oci-layout:/path:tag`. */
+  source: pulumi.Input<string>;
+  /** Mirror repository (`registry.local:5000/mirror/alpine`) or full reference; the tag defaults to the source's. */
+  target: pulumi.Input<string>;
+  /** Copy only these platforms (`["linux/amd64"]`); the mirror then holds a new index with its own digest. */
+  platforms?: pulumi.Input<pulumi.Input<string>[]>;
+  /** Credentials for the upstream registry (kept secret); else docker config.json and credential helpers. */
+  sourceAuth?: pulumi.Input<RegistryAuthInput>;
+  /** Credentials for the mirror (kept secret); else docker config.json and credential helpers. */
+  targetAuth?: pulumi.Input<RegistryAuthInput>;
+  sourceTls?: pulumi.Input<RegistryTlsInput>;
+  targetTls?: pulumi.Input<RegistryTlsInput>;
+  /** Copy cosign signatures, attestations and SBOMs (`sha256-<hex>.sig|.att|.sbom`) too. Default true. */
+  copySignatures?: pulumi.Input<boolean>;
+  /** Deadline for one create or update, in seconds (Pulumi's customTimeouts do not reach dynamic providers). Default 3600. */
+  timeoutSeconds?: pulumi.Input<number>;
+}
+
+class MirroredImageProvider implements pulumi.dynamic.ResourceProvider<MirrorInputs, MirrorOutputs> {
+  async check(olds: MirrorInputs, news: MirrorInputs) {
+    return require("imageyard/provider/oci/mirror").checkMirror(olds, news);
+  }
+  async diff(id: string, olds: MirrorOutputs, news: MirrorInputs) {
+    return require("imageyard/provider/oci/mirror").diffMirror(olds, news);
+  }
+  async create(inputs: MirrorInputs) {
+    return require("imageyard/provider/oci/mirror").createMirror(inputs);
+  }
+  async update(id: string, olds: MirrorOutputs, news: MirrorInputs) {
+    return { outs: await require("imageyard/provider/oci/mirror").updateMirror(olds, news) };
+  }
+  async read(id: string, props?: MirrorOutputs) {
+    return require("imageyard/provider/oci/mirror").readMirror(id, props);
+  }
+  async delete(id: string, props: MirrorOutputs) {
+    await require("imageyard/provider/oci/mirror").deleteMirror(id, props);
+  }
+}
+
+// One stateless instance: the SDK caches each provider's serialization per instance.
+const provider = new MirroredImageProvider();
+
+export class MirroredImage extends pulumi.dynamic.Resource {
+  /** Digest the mirror tag points at (equals sourceDigest unless platforms were filtered). */
+  declare readonly digest: pulumi.Output<string>;
+  /** `registry/repo@sha256:…` in the mirror: pin workloads to this. */
+  declare readonly pinnedRef: pulumi.Output<string>;
+  /** `registry/repo:tag` in the mirror. */
+  declare readonly tagRef: pulumi.Output<string>;
+  declare readonly mediaType: pulumi.Output<string>;
+  declare readonly platforms: pulumi.Output<string[]>;
+  declare readonly platformsFiltered: pulumi.Output<boolean>;
+  /** Bytes of all blobs and manifests the image consists of. */
+  declare readonly totalSize: pulumi.Output<number>;
+  declare readonly blobsCopied: pulumi.Output<number>;
+  declare readonly blobsMounted: pulumi.Output<number>;
+  declare readonly blobsSkipped: pulumi.Output<number>;
+  declare readonly signaturesCopied: pulumi.Output<number>;
+  /** Digest of the upstream image as its registry reported it. */
+  declare readonly sourceDigest: pulumi.Output<string>;
+  declare readonly sourceRef: pulumi.Output<string>;
+  declare readonly targetRef: pulumi.Output<string>;
+  /** What the mirror tag pointed at when last observed ("" when missing): differs from digest on drift. */
+  declare readonly targetDigest: pulumi.Output<string>;
+
+  constructor(name: string, args: MirroredImageArgs, opts?: pulumi.CustomResourceOptions) {
+    const secretAuth = (a: pulumi.Input<RegistryAuthInput> | undefined) => (a === undefined ? undefined : pulumi.secret(a));
+    super(
+      provider,
+      name,
+      {
+        source: args.source,
+        target: args.target,
+        platforms: args.platforms,
+        sourceAuth: secretAuth(args.sourceAuth),
+        targetAuth: secretAuth(args.targetAuth),
+        sourceTls: args.sourceTls,
+        targetTls: args.targetTls,
+        copySignatures: args.copySignatures,
+        timeoutSeconds: args.timeoutSeconds,
+        digest: undefined,
+        pinnedRef: undefined,
+        tagRef: undefined,
+        mediaType: undefined,
+        platformsFiltered: undefined,
+        totalSize: undefined,
+        blobsCopied: undefined,
+        blobsMounted: undefined,
+        blobsSkipped: undefined,
+        signaturesCopied: undefined,
+        sourceDigest: undefined,
+        sourceRef: undefined,
+        targetRef: undefined,
+        targetDigest: undefined,
+      },
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["sourceAuth", "targetAuth"] }),
+      "imageyard",
+      "MirroredImage",
+    );
+  }
+}
