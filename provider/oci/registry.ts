@@ -121,8 +121,8 @@ export class RegistryClient {
     const digest = header(res.headers, "docker-content-digest") ?? (isDigest(reference) ? reference : undefined);
     const mediaType = baseMediaType(header(res.headers, "content-type"));
     const size = Number(header(res.headers, "content-length"));
-    if (!digest || !Number.isFinite(size)) {
-      // Some registries omit the digest on HEAD; the body is small, so GET it once.
+    if (!digest || !mediaType || !Number.isFinite(size)) {
+      // Some registries omit the digest or type on HEAD; the body is small, so GET it once.
       const m = await this.getManifest(repo, reference);
       return { digest: m.digest, mediaType: m.mediaType, size: m.bytes.length };
     }

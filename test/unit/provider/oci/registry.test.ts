@@ -78,6 +78,18 @@ describe("RegistryClient against an anonymous registry", () => {
     expect(await c.headManifest("team/app", "v1")).toBeUndefined();
   });
 
+  it("falls back to one GET when a HEAD answer lacks the digest", async () => {
+    const img = image(fake, "team/app", "v1");
+    fake.intercept = (req, res) => {
+      if (req.method !== "HEAD") return false;
+      res.setHeader("content-type", OCI_MANIFEST);
+      res.end();
+      return true;
+    };
+    expect(await client(fake).headManifest("team/app", "v1")).toEqual({ digest: img.digest, mediaType: OCI_MANIFEST, size: img.manifest.length });
+    expect(fake.calls()).toEqual(["HEAD /v2/team/app/manifests/v1 200", "GET /v2/team/app/manifests/v1 200"]);
+  });
+
   it("maps a missing tag to MANIFEST_UNKNOWN with the DESIGN message shape", async () => {
     image(fake, "team/app", "v1");
     const e = await caught(client(fake).getManifest("team/app", "v9"));
