@@ -1,6 +1,7 @@
 // Mirror bench: `imageyard copy` against `skopeo copy` on the same registries in one run.
-// Source: the test bed's anonymous `upstream`; target: an htpasswd registry of the bench's own,
-// wiped and restarted before every fresh run of either tool. skopeo runs with an empty blob-info
+// Source: an anonymous registry of the bench's own (data kept under $IY_STATE_DIR/registry/
+// bench-upstream, so seeded images persist between bench runs and no test traffic lands on it);
+// target: an htpasswd registry, wiped and restarted before every fresh run of either tool. skopeo runs with an empty blob-info
 // cache (private mount namespace), so it cannot turn copies into cross-repo mounts.
 //
 //   scripts/bench.sh mirror [1g-8layers 4g-8layers 20x1m multiarch noop]
@@ -16,9 +17,10 @@
 // Generated images are seeded, cached under $IY_STATE_DIR/images and pushed to upstream once.
 // Ends with one `RESULT {…}` line per case; speedup = skopeo_s / imageyard_s.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { cachedImageLayout, digestOf, dockerRef, parseSize, seedImage, skopeoFlags, type ImageSpec } from "../test/testbed/images";
-import { countRequests, defaultStateDir, releaseRegistryTestbed, requestLogMark, startRegistry, startRegistryTestbed, type RegistryEndpoint, type RegistryHandle } from "../test/testbed/registry";
+import { countRequests, defaultStateDir, requestLogMark, startRegistry, type RegistryEndpoint, type RegistryHandle } from "../test/testbed/registry";
 import { formatTable, median, resultLine, round, timeCommand, type TimedRun } from "./lib";
 
 type Tool = "imageyard" | "skopeo";
@@ -33,6 +35,7 @@ interface BenchCase {
 
 interface Sample extends TimedRun {
   requests: number;
+  sourceRequests: number;
   digestOk: boolean;
 }
 
@@ -105,14 +108,16 @@ async function runOne(tool: Tool, c: BenchCase, upstream: RegistryEndpoint, targ
   const ref = `${repoOf(c)}:v1`;
   const cmd = tool === "skopeo" ? ["skopeo"] : imageyardCommand()!;
   const mark = requestLogMark(dst);
+  const srcMark = requestLogMark(upstream);
   const run = await timeCommand(cmd[0]!, [...cmd.slice(1), ...copyArgs(tool, upstream, dst, ref, c.all)], { isolateContainersCache: true, timeoutMs: 1_800_000 });
   const requests = await settledCount(dst, mark);
+  const sourceRequests = await settledCount(upstream, srcMark);
   if (run.exitCode !== 0) log(`${c.name} ${tool} FAILED (exit ${run.exitCode}): ${run.stderr.trim().split("\n").slice(-5).join(" | ")}`);
   const got = run.exitCode === 0 ? await digestOf(dst, ref).catch(() => "missing") : "not copied";
   const digestOk = got === digest;
   if (run.exitCode === 0 && !digestOk) log(`${c.name} ${tool}: target has ${got}, source ${digest}`);
-  log(`${c.name} ${tool}: ${run.wallS.toFixed(2)} s, ${run.maxRssMiB.toFixed(0)} MiB, ${requests} requests${digestOk ? "" : " DIGEST MISMATCH"}`);
-  return { ...run, requests, digestOk };
+  log(`${c.name} ${tool}: ${run.wallS.toFixed(2)} s, ${run.maxRssMiB.toFixed(0)} MiB, ${requests} target + ${sourceRequests} source requests${digestOk ? "" : " DIGEST MISMATCH"}`);
+  return { ...run, requests, sourceRequests, digestOk };
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -125,10 +130,9 @@ async function main(argv: string[]): Promise<void> {
   if (!iy) log("dist/cli/imageyard.js not found: timing skopeo only (build the CLI, or set IY_BENCH_IMAGEYARD)");
   const tools: Tool[] = iy ? ["imageyard", "skopeo"] : ["skopeo"];
 
-  const lease = `bench-${process.pid}`;
-  const tb = await startRegistryTestbed(stateDir, { lease });
+  const source = await startRegistry(stateDir, "bench-upstream", { auth: "none", tls: false, dataDir: join(stateDir, "registry", "bench-upstream") });
   const target = await startRegistry(stateDir, "bench-mirror", { auth: "htpasswd", tls: false });
-  const upstream = tb.registries.upstream;
+  const upstream = source.endpoint;
   const results: Record<string, unknown>[] = [];
   const rows: (string | number)[][] = [];
   try {
@@ -154,6 +158,7 @@ async function main(argv: string[]): Promise<void> {
         summary[`${tool}_s`] = ok.length ? round(wall) : null;
         summary[`${tool}_rss_mib`] = ok.length ? round(rss, 1) : null;
         summary[`${tool}_requests`] = ok.length ? median(ok.map((s) => s.requests)) : null;
+        summary[`${tool}_source_requests`] = ok.length ? median(ok.map((s) => s.sourceRequests)) : null;
         summary[`${tool}_failures`] = samples[tool].length - ok.length;
         rows.push([
           c.name,
@@ -164,6 +169,7 @@ async function main(argv: string[]): Promise<void> {
           ok.length ? rss.toFixed(1) : "-",
           ok.length ? median(ok.map((s) => s.userS + s.sysS)).toFixed(2) : "-",
           ok.length ? String(median(ok.map((s) => s.requests))) : "-",
+          ok.length ? String(median(ok.map((s) => s.sourceRequests))) : "-",
         ]);
       }
       const iyS = summary.imageyard_s as number | null | undefined;
@@ -171,13 +177,15 @@ async function main(argv: string[]): Promise<void> {
       summary.speedup = iyS && skS ? round(skS / iyS, 2) : null;
       summary.bytes = bytes;
       summary.runs = runs;
+      // Medians mean little on a loaded machine: keep the load next to them.
+      summary.load1 = round(loadavg()[0]!, 2);
       results.push(summary);
     }
   } finally {
     await target.stop();
-    await releaseRegistryTestbed(stateDir, lease);
+    await source.stop();
   }
-  process.stdout.write(`\n${formatTable(["case", "tool", "ok", "median s", "MB/s", "peak RSS MiB", "cpu s", "target reqs"], rows)}\n\n`);
+  process.stdout.write(`\n${formatTable(["case", "tool", "ok", "median s", "MB/s", "peak RSS MiB", "cpu s", "target reqs", "source reqs"], rows)}\n\n`);
   const outDir = resolve(__dirname, "..", "..", "bench", "results");
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `mirror-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);

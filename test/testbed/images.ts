@@ -12,7 +12,7 @@ import type { Descriptor, Platform } from "../../provider/oci/manifest";
 import { defaultStateDir, type RegistryEndpoint } from "./registry";
 
 /** Bump when generated content changes, so cached layouts are rebuilt. */
-const GENERATION = "2";
+const GENERATION = "3";
 const CHUNK = 1 << 20;
 
 export const MEDIA = {
@@ -52,7 +52,8 @@ export interface ImageSpec {
   seed?: string | number;
   /** Also write a cosign-style signature tagged `sha256-<hex>.sig`. */
   withSignature?: boolean;
-  /** gzip level for layers (default 1; 0 = stored blocks, fastest, still gzip). */
+  /** gzip level for layers (default 0: stored blocks, still valid gzip; random data does not
+   * compress, and level 1 costs ~5x the CPU for the same bytes). */
   gzipLevel?: number;
 }
 
@@ -171,7 +172,7 @@ export class OciLayoutWriter {
     }
     const tmp = join(this.blobDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
     try {
-      await pipeline(tar(), createGzip({ level: opts.gzipLevel ?? 1, chunkSize: 256 * 1024 }), count, createWriteStream(tmp));
+      await pipeline(tar(), createGzip({ level: opts.gzipLevel ?? 0, chunkSize: 256 * 1024 }), count, createWriteStream(tmp));
       const digest = `sha256:${packed.digest("hex")}`;
       renameSync(tmp, this.blobPath(digest));
       return { descriptor: { mediaType: opts.mediaType ?? MEDIA.ociLayer, digest, size: packedSize }, diffId: `sha256:${diff.digest("hex")}` };
@@ -292,12 +293,13 @@ export async function writeImageLayout(dir: string, tag: string, spec: ImageSpec
 }
 
 /**
- * A seeded spec's layout, built once under stateDir/images and reused (generated images are
+ * A seeded spec's layout, built once under stateDir/images/g<generation> and reused (generated images are
  * deterministic, so a cached copy is as good as a new one). Unseeded specs get a fresh temporary
  * layout: `temporary` tells the caller to delete it.
  */
 export async function cachedImageLayout(stateDir: string, spec: ImageSpec): Promise<LayoutImage & { temporary: boolean }> {
-  const root = join(stateDir, "images");
+  // One folder per generation: stale ones can be deleted whole.
+  const root = join(stateDir, "images", `g${GENERATION}`);
   mkdirSync(root, { recursive: true });
   if (spec.seed === undefined) {
     const dir = join(root, `tmp-${process.pid}-${randomBytes(6).toString("hex")}`);

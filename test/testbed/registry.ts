@@ -86,6 +86,8 @@ export interface RegistryTestbed {
 export interface RegistryOptions {
   auth: RegistryAuthMode;
   tls: boolean;
+  /** Ad-hoc only: keep the data here across processes and runs (not wiped on the first start). */
+  dataDir?: string;
 }
 
 export interface RegistryHandle {
@@ -395,7 +397,7 @@ function describeRegistry(spec: RegistrySpec, port: number, pid: number): Regist
     scheme,
     url: `${scheme}://${host}`,
     auth: opts.auth,
-    dataDir: join(dir, "data", name),
+    dataDir: opts.dataDir ?? join(dir, "data", name),
     configFile: join(dir, "conf", `${name}.yml`),
     logFile: join(dir, "logs", `${name}.log`),
     pidFile: join(dir, "run", `${name}.pid`),
@@ -579,7 +581,7 @@ export async function startRegistry(stateDir: string, name: string, opts: Regist
     });
   }
   const handle: RegistryHandle = {
-    endpoint: await launchRegistry(spec, true),
+    endpoint: await launchRegistry(spec, !opts.dataDir),
     async start(o = {}) {
       if (isOurProcess(handle.endpoint.pid, handle.endpoint.configFile)) await handle.stop();
       handle.endpoint = await launchRegistry({ ...spec, preferredPort: handle.endpoint.port }, o.wipe, 10_000);
