@@ -47,6 +47,12 @@ describe("parseCommand", () => {
     expect(cmd.kind === "copy" && cmd.request.platforms).toBeUndefined();
   });
 
+  it("reads --src-no-creds as anonymous access, and refuses it next to --src-creds", () => {
+    const cmd = parseCommand(["copy", "a/b:c", "d/e", "--src-no-creds"]);
+    expect(cmd.kind === "copy" && cmd.request.sourceOptions?.dockerConfig).toBe(false);
+    expect(() => parseCommand(["copy", "a/b:c", "d/e", "--src-no-creds", "--src-creds", "u:p"])).toThrow(/contradicts/);
+  });
+
   it("rejects bad usage with a message naming the flag", () => {
     expect(() => parseCommand(["copy", "a"])).toThrow(UsageError);
     expect(() => parseCommand(["copy", "a", "b", "--bogus"])).toThrow(/unknown flag --bogus/);

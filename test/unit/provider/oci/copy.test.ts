@@ -219,6 +219,39 @@ describe("mounts", () => {
   });
 });
 
+describe("describe and rate limits", () => {
+  it("fills platforms and size of an up-to-date copy when asked to describe it", async () => {
+    seedFake(src, "team/app", "v2", { platforms: ["linux/amd64", "linux/arm64"] });
+    const first = await copyImage(request(`${src.host}/team/app:v2`, `${dst.host}/mirror/app`));
+    const fast = await copyImage(request(`${src.host}/team/app:v2`, `${dst.host}/mirror/app`));
+    expect(fast).toMatchObject({ upToDate: true, platforms: [], totalSize: 0 });
+    const described = await copyImage(request(`${src.host}/team/app:v2`, `${dst.host}/mirror/app`, { describe: true }));
+    expect(described).toMatchObject({ upToDate: true, platforms: first.platforms, totalSize: first.totalSize, digest: first.digest });
+  });
+
+  it("waits as long as a 429's Retry-After asks before uploading the blob again", async () => {
+    seedFake(src, "team/app", "v1", { layers: 1 });
+    let limitedAt = 0;
+    let retriedAt = 0;
+    dst.intercept = (req, res, url) => {
+      if (req.method === "PUT" && url.pathname.includes("/blobs/uploads/")) {
+        if (!limitedAt) {
+          limitedAt = Date.now();
+          res.statusCode = 429;
+          res.setHeader("retry-after", "1");
+          res.end(JSON.stringify({ errors: [{ code: "TOOMANYREQUESTS", message: "slow down" }] }));
+          return true;
+        }
+        retriedAt ||= Date.now();
+      }
+      return false;
+    };
+    const r = await copyImage(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`, { concurrency: 1 }));
+    expect(r.blobsCopied).toBe(2);
+    expect(retriedAt - limitedAt).toBeGreaterThanOrEqual(950);
+  });
+});
+
 describe("resuming an interrupted blob upload", () => {
   it("asks the registry what it kept and sends only the rest with PATCH", async () => {
     const img = seedFake(src, "team/big", "v1", { layers: 1, layerSize: 256 * 1024 });
