@@ -5,4 +5,5 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$IY_ROOT/scripts/bootstrap.sh"
 cd "$IY_ROOT"
+"$IY_ROOT/scripts/pulumi.sh" ensure
 exec vitest run "$@"
