@@ -63,8 +63,9 @@ export interface MirrorDeps {
 
 const DEFAULT_TIMEOUT_S = 3600;
 
-export function registryOptions(auth: AuthInput | undefined, tls: TlsInput | undefined): RegistryOptions {
-  const opts: RegistryOptions = {};
+export function registryOptions(auth: AuthInput | undefined, tls: TlsInput | undefined, side?: "source" | "target"): RegistryOptions {
+  // insecure alone lets the client try https unverified, then plain http (like crane)
+  const opts: RegistryOptions = side ? { credentialsInput: `${side}Auth` } : {};
   if (auth) opts.credentials = { username: auth.username, password: auth.password };
   if (tls?.caCert || tls?.insecure) {
     opts.tls = {};
@@ -72,7 +73,6 @@ export function registryOptions(auth: AuthInput | undefined, tls: TlsInput | und
     if (tls.insecure) opts.tls.insecure = true;
   }
   if (tls?.certDir) opts.certDir = tls.certDir;
-  if (tls?.insecure) opts.scheme = "http";
   return opts;
 }
 
@@ -82,8 +82,8 @@ export function copyRequest(inputs: MirrorInputs): CopyRequest {
     target: inputs.target,
     copySignatures: inputs.copySignatures ?? true,
     describe: true,
-    sourceOptions: registryOptions(inputs.sourceAuth, inputs.sourceTls),
-    targetOptions: registryOptions(inputs.targetAuth, inputs.targetTls),
+    sourceOptions: registryOptions(inputs.sourceAuth, inputs.sourceTls, "source"),
+    targetOptions: registryOptions(inputs.targetAuth, inputs.targetTls, "target"),
   };
   if (inputs.platforms && inputs.platforms.length > 0) req.platforms = inputs.platforms;
   return req;
@@ -108,7 +108,7 @@ export async function checkMirror(olds: Partial<MirrorInputs>, news: MirrorInput
   const log = deps.log ?? ((line: string) => console.log(line));
   const sameSource = olds.source === news.source && olds.sourceDigest !== undefined;
   try {
-    const info = await inspectImage(news.source, registryOptions(news.sourceAuth, news.sourceTls));
+    const info = await inspectImage(news.source, registryOptions(news.sourceAuth, news.sourceTls, "source"));
     if (!info) throw new ImageyardError("MANIFEST_UNKNOWN", `resolve ${news.source}: not found in the source registry. Check the tag and repository name.`);
     inputs.sourceDigest = info.digest;
   } catch (e) {
@@ -141,7 +141,7 @@ export async function checkMirror(olds: Partial<MirrorInputs>, news: MirrorInput
 async function probePush(inputs: MirrorInputs): Promise<void> {
   const target = resolveTarget(parseLocation(inputs.source), parseLocation(inputs.target));
   if (target.kind !== "registry") return;
-  const client = new RegistryClient(target.ref.registry, registryOptions(inputs.targetAuth, inputs.targetTls));
+  const client = new RegistryClient(target.ref.registry, registryOptions(inputs.targetAuth, inputs.targetTls, "target"));
   await client.cancelUpload(await client.startUpload(target.ref.repository));
 }
 
@@ -306,12 +306,12 @@ export async function readMirror(id: string, props?: MirrorOutputs): Promise<{ i
       `read ${id}: importing a MirroredImage is not supported (pulumi import of dynamic resources is broken upstream). Declare the resource instead: an unchanged mirror is adopted by a no-op copy.`,
     );
   }
-  const info = await inspectImage(props.tagRef, registryOptions(props.targetAuth, props.targetTls));
+  const info = await inspectImage(props.tagRef, registryOptions(props.targetAuth, props.targetTls, "target"));
   return { id, props: { ...props, targetDigest: info?.digest ?? "" } };
 }
 
 export async function deleteMirror(id: string, props: MirrorOutputs, deps: MirrorDeps = {}): Promise<void> {
   const log = deps.log ?? ((line: string) => console.log(line));
-  const outcome = await removeImage(props.tagRef ?? id, props.digest, registryOptions(props.targetAuth, props.targetTls));
+  const outcome = await removeImage(props.tagRef ?? id, props.digest, registryOptions(props.targetAuth, props.targetTls, "target"));
   if (outcome.note) log(`${props.tagRef ?? id}: ${outcome.note}`);
 }

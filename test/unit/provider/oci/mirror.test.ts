@@ -140,7 +140,8 @@ describe("registryOptions", () => {
       tls: { ca: ["-----BEGIN CERTIFICATE-----x"] },
       certDir: "/etc/certs",
     });
-    expect(registryOptions(undefined, { insecure: true })).toEqual({ tls: { insecure: true }, scheme: "http" });
+    expect(registryOptions(undefined, { insecure: true })).toEqual({ tls: { insecure: true } });
+    expect(registryOptions(undefined, undefined, "target")).toEqual({ credentialsInput: "targetAuth" });
     expect(registryOptions(undefined, undefined)).toEqual({});
   });
 });
