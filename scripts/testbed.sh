@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts, stops or describes the registry test bed (four registries + a token server on
-# 127.0.0.1, state under $IY_STATE_DIR/registry):  scripts/testbed.sh up|down|status [--json]
+# 127.0.0.1, state under $IY_STATE_DIR/registry):  scripts/testbed.sh up|down|status [--json] [--show-passwords]
 # `up` holds a lease, so vitest runs reuse the running test bed and leave it up.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
