@@ -1,3 +1,4 @@
 // imageyard's public API: the resources, their argument types, and the error family.
 export * from "./provider/resources/mirroredImage";
 export { ImageyardError, isImageyardError, type ErrorCode } from "./provider/http/errors";
+export * from "./provider/resources/communityImage";

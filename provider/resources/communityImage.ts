@@ -1,0 +1,159 @@
+// CommunityImage: a VM disk image downloaded, verified, converted and published to OpenStack Glance
+// (community visibility by default). The provider is thin: every method requires the engine by the
+// package's own name (closure serialization copies local modules by value).
+import * as pulumi from "@pulumi/pulumi";
+import type { CommunityImageInputs, CommunityImageOutputs } from "../glance/community";
+
+export interface CommunityImageSourceInput {
+  /** http(s):// or file:// URL of the image, possibly compressed (gz, bz2, xz, zst). */
+  url: pulumi.Input<string>;
+  /** `sha256:…`, `sha512:…` or `md5:…` of the file at url. */
+  checksum?: pulumi.Input<string>;
+  /** A SUMS file that lists the file at url (SHA256SUMS, SHA512SUMS, Fedora CHECKSUM, BSD style). */
+  checksumUrl?: pulumi.Input<string>;
+  /** What the (decompressed) image is; checked against its magic bytes. */
+  format?: pulumi.Input<"raw" | "qcow2" | "vmdk" | "vdi" | "vhd" | "vhdx" | "iso">;
+  compression?: pulumi.Input<"auto" | "none" | "gzip" | "bzip2" | "xz" | "zstd">;
+}
+
+/** OpenStack credentials; they override the cloud's values and the OS_* variables. Kept secret. */
+export interface OpenStackCredentialsInput {
+  authUrl?: pulumi.Input<string>;
+  username?: pulumi.Input<string>;
+  userId?: pulumi.Input<string>;
+  password?: pulumi.Input<string>;
+  projectName?: pulumi.Input<string>;
+  projectId?: pulumi.Input<string>;
+  userDomainName?: pulumi.Input<string>;
+  projectDomainName?: pulumi.Input<string>;
+  domainName?: pulumi.Input<string>;
+  region?: pulumi.Input<string>;
+  interface?: pulumi.Input<"public" | "internal" | "admin">;
+  applicationCredentialId?: pulumi.Input<string>;
+  applicationCredentialName?: pulumi.Input<string>;
+  applicationCredentialSecret?: pulumi.Input<string>;
+  /** PEM CA bundle file of a private cloud. */
+  cacert?: pulumi.Input<string>;
+  insecure?: pulumi.Input<boolean>;
+  /** Glance URL to use instead of the catalog's. */
+  imageEndpoint?: pulumi.Input<string>;
+}
+
+export interface CommunityImageArgs {
+  /** Image name in Glance (names need not be unique; the ID is the identity). */
+  name: pulumi.Input<string>;
+  source: pulumi.Input<CommunityImageSourceInput>;
+  /** The format Glance stores: "raw" (Ceph), "qcow2", … Converted locally when the source differs. */
+  diskFormat: pulumi.Input<"raw" | "qcow2" | "vmdk" | "vdi" | "vhd" | "vhdx" | "iso">;
+  /** Default "bare". */
+  containerFormat?: pulumi.Input<string>;
+  /** Default "community": every project can boot it by ID; it is not listed by default. */
+  visibility?: pulumi.Input<"community" | "public" | "shared" | "private">;
+  /** GiB. */
+  minDisk?: pulumi.Input<number>;
+  /** MiB. */
+  minRam?: pulumi.Input<number>;
+  /** Custom properties (os_distro, hw_disk_bus, …). */
+  properties?: pulumi.Input<Record<string, pulumi.Input<string>>>;
+  tags?: pulumi.Input<pulumi.Input<string>[]>;
+  protected?: pulumi.Input<boolean>;
+  /** os_hidden: left out of image lists. */
+  hidden?: pulumi.Input<boolean>;
+  /** false deactivates the image (it can no longer be booted or downloaded). Default true. */
+  active?: pulumi.Input<boolean>;
+  /** upload (default: download, verify and convert here) or web-download (Glance fetches the URL). */
+  importMethod?: pulumi.Input<"upload" | "web-download">;
+  /** SCS metadata: image_original_user. */
+  login?: pulumi.Input<string>;
+  /** SCS metadata: image_build_date (YYYY-MM-DD). */
+  buildDate?: pulumi.Input<string>;
+  /** SCS metadata: image_description (default: the name). */
+  description?: pulumi.Input<string>;
+  /** Name of a cloud in clouds.yaml (default OS_CLOUD, else the OS_* variables). */
+  cloud?: pulumi.Input<string>;
+  credentials?: pulumi.Input<OpenStackCredentialsInput>;
+  /** Where downloads and conversions are staged (default the system temp dir). */
+  scratchDir?: pulumi.Input<string>;
+  /** Seconds (Pulumi's customTimeouts do not reach dynamic providers). */
+  timeouts?: pulumi.Input<{ create?: pulumi.Input<number>; update?: pulumi.Input<number>; delete?: pulumi.Input<number> }>;
+  /** Keep a failed image in Glance (recorded in state) instead of deleting it. */
+  keepOnFailure?: pulumi.Input<boolean>;
+}
+
+class CommunityImageProvider implements pulumi.dynamic.ResourceProvider<CommunityImageInputs, CommunityImageOutputs> {
+  async check(olds: CommunityImageInputs, news: CommunityImageInputs) {
+    return require("imageyard/provider/glance/community").checkCommunityImage(olds, news);
+  }
+  async diff(id: string, olds: CommunityImageOutputs, news: CommunityImageInputs) {
+    return require("imageyard/provider/glance/community").diffCommunityImage(olds, news);
+  }
+  async create(inputs: CommunityImageInputs) {
+    return require("imageyard/provider/glance/community").createCommunityImage(inputs);
+  }
+  async update(id: string, olds: CommunityImageOutputs, news: CommunityImageInputs) {
+    return { outs: await require("imageyard/provider/glance/community").updateCommunityImage(id, olds, news) };
+  }
+  async read(id: string, props?: CommunityImageOutputs) {
+    return require("imageyard/provider/glance/community").readCommunityImage(id, props);
+  }
+  async delete(id: string, props: CommunityImageOutputs) {
+    await require("imageyard/provider/glance/community").deleteCommunityImage(id, props);
+  }
+}
+
+// One stateless instance: the SDK caches each provider's serialization per instance.
+const provider = new CommunityImageProvider();
+
+export class CommunityImage extends pulumi.dynamic.Resource {
+  /** The Glance image UUID (also the resource ID). */
+  declare readonly imageId: pulumi.Output<string>;
+  declare readonly name: pulumi.Output<string>;
+  /** Glance status: active, or deactivated when active is false. */
+  declare readonly status: pulumi.Output<string>;
+  /** md5 of the stored data. */
+  declare readonly checksum: pulumi.Output<string>;
+  declare readonly osHashAlgo: pulumi.Output<string>;
+  declare readonly osHashValue: pulumi.Output<string>;
+  declare readonly size: pulumi.Output<number>;
+  declare readonly virtualSize: pulumi.Output<number>;
+  declare readonly diskFormat: pulumi.Output<string>;
+  declare readonly containerFormat: pulumi.Output<string>;
+  declare readonly visibility: pulumi.Output<string>;
+  /** Project ID that owns the image. */
+  declare readonly owner: pulumi.Output<string>;
+  /** All custom properties as Glance has them (SCS metadata included). */
+  declare readonly properties: pulumi.Output<Record<string, string>>;
+  declare readonly tags: pulumi.Output<string[]>;
+  declare readonly minDisk: pulumi.Output<number>;
+  declare readonly minRam: pulumi.Output<number>;
+  declare readonly protected: pulumi.Output<boolean>;
+  declare readonly hidden: pulumi.Output<boolean>;
+  declare readonly active: pulumi.Output<boolean>;
+  declare readonly createdAt: pulumi.Output<string>;
+  declare readonly updatedAt: pulumi.Output<string>;
+
+  constructor(name: string, args: CommunityImageArgs, opts?: pulumi.CustomResourceOptions) {
+    super(
+      provider,
+      name,
+      {
+        ...args,
+        credentials: args.credentials === undefined ? undefined : pulumi.secret(args.credentials),
+        imageId: undefined,
+        status: undefined,
+        checksum: undefined,
+        osHashAlgo: undefined,
+        osHashValue: undefined,
+        size: undefined,
+        virtualSize: undefined,
+        owner: undefined,
+        managedProperties: undefined,
+        createdAt: undefined,
+        updatedAt: undefined,
+      },
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["credentials"] }),
+      "imageyard",
+      "CommunityImage",
+    );
+  }
+}
