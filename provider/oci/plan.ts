@@ -208,6 +208,7 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
 
   let signatures: WalkedManifest[] = [];
   if (request.copySignatures !== false) signatures = await collectSignatures(source, image, sourceDigest);
+  if (tag !== undefined) image.root.tag = tag;
   const manifests = [...image.manifests, ...signatures.filter((m) => m.role !== "referrer"), image.root];
   // Referrers name their subject; they go after it, still before nothing else depends on them.
   manifests.splice(manifests.length - 1, 0, ...signatures.filter((m) => m.role === "referrer"));
