@@ -1,7 +1,37 @@
 // Deterministic test images written straight into a FakeRegistry (or returned as bytes): configs,
 // layers, manifests, OCI indexes and Docker manifest lists, plus cosign-style signature tags.
 import { createHash } from "node:crypto";
-import type { FakeRegistry } from "./fakeregistry";
+import { afterEach, beforeEach } from "vitest";
+import { forgetKnownLocations, type CopyRequest } from "../../../../provider/oci/copy";
+import type { RegistryOptions } from "../../../../provider/oci/registry";
+import { FakeRegistry } from "./fakeregistry";
+
+/** Plain http, no docker config, quick retries: what copy tests use against fake registries. */
+export const plain: RegistryOptions = { scheme: "http", dockerConfig: false, retry: { attempts: 2, minDelayMs: 1, maxDelayMs: 5, maxRetryAfterMs: 1000 } };
+
+export interface RegistryPair {
+  src: FakeRegistry;
+  dst: FakeRegistry;
+}
+
+/** A fresh source and target registry per test (and a clean known-locations map). */
+export function useRegistryPair(): RegistryPair {
+  const pair = {} as RegistryPair;
+  beforeEach(async () => {
+    forgetKnownLocations();
+    pair.src = await new FakeRegistry().start();
+    pair.dst = await new FakeRegistry().start();
+  });
+  afterEach(async () => {
+    await pair.src.stop();
+    await pair.dst.stop();
+  });
+  return pair;
+}
+
+export function copyRequest(source: string, target: string, extra: Partial<CopyRequest> = {}): CopyRequest {
+  return { source, target, sourceOptions: plain, targetOptions: plain, ...extra };
+}
 
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";

@@ -5,11 +5,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { copyImage, forgetKnownLocations, inspectImage, removeImage } from "../../../../provider/oci/copy";
 import { LayoutStore } from "../../../../provider/oci/layout";
 import { parseLocation, resolveTarget } from "../../../../provider/oci/location";
-import type { RegistryOptions } from "../../../../provider/oci/registry";
 import { FakeRegistry } from "./fakeregistry";
-import { seedFake } from "./fakeimages";
+import { plain, seedFake } from "./fakeimages";
 
-const plain: RegistryOptions = { scheme: "http", dockerConfig: false };
 let reg: FakeRegistry;
 let dir: string;
 

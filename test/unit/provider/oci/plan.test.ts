@@ -1,26 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { executeCopy, forgetKnownLocations, planCopy, summarizePlan, type CopyPlan, type CopyRequest } from "../../../../provider/oci/copy";
-import type { RegistryOptions } from "../../../../provider/oci/registry";
-import { FakeRegistry } from "./fakeregistry";
-import { bytesFrom, digestOf, OCI_INDEX, OCI_MANIFEST, seedFake } from "./fakeimages";
+import { describe, expect, it } from "vitest";
+import { executeCopy, planCopy, summarizePlan, type CopyPlan } from "../../../../provider/oci/copy";
+import type { FakeRegistry } from "./fakeregistry";
+import { bytesFrom, copyRequest, digestOf, OCI_INDEX, OCI_MANIFEST, seedFake, seedSignature, useRegistryPair } from "./fakeimages";
 
-const plain: RegistryOptions = { scheme: "http", dockerConfig: false };
-let src: FakeRegistry;
-let dst: FakeRegistry;
-
-beforeEach(async () => {
-  forgetKnownLocations();
-  src = await new FakeRegistry().start();
-  dst = await new FakeRegistry().start();
-});
-afterEach(async () => {
-  await src.stop();
-  await dst.stop();
-});
-
-function request(source: string, target: string, extra: Partial<CopyRequest> = {}): CopyRequest {
-  return { source, target, sourceOptions: plain, targetOptions: plain, ...extra };
-}
+const pair = useRegistryPair();
 
 const writes = (reg: FakeRegistry) => reg.log.filter((l) => l.method !== "GET" && l.method !== "HEAD");
 
@@ -38,10 +21,10 @@ function manifestWith(reg: FakeRegistry, repo: string, layers: Array<{ data?: Bu
 
 describe("planCopy", () => {
   it("writes nothing, lists children before the index and every blob to upload for an empty target", async () => {
-    const img = seedFake(src, "team/app", "v1", { platforms: ["linux/amd64", "linux/arm/v7"], layers: 2, layerSize: 1000 });
-    const plan = await planCopy(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`));
-    expect(writes(src)).toEqual([]);
-    expect(writes(dst)).toEqual([]);
+    const img = seedFake(pair.src, "team/app", "v1", { platforms: ["linux/amd64", "linux/arm/v7"], layers: 2, layerSize: 1000 });
+    const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
+    expect(writes(pair.src)).toEqual([]);
+    expect(writes(pair.dst)).toEqual([]);
     expect(plan.manifests.map((m) => [m.role, m.platform ?? "", m.tag ?? "", m.action])).toEqual([
       ["child", "linux/amd64", "", "put"],
       ["child", "linux/arm/v7", "", "put"],
@@ -51,25 +34,25 @@ describe("planCopy", () => {
     expect(plan.blobs.every((b) => b.action === "upload")).toBe(true);
     expect(plan.totals.bytesToUpload).toBe(plan.blobs.reduce((n, b) => n + b.size, 0));
     expect(plan.totalSize).toBe(plan.totals.bytesToUpload + plan.manifests.reduce((n, m) => n + m.size, 0));
-    expect(plan.tagRef).toBe(`${dst.host}/mirror/app:v1`);
-    expect(plan.sourceRef).toBe(`${src.host}/team/app@${img.digest}`);
+    expect(plan.tagRef).toBe(`${pair.dst.host}/mirror/app:v1`);
+    expect(plan.sourceRef).toBe(`${pair.src.host}/team/app@${img.digest}`);
   });
 
   it("does not HEAD the blobs of child manifests the target already has", async () => {
-    const img = seedFake(src, "team/app", "v1", { platforms: ["linux/amd64", "linux/arm64"] });
+    const img = seedFake(pair.src, "team/app", "v1", { platforms: ["linux/amd64", "linux/arm64"] });
     const amd = img.children.find((c) => c.platform === "linux/amd64")!;
-    await executeCopy(await planCopy(request(`${src.host}/team/app@${amd.digest}`, `${dst.host}/mirror/app:amd`)));
-    dst.log.length = 0;
-    const plan = await planCopy(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`));
+    await executeCopy(await planCopy(copyRequest(`${pair.src.host}/team/app@${amd.digest}`, `${pair.dst.host}/mirror/app:amd`)));
+    pair.dst.log.length = 0;
+    const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
     expect(plan.manifests.find((m) => m.digest === amd.digest)?.action).toBe("skip");
-    const headed = dst.log.filter((l) => l.method === "HEAD" && l.path.includes("/blobs/")).map((l) => l.path.split("/blobs/")[1]);
+    const headed = pair.dst.log.filter((l) => l.method === "HEAD" && l.path.includes("/blobs/")).map((l) => l.path.split("/blobs/")[1]);
     expect(headed.some((d) => amd.blobs.includes(d!) && !img.children.find((c) => c.platform === "linux/arm64")!.blobs.includes(d!))).toBe(false);
   });
 
   it("keeps a filtered platform's buildx attestation and drops the others'", async () => {
-    const amd = manifestWith(src, "team/app", [{ data: bytesFrom("amd", 500) }]);
-    const arm = manifestWith(src, "team/app", [{ data: bytesFrom("arm", 500) }], "arm64");
-    const att = (of: string, seed: string) => ({ ...manifestWith(src, "team/app", [{ data: bytesFrom(seed, 100) }], "unknown"), of });
+    const amd = manifestWith(pair.src, "team/app", [{ data: bytesFrom("amd", 500) }]);
+    const arm = manifestWith(pair.src, "team/app", [{ data: bytesFrom("arm", 500) }], "arm64");
+    const att = (of: string, seed: string) => ({ ...manifestWith(pair.src, "team/app", [{ data: bytesFrom(seed, 100) }], "unknown"), of });
     const atts = [att(amd.digest, "att-amd"), att(arm.digest, "att-arm")];
     const index = Buffer.from(
       JSON.stringify({
@@ -88,8 +71,8 @@ describe("planCopy", () => {
         ],
       }),
     );
-    src.putManifest("team/app", "v1", index, OCI_INDEX);
-    const plan = await planCopy(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`, { platforms: ["linux/arm64"] }));
+    pair.src.putManifest("team/app", "v1", index, OCI_INDEX);
+    const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`, { platforms: ["linux/arm64"] }));
     expect(plan.platforms).toEqual(["linux/arm64"]);
     expect(plan.manifests.filter((m) => m.role === "child").map((m) => m.digest)).toEqual([arm.digest, atts[1]!.digest]);
     const kept = JSON.parse(plan.manifests.at(-1)!.bytes.toString()) as { manifests: Array<{ digest: string }> };
@@ -100,20 +83,19 @@ describe("planCopy", () => {
   it("leaves foreign (non-distributable) layers out of the blobs to copy", async () => {
     const foreign = { mediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", digest: digestOf(Buffer.from("windows base")), size: 12, urls: ["https://example.invalid/layer"] };
     const local = bytesFrom("local", 300);
-    const m = manifestWith(src, "team/win", [{ descriptor: foreign }, { data: local }]);
-    src.putManifest("team/win", "v1", m.bytes, OCI_MANIFEST);
-    const plan = await planCopy(request(`${src.host}/team/win:v1`, `${dst.host}/mirror/win`));
+    const m = manifestWith(pair.src, "team/win", [{ descriptor: foreign }, { data: local }]);
+    pair.src.putManifest("team/win", "v1", m.bytes, OCI_MANIFEST);
+    const plan = await planCopy(copyRequest(`${pair.src.host}/team/win:v1`, `${pair.dst.host}/mirror/win`));
     expect(plan.blobs.map((b) => b.digest)).not.toContain(foreign.digest);
     expect(plan.blobs.map((b) => b.digest)).toContain(digestOf(local));
   });
 
   it("finds cosign .sig, .att and .sbom tags of the image and of each child", async () => {
-    const { seedSignature } = await import("./fakeimages");
-    const img = seedFake(src, "team/app", "v1", { platforms: ["linux/amd64", "linux/arm64"] });
-    seedSignature(src, "team/app", img.digest, "sig");
-    seedSignature(src, "team/app", img.digest, "att");
-    seedSignature(src, "team/app", img.children[1]!.digest, "sbom");
-    const plan = await planCopy(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`));
+    const img = seedFake(pair.src, "team/app", "v1", { platforms: ["linux/amd64", "linux/arm64"] });
+    seedSignature(pair.src, "team/app", img.digest, "sig");
+    seedSignature(pair.src, "team/app", img.digest, "att");
+    seedSignature(pair.src, "team/app", img.children[1]!.digest, "sbom");
+    const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
     expect(plan.signatures).toBe(3);
     expect(plan.manifests.filter((m) => m.role === "signature").map((m) => m.tag!.slice(-4)).sort()).toEqual([".att", ".sig", "sbom"]);
     expect(plan.manifests.at(-1)!.role).toBe("index");
@@ -123,15 +105,15 @@ describe("planCopy", () => {
 
 describe("summarizePlan and executeCopy's contract", () => {
   it("says up to date with the digest when there is nothing to do", async () => {
-    const img = seedFake(src, "team/app", "v1");
-    await executeCopy(await planCopy(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`)));
-    const plan = await planCopy(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`));
+    const img = seedFake(pair.src, "team/app", "v1");
+    await executeCopy(await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`)));
+    const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
     expect(summarizePlan(plan)).toBe(`up to date (${img.digest})`);
   });
 
   it("refuses to execute a plan that planCopy did not make in this process", async () => {
-    seedFake(src, "team/app", "v1");
-    const plan = await planCopy(request(`${src.host}/team/app:v1`, `${dst.host}/mirror/app`));
+    seedFake(pair.src, "team/app", "v1");
+    const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
     const copied = JSON.parse(JSON.stringify(plan)) as CopyPlan;
     await expect(executeCopy(copied)).rejects.toThrow(/not made by planCopy in this process/);
   });
