@@ -34,6 +34,8 @@ export interface RawStreamOptions {
   /** Bytes per NBD read request. */
   requestBytes?: number;
   connectTimeoutMs?: number;
+  /** Guest offset to start at (the rest of an image another reader began). */
+  startAt?: number;
 }
 
 export function nbdArgv(file: string, format: DiskFormat, socket: string): string[] {
@@ -41,7 +43,7 @@ export function nbdArgv(file: string, format: DiskFormat, socket: string): strin
   return ["--read-only", "--shared=1", "--format", qemuFormat(format), "--socket", socket, "--cache=writeback", "--aio=threads", "--discard=ignore", safePath(file)];
 }
 
-/** Streams the guest-visible (raw) content of `file`, exactly `size` bytes. */
+/** Streams the guest-visible (raw) content of `file` from `startAt` (default 0) to `size`. */
 export function openRawStream(file: string, format: DiskFormat, size: number, opts: RawStreamOptions): Readable {
   return Readable.from(readRaw(file, format, size, opts), { objectMode: false, highWaterMark: 1 << 20 });
 }
@@ -73,7 +75,7 @@ async function* readRaw(file: string, format: DiskFormat, size: number, opts: Ra
     if (exportSize !== size) throw failed(`the export has ${exportSize} bytes, qemu-img info said ${size}`);
     const step = opts.requestBytes ?? 4 * 1024 * 1024;
     let handle = 1n;
-    for (let off = 0; off < size; ) {
+    for (let off = opts.startAt ?? 0; off < size; ) {
       const n = Math.min(step, size - off);
       socket.write(request(CMD_READ, handle, off, n));
       const hdr = await reader.exact(16);

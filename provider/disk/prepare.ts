@@ -7,20 +7,22 @@
 //   compressed → raw         → qemu-img convert to a sparse raw file, or qemu-nbd if space is short
 //   anything else            → qemu-img convert into scratch, source deleted
 // Whatever is not hashed during the download is hashed while open() is read, i.e. during upload.
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { stat, unlink } from "node:fs/promises";
-import type { Readable } from "node:stream";
+import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ImageyardError } from "../http/errors";
 import { fileNameOf, type Checksum } from "./checksum";
 import type { Compression } from "./decompress";
 import { DiskImageError } from "./errors";
 import { mapImage, openExtentStream, unreadableMap } from "./extents";
+import { followQcow2, GrowingFile, type FollowRecord } from "./follow";
+import { appendRun, compareRuns, parseQcow2Header, type GuestRun, type Qcow2Header } from "./qcow2";
 import { openRawStream } from "./nbd";
 import { assertSafeImage, checkImage, convertImage, estimateAllocated, FORMAT_PROBE_BYTES, imageInfo, type DiskFormat, type FormatProbe } from "./qemu";
 import { defaultScratchBase, Scratch, type StatFs } from "./scratch";
 import { checkProbe, openSource, sameBytes, sourceChecksumOf, type ImageSource, type OpenedSource, type SourceOptions } from "./source";
-import { finalAlgos, FormatSniffer, HashingPassThrough, type FinalDigests } from "./streams";
+import { finalAlgos, FormatSniffer, HashingPassThrough, HoldLast, type FinalDigests } from "./streams";
 
 export type { ImageSource, SourceOptions } from "./source";
 export { checkImageSource, resolveChecksum } from "./source";
@@ -34,6 +36,12 @@ export interface PrepareOptions extends SourceOptions {
    * scratch has room, else streamed through qemu-nbd. "convert" and "nbd" force one way.
    */
   rawVia?: "auto" | "convert" | "nbd";
+  /**
+   * qcow2 → raw with a checksum: return as soon as the header is in and let open() stream the raw
+   * bytes while the download continues (default true). The stream's end still waits for the
+   * checksum, qemu-img info/check, and qemu-img map agreeing with what was streamed.
+   */
+  follow?: boolean;
   /** qemu-img -o options for conversions (e.g. { compat: "1.1" }). */
   convertOptions?: Record<string, string>;
   /** For tests: a statfs replacement. */
@@ -58,9 +66,11 @@ export interface PreparedImage {
   /**
    * "file": open() reads a scratch file (the download itself, or qemu-img's output);
    * "extents": open() reads the guest ranges of the downloaded image directly (uncompressed → raw);
-   * "nbd": open() streams the raw view through qemu-nbd.
+   * "nbd": open() streams the raw view through qemu-nbd;
+   * "follow": open() streams a qcow2's raw view while it is still downloading (its end waits for
+   * the checksum and qemu-img's checks).
    */
-  mode: "file" | "extents" | "nbd";
+  mode: "file" | "extents" | "nbd" | "follow";
   /** Digests of the bytes open() yields, when known before reading (no conversion: hashed while downloading). */
   sha512: string | undefined;
   md5: string | undefined;
@@ -101,10 +111,31 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
     return sameBytes(probe.format, opts.diskFormat) ? finalAlgos(opts.sha256) : [];
   });
   const file = scratch.path(`source.${compression ? "decompressed" : "img"}`);
+  const growing = new GrowingFile(file);
+  // The download may outlive this call (follow mode); cleanup() stops it through this signal.
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  const downloaded = pipeline([src.body, ...src.stages, sniffer, growing], { signal }).catch((e: unknown) => {
+    const err = writeError(e, what, scratch.dir) as Error;
+    growing.fail(err);
+    throw err;
+  });
+  downloaded.catch(() => {});
+  const settleDownload = async () => {
+    stop.abort();
+    await downloaded.catch(() => {});
+  };
   try {
-    await pipeline([src.body, ...src.stages, sniffer, createWriteStream(file)], { signal: opts.signal });
+    const probe = await Promise.race([sniffer.probed, downloaded.then(() => sniffer.probe as FormatProbe)]);
+    if (canFollow(probe, src, opts)) {
+      const parsed = parseQcow2Header(sniffer.head);
+      if ("header" in parsed) return followResult(parsed.header, { scratch, source, src, opts, growing, downloaded, settleDownload });
+      progress?.({ phase: "convert", item: fileNameOf(source.url), message: `not streaming while downloading (${parsed.unsupported})` });
+    }
+    await downloaded;
   } catch (e) {
-    throw writeError(e, what, scratch.dir);
+    await settleDownload();
+    throw e;
   }
   await scratch.sample();
   const sourceChecksum = sourceChecksumOf(src, source, progress);
@@ -193,6 +224,85 @@ function streamedResult(opts: PrepareOptions, common: CommonFields, mode: Prepar
     },
     cleanup,
   };
+}
+
+/**
+ * Upload while downloading: a qcow2 going to raw, with a checksum to enforce, read in guest order
+ * as it arrives. (Without a checksum the source's sha256 would only be known at the end, and it
+ * is recorded on the image when the image is created.)
+ */
+function canFollow(probe: FormatProbe, src: OpenedSource, opts: PrepareOptions): boolean {
+  return (opts.follow ?? true) && probe.format === "qcow2" && opts.diskFormat === "raw" && (opts.rawVia ?? "auto") === "auto" && src.expected !== undefined;
+}
+
+interface FollowContext {
+  scratch: Scratch;
+  source: ImageSource;
+  src: OpenedSource;
+  opts: PrepareOptions;
+  growing: GrowingFile;
+  downloaded: Promise<void>;
+  settleDownload: () => Promise<void>;
+}
+
+function followResult(h: Qcow2Header, ctx: FollowContext): PreparedImage {
+  const { scratch, src, opts, growing, downloaded } = ctx;
+  const { what } = src;
+  const file = growing.path;
+  const qopts = { what, signal: opts.signal };
+  let verified: Promise<void> | undefined;
+  // After the download: the checksum (the verifier failed the pipeline otherwise), then qemu-img's
+  // own view of the file, exactly as for an image downloaded first.
+  const verifyDownload = () =>
+    (verified ??= (async () => {
+      await downloaded;
+      await scratch.sample();
+      sourceChecksumOf(src, ctx.source, opts.onProgress);
+      const info = await imageInfo(file, "qcow2", qopts);
+      assertSafeImage(info, "qcow2", what);
+      if (info["virtual-size"] !== h.virtualSize) throw new DiskImageError("QEMU_FAILED", `${what}: the qcow2 header says ${h.virtualSize} bytes, qemu-img info ${info["virtual-size"]}`);
+      await checkImage(file, "qcow2", qopts);
+    })());
+  const verifyRuns = async (record: FollowRecord) => {
+    await verifyDownload();
+    const upTo = record.fallbackAt ?? h.virtualSize;
+    if (upTo === 0) return;
+    const theirs: GuestRun[] = [];
+    for (const e of await mapImage(file, "qcow2", qopts)) appendRun(theirs, { start: e.start, length: e.length, offset: e.data && !e.zero ? e.offset : undefined });
+    const diff = compareRuns(record.runs, theirs, upTo);
+    if (diff) {
+      throw new DiskImageError("QEMU_FAILED", `${what}: the qcow2 as streamed disagrees with qemu-img map (${diff}); the upload was stopped before its end. Set rawVia to "convert" to let qemu-img convert it.`);
+    }
+  };
+  const openBytes = () => {
+    const record: FollowRecord = { runs: [] };
+    const raw = Readable.from(
+      followQcow2(growing, h, {
+        what,
+        record,
+        signal: opts.signal,
+        fallback: async (at) => {
+          await verifyDownload();
+          return openRawStream(file, "qcow2", h.virtualSize, { what, socketDir: scratch.dir, signal: opts.signal, startAt: at });
+        },
+      }),
+      { objectMode: false, highWaterMark: 4 * 1024 * 1024 },
+    );
+    return pipe(raw, new HoldLast(() => verifyRuns(record)), () => {}) as unknown as Readable;
+  };
+  const common = {
+    diskFormat: opts.diskFormat,
+    sourceFormat: "qcow2" as const,
+    compression: src.compression,
+    virtualSize: h.virtualSize,
+    // Enforced: the upload cannot complete unless the download matches it.
+    sourceChecksum: { ...(src.expected as Checksum), verified: true },
+  };
+  const cleanup = async () => {
+    await ctx.settleDownload();
+    await scratch.remove();
+  };
+  return streamedResult(opts, common, "follow", openBytes, h.virtualSize, () => ({ dir: scratch.dir, peakBytes: scratch.peak }), cleanup);
 }
 
 type CommonFields = Pick<PreparedImage, "diskFormat" | "sourceFormat" | "compression" | "virtualSize" | "sourceChecksum">;

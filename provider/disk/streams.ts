@@ -60,7 +60,12 @@ export class FormatSniffer extends Transform {
   private pendingLen = 0;
   private hash: MultiHash | undefined;
   probe: FormatProbe | undefined;
+  /** The first bytes, as probed. */
+  head: Buffer = Buffer.alloc(0);
   bytes = 0;
+  /** Settles when the format is known (or the check of it failed). */
+  readonly probed: Promise<FormatProbe>;
+  private settleProbe!: { resolve: (p: FormatProbe) => void; reject: (e: unknown) => void };
 
   constructor(
     private readonly headBytes: number,
@@ -69,6 +74,8 @@ export class FormatSniffer extends Transform {
     private readonly decide: (probe: FormatProbe) => readonly HashAlgo[],
   ) {
     super({ highWaterMark: 1 << 20 });
+    this.probed = new Promise<FormatProbe>((resolve, reject) => (this.settleProbe = { resolve, reject }));
+    this.probed.catch(() => {});
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -92,13 +99,16 @@ export class FormatSniffer extends Transform {
   private release(cb: TransformCallback): void {
     const head = Buffer.concat(this.pending);
     this.pending = [];
+    this.head = head;
     try {
       this.probe = detectFormat(head);
       const algos = this.decide(this.probe);
       if (algos.length > 0) this.hash = new MultiHash(algos);
     } catch (e) {
+      this.settleProbe.reject(e);
       return cb(e as Error);
     }
+    this.settleProbe.resolve(this.probe);
     this.hash?.update(head);
     cb(null, head);
   }
@@ -126,5 +136,27 @@ export class HashingPassThrough extends Transform {
   override _flush(cb: TransformCallback): void {
     this.onEnd(this.hash.digest(), this.hash.bytes);
     cb();
+  }
+}
+
+/**
+ * Holds back the latest chunk and releases the last one only after `gate` resolves, so the
+ * consumer (an upload) cannot complete before the checks behind the gate have passed.
+ */
+export class HoldLast extends Transform {
+  private held: Buffer | undefined;
+  constructor(private readonly gate: () => Promise<void>) {
+    super({ highWaterMark: 4 * 1024 * 1024 });
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const prev = this.held;
+    this.held = chunk;
+    cb(null, prev);
+  }
+  override _flush(cb: TransformCallback): void {
+    this.gate().then(
+      () => cb(null, this.held),
+      (e: Error) => cb(e),
+    );
   }
 }
