@@ -4,7 +4,8 @@
 // target: an htpasswd registry, wiped and restarted before every fresh run of either tool. skopeo runs with an empty blob-info
 // cache (private mount namespace), so it cannot turn copies into cross-repo mounts.
 //
-//   scripts/bench.sh mirror [1g-8layers 4g-8layers 20x1m multiarch noop]
+//   scripts/bench.sh mirror [1g-8layers 4g-8layers 20x1m multiarch noop startup]
+// (`startup` times `--version` of each tool: the fixed cost inside every other number.)
 //
 // Environment (sizes are per layer; "M"/"G" suffixes work):
 //   RUNS=3                          runs per tool and case (medians reported)
@@ -31,6 +32,8 @@ interface BenchCase {
   /** Wipe and restart the target before each timed copy. */
   fresh: boolean;
   all: boolean;
+  /** Only start the tool (`--version`), no copy. */
+  startupOnly?: boolean;
 }
 
 interface Sample extends TimedRun {
@@ -54,6 +57,7 @@ function benchCases(): Record<string, BenchCase> {
       all: true,
     },
     noop: { name: "noop", spec: big, fresh: false, all: false },
+    startup: { name: "startup", spec: {}, fresh: false, all: false, startupOnly: true },
   };
 }
 
@@ -109,11 +113,12 @@ async function runOne(tool: Tool, c: BenchCase, upstream: RegistryEndpoint, targ
   const cmd = tool === "skopeo" ? ["skopeo"] : imageyardCommand()!;
   const mark = requestLogMark(dst);
   const srcMark = requestLogMark(upstream);
-  const run = await timeCommand(cmd[0]!, [...cmd.slice(1), ...copyArgs(tool, upstream, dst, ref, c.all)], { isolateContainersCache: true, timeoutMs: 1_800_000 });
+  const args = c.startupOnly ? ["--version"] : copyArgs(tool, upstream, dst, ref, c.all);
+  const run = await timeCommand(cmd[0]!, [...cmd.slice(1), ...args], { isolateContainersCache: true, timeoutMs: 1_800_000 });
   const requests = await settledCount(dst, mark);
   const sourceRequests = await settledCount(upstream, srcMark);
   if (run.exitCode !== 0) log(`${c.name} ${tool} FAILED (exit ${run.exitCode}): ${run.stderr.trim().split("\n").slice(-5).join(" | ")}`);
-  const got = run.exitCode === 0 ? await digestOf(dst, ref).catch(() => "missing") : "not copied";
+  const got = c.startupOnly ? digest : run.exitCode === 0 ? await digestOf(dst, ref).catch(() => "missing") : "not copied";
   const digestOk = got === digest;
   if (run.exitCode === 0 && !digestOk) log(`${c.name} ${tool}: target has ${got}, source ${digest}`);
   log(`${c.name} ${tool}: ${run.wallS.toFixed(2)} s, ${run.maxRssMiB.toFixed(0)} MiB, ${requests} target + ${sourceRequests} source requests${digestOk ? "" : " DIGEST MISMATCH"}`);
@@ -138,8 +143,8 @@ async function main(argv: string[]): Promise<void> {
   try {
     for (const name of names) {
       const c = all[name]!;
-      const digest = await ensureSource(stateDir, upstream, c);
-      if (!c.fresh) {
+      const digest = c.startupOnly ? "-" : await ensureSource(stateDir, upstream, c);
+      if (!c.fresh && !c.startupOnly) {
         // noop: the target already holds the image (copied once by skopeo, untimed).
         await runOne("skopeo", { ...c, fresh: false }, upstream, target, digest);
       }
@@ -165,7 +170,7 @@ async function main(argv: string[]): Promise<void> {
           tool,
           `${ok.length}/${samples[tool].length}`,
           ok.length ? wall.toFixed(3) : "-",
-          ok.length && c.fresh ? ((bytes / wall) / 1e6).toFixed(0) : "-",
+          ok.length && c.fresh && bytes > 0 ? ((bytes / wall) / 1e6).toFixed(0) : "-",
           ok.length ? rss.toFixed(1) : "-",
           ok.length ? median(ok.map((s) => s.userS + s.sysS)).toFixed(2) : "-",
           ok.length ? String(median(ok.map((s) => s.requests))) : "-",
@@ -199,6 +204,7 @@ async function main(argv: string[]): Promise<void> {
 
 /** Bytes a fresh copy moves (layers + configs), from the spec. */
 function sizeOf(c: BenchCase): number {
+  if (c.startupOnly) return 0;
   const plats = c.spec.platforms?.length ?? 1;
   const per = parseSize(c.spec.layerSize ?? "1M");
   const layers = (c.spec.layers ?? 2) * plats - (plats > 1 ? Math.min(c.spec.sharedLayers ?? 0, c.spec.layers ?? 2) * (plats - 1) : 0);
