@@ -160,6 +160,35 @@ describe("copyImage between two registries", () => {
     expect(manifestPuts(pair.dst).at(-1)).toBe("v1");
   });
 
+  it("copies OCI 1.1 referrers of the image by digest, before the tag", async () => {
+    const img = seedFake(pair.src, "team/app", "v1");
+    const payload = Buffer.from('{"sbom":true}');
+    const empty = Buffer.from("{}");
+    pair.src.putBlob("team/app", payload);
+    pair.src.putBlob("team/app", empty);
+    const referrer = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        artifactType: "application/spdx+json",
+        config: { mediaType: "application/vnd.oci.empty.v1+json", digest: digestOf(empty), size: empty.length },
+        layers: [{ mediaType: "application/spdx+json", digest: digestOf(payload), size: payload.length }],
+        subject: { mediaType: img.mediaType, digest: img.digest, size: img.bytes.length },
+      }),
+    );
+    const refDigest = pair.src.putManifest("team/app", digestOf(referrer), referrer, "application/vnd.oci.image.manifest.v1+json");
+    pair.src.intercept = (req, res, url) => {
+      if (req.method !== "GET" || url.pathname !== `/v2/team/app/referrers/${img.digest}`) return false;
+      res.setHeader("content-type", "application/vnd.oci.image.index.v1+json");
+      res.end(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: refDigest, size: referrer.length, artifactType: "application/spdx+json" }] }));
+      return true;
+    };
+    const r = await copyImage(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
+    expect(r.signaturesCopied).toBe(1);
+    expect(pair.dst.manifests.get("mirror/app")?.get(refDigest)?.bytes.equals(referrer)).toBe(true);
+    expect(manifestPuts(pair.dst)).toEqual([refDigest, "v1"]);
+  });
+
   it("leaves signatures behind when copySignatures is false", async () => {
     const img = seedFake(pair.src, "team/app", "v1");
     seedSignature(pair.src, "team/app", img.digest);
