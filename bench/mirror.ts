@@ -187,8 +187,8 @@ async function main(argv: string[]): Promise<void> {
       results.push(summary);
     }
   } finally {
-    await target.stop();
-    await source.stop();
+    await target.remove();
+    await source.remove();
   }
   process.stdout.write(`\n${formatTable(["case", "tool", "ok", "median s", "MB/s", "peak RSS MiB", "cpu s", "target reqs", "source reqs"], rows)}\n\n`);
   const outDir = resolve(__dirname, "..", "..", "bench", "results");

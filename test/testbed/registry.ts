@@ -98,6 +98,8 @@ export interface RegistryHandle {
   stop(): Promise<void>;
   /** SIGKILL (a crash) and wait for the exit. */
   kill(): Promise<void>;
+  /** Stops it and deletes its directory (and its data, unless it was given a dataDir). */
+  remove(): Promise<void>;
 }
 
 interface Users {
@@ -506,6 +508,7 @@ async function stopProcesses(tb: RegistryTestbed): Promise<void> {
 export async function startRegistryTestbed(stateDir = defaultStateDir(), opts: { lease?: string; persistent?: boolean } = {}): Promise<RegistryTestbed> {
   const dir = join(resolve(stateDir), "registry");
   return withLock(dir, async () => {
+    pruneAdhoc(dir);
     const old = readTestbed(stateDir);
     let tb: RegistryTestbed;
     if (old && (await isHealthy(old))) tb = old;
@@ -559,6 +562,16 @@ export async function stopRegistryTestbed(stateDir = defaultStateDir()): Promise
 // ---------------------------------------------------------------------------------------------
 // Ad-hoc registries
 
+/** Ad-hoc directories end in the pid of the process that made them; drop those of dead ones. */
+function pruneAdhoc(dir: string): void {
+  const root = join(dir, "adhoc");
+  if (!existsSync(root)) return;
+  for (const name of readdirSync(root)) {
+    const pid = Number(/-(\d+)$/.exec(name)?.[1]);
+    if (pid && !isAlive(pid)) rmSync(join(root, name), { recursive: true, force: true });
+  }
+}
+
 const adhocPids = new Map<number, string>();
 let exitHookInstalled = false;
 
@@ -569,7 +582,10 @@ let exitHookInstalled = false;
  */
 export async function startRegistry(stateDir: string, name: string, opts: RegistryOptions): Promise<RegistryHandle> {
   const root = join(resolve(stateDir), "registry");
-  const { certs, users, htpasswd } = await withLock(root, async () => ({ certs: ensureCerts(join(root, "certs")), ...ensureUsers(root) }));
+  const { certs, users, htpasswd } = await withLock(root, async () => {
+    pruneAdhoc(root);
+    return { certs: ensureCerts(join(root, "certs")), ...ensureUsers(root) };
+  });
   const token = opts.auth === "token" ? loadRegistryTestbed(stateDir).tokenServer : undefined;
   const id = `${name}-${process.pid}`;
   const spec: RegistrySpec = { name: id, dir: join(root, "adhoc", id), opts, certs, users, htpasswd, token };
@@ -596,6 +612,10 @@ export async function startRegistry(stateDir: string, name: string, opts: Regist
     async kill() {
       await signalAndWait(handle.endpoint.pid, handle.endpoint.configFile, "SIGKILL");
       adhocPids.delete(handle.endpoint.pid);
+    },
+    async remove() {
+      await handle.stop();
+      rmSync(spec.dir, { recursive: true, force: true });
     },
   };
   spec.preferredPort = handle.endpoint.port;

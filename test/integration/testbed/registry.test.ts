@@ -124,7 +124,7 @@ describe("registry test bed", () => {
 
 describe("ad-hoc registry", () => {
   let reg: RegistryHandle | undefined;
-  afterAll(async () => reg?.stop());
+  afterAll(async () => reg?.remove());
 
   it("survives a kill and restarts on the same port with the same data; wipe empties it", async () => {
     reg = await startRegistry(tb.stateDir, "adhoc-restart", { auth: "htpasswd", tls: false });
