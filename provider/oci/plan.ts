@@ -5,12 +5,14 @@
 import { ImageyardError } from "../http/errors";
 import { formatBytes, type ProgressSink } from "../http/progress";
 import { mapLimit } from "../http/retry";
-import { readVerified } from "./digest";
 import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, type ImageLocation } from "./location";
-import { formatPlatform, parseManifest, parsePlatform, platformMatches, referencedDescriptors, type Descriptor, type ParsedManifest, type Platform } from "./manifest";
-import type { ManifestResponse, RegistryClient, RegistryOptions } from "./registry";
+import { parsePlatform, type Descriptor } from "./manifest";
+import type { RegistryClient, RegistryOptions } from "./registry";
 import { openRegistryStore, type ImageStore } from "./store";
+import { collectImage, collectSignatures, MANIFEST_CONCURRENCY, type PlannedManifest, type WalkedManifest } from "./walk";
+
+export type { ManifestRole, PlannedManifest } from "./walk";
 
 export interface CopyRequest {
   /** "registry/repo:tag", "registry/repo@sha256:…", "docker://…", "oci:PATH[:tag]". */
@@ -50,21 +52,6 @@ export interface PlannedBlob {
   action: BlobAction;
   /** The repository (same registry as the target) to mount from. */
   mountFrom?: string;
-}
-
-export type ManifestRole = "image" | "index" | "child" | "signature" | "referrer";
-
-export interface PlannedManifest {
-  digest: string;
-  mediaType: string;
-  size: number;
-  role: ManifestRole;
-  /** Stored under this tag; by digest when absent. */
-  tag?: string;
-  platform?: string;
-  action: "skip" | "put";
-  /** The exact bytes to store (manifests are small). */
-  bytes: Buffer;
 }
 
 export interface PlanTotals {
@@ -122,12 +109,6 @@ export function planContext(plan: CopyPlan): PlanContext {
   if (!ctx) throw new ImageyardError("INVALID_INPUT", "execute copy: the plan was not made by planCopy in this process. Call planCopy (or copyImage) again.");
   return ctx;
 }
-
-const MANIFEST_CONCURRENCY = 4;
-const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
-const SIGNATURE_SUFFIXES = ["sig", "att", "sbom"];
-/** Children whose signature tags we look for; an index with more is unusual and each costs HEADs. */
-const MAX_SIGNED_CHILDREN = 16;
 
 // Known locations ----------------------------------------------------------------------------
 
@@ -266,153 +247,6 @@ async function describeInto(plan: CopyPlan, target: ImageStore): Promise<void> {
 function notFound(store: ImageStore, reference: string): ImageyardError {
   const what = reference === "" ? store.name : `${store.name}${reference.includes(":") ? "@" : ":"}${reference}`;
   return new ImageyardError("MANIFEST_UNKNOWN", `pull ${what}: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.`, { status: 404 });
-}
-
-// Walking the image --------------------------------------------------------------------------
-
-interface WalkedManifest extends PlannedManifest {
-  blobDescriptors: Descriptor[];
-}
-
-interface CollectedImage {
-  root: WalkedManifest;
-  digest: string;
-  /** Children in push order (deepest first). */
-  manifests: WalkedManifest[];
-  blobs: Map<string, Descriptor>;
-  platforms: string[];
-  filtered: boolean;
-  totalSize: number;
-}
-
-async function collectImage(store: ImageStore, root: ManifestResponse, wanted: Platform[] | undefined, label: string): Promise<CollectedImage> {
-  const parsed = parseManifest(root.bytes, root.mediaType, label);
-  const manifests: WalkedManifest[] = [];
-  const blobs = new Map<string, Descriptor>();
-  let bytes = root.bytes;
-  let platforms: string[] = [];
-  let filtered = false;
-
-  if (parsed.kind === "index") {
-    const kept = wanted ? selectPlatforms(parsed, wanted, label) : parsed.children;
-    if (kept.length < parsed.children.length) {
-      filtered = true;
-      bytes = filteredIndex(root.bytes, new Set(kept.map((c) => c.digest)));
-    }
-    platforms = [...new Set(kept.filter((c) => c.platform && c.platform.os !== "unknown").map((c) => formatPlatform(c.platform!)))];
-    await walkChildren(store, kept, manifests, blobs, label, 0);
-  } else {
-    addBlobs(parsed, blobs);
-    const platform = await configPlatform(store, parsed, label);
-    if (wanted && !(platform && wanted.some((w) => platformMatches(w, platform)))) {
-      throw new ImageyardError(
-        "INVALID_INPUT",
-        `copy ${label}: the source is a single-platform image${platform ? ` for ${formatPlatform(platform)}` : " without a platform in its config"}, but platforms asks for ${wanted.map(formatPlatform).join(", ")}. Drop platforms, or pick an image that has them.`,
-      );
-    }
-    if (platform) platforms = [formatPlatform(platform)];
-  }
-  const digest = filtered ? parseManifest(bytes).digest : root.digest;
-  const top: WalkedManifest = {
-    digest,
-    mediaType: parsed.mediaType,
-    size: bytes.length,
-    role: parsed.kind === "index" ? "index" : "image",
-    action: "put",
-    bytes,
-    blobDescriptors: parsed.kind === "index" ? [] : referencedBlobs(parsed),
-  };
-  let totalSize = bytes.length;
-  for (const m of manifests) totalSize += m.size;
-  for (const b of blobs.values()) totalSize += b.size;
-  return { root: top, digest, manifests, blobs, platforms, filtered, totalSize };
-}
-
-async function walkChildren(store: ImageStore, children: Descriptor[], out: WalkedManifest[], blobs: Map<string, Descriptor>, label: string, depth: number): Promise<void> {
-  if (depth > 3) throw new ImageyardError("MANIFEST_INVALID", `copy ${label}: indexes nest deeper than 3 levels (MANIFEST_INVALID). Check the source image.`);
-  const fetched = await mapLimit(children, MANIFEST_CONCURRENCY, async (c) => ({ c, m: await store.getManifest(c.digest) }));
-  for (const { c, m } of fetched) {
-    const parsed = parseManifest(m.bytes, m.mediaType, `${label}@${c.digest}`);
-    if (parsed.kind === "index") await walkChildren(store, parsed.children, out, blobs, label, depth + 1);
-    else addBlobs(parsed, blobs);
-    const w: WalkedManifest = { digest: m.digest, mediaType: parsed.mediaType, size: m.bytes.length, role: "child", action: "put", bytes: m.bytes, blobDescriptors: parsed.kind === "index" ? [] : referencedBlobs(parsed) };
-    if (c.platform) w.platform = formatPlatform(c.platform);
-    out.push(w);
-  }
-}
-
-/** Children matching any wanted platform, plus attestations (buildx) attached to those children. */
-function selectPlatforms(index: ParsedManifest, wanted: Platform[], label: string): Descriptor[] {
-  const missing = wanted.filter((w) => !index.children.some((c) => platformMatches(w, c.platform)));
-  if (missing.length > 0) {
-    const have = index.children.filter((c) => c.platform && c.platform.os !== "unknown").map((c) => formatPlatform(c.platform!));
-    throw new ImageyardError(
-      "INVALID_INPUT",
-      `copy ${label}: platform ${missing.map(formatPlatform).join(", ")} is not in the source index (it has ${have.join(", ") || "no platforms"}). Choose from those, or drop platforms to copy all.`,
-    );
-  }
-  const kept = index.children.filter((c) => wanted.some((w) => platformMatches(w, c.platform)));
-  const keptDigests = new Set(kept.map((c) => c.digest));
-  return index.children.filter((c) => keptDigests.has(c.digest) || keptDigests.has(c.annotations?.["vnd.docker.reference.digest"] ?? ""));
-}
-
-/** The index with only the kept entries; every other field stays as the source wrote it. */
-function filteredIndex(bytes: Buffer, keep: Set<string>): Buffer {
-  const doc = JSON.parse(bytes.toString("utf8")) as { manifests: Array<{ digest: string }> };
-  doc.manifests = doc.manifests.filter((m) => keep.has(m.digest));
-  return Buffer.from(JSON.stringify(doc));
-}
-
-function referencedBlobs(m: ParsedManifest): Descriptor[] {
-  // Foreign (non-distributable) layers live at their URLs, not in the registry: never copied.
-  return referencedDescriptors(m).filter((d) => !(d.urls && d.urls.length > 0));
-}
-
-function addBlobs(m: ParsedManifest, blobs: Map<string, Descriptor>): void {
-  for (const d of referencedBlobs(m)) if (!blobs.has(d.digest)) blobs.set(d.digest, d);
-}
-
-/** The os/architecture of a single manifest, from its (small) config blob, verified. */
-async function configPlatform(store: ImageStore, m: ParsedManifest, label: string): Promise<Platform | undefined> {
-  const c = m.config;
-  if (!c || c.size > MAX_CONFIG_BYTES || !/(container\.image|image\.config)/.test(c.mediaType)) return undefined;
-  const bytes = await readVerified(await store.openBlob(c.digest), { digest: c.digest, size: c.size, from: label });
-  try {
-    const doc = JSON.parse(bytes.toString("utf8")) as { os?: unknown; architecture?: unknown; variant?: unknown };
-    if (typeof doc.os !== "string" || typeof doc.architecture !== "string") return undefined;
-    const p: Platform = { os: doc.os, architecture: doc.architecture };
-    if (typeof doc.variant === "string" && doc.variant) p.variant = doc.variant;
-    return p;
-  } catch {
-    return undefined;
-  }
-}
-
-// Signatures and referrers -------------------------------------------------------------------
-
-async function collectSignatures(source: ImageStore, image: CollectedImage, sourceDigest: string): Promise<WalkedManifest[]> {
-  const subjects = image.filtered ? [] : [sourceDigest];
-  subjects.push(...image.manifests.filter((m) => m.role === "child").slice(0, MAX_SIGNED_CHILDREN).map((m) => m.digest));
-  const tags = subjects.flatMap((d) => SIGNATURE_SUFFIXES.map((s) => `${d.replace(":", "-")}.${s}`));
-  const found = await mapLimit(tags, MANIFEST_CONCURRENCY, async (t) => ((await source.headManifest(t)) ? t : undefined));
-  const out: WalkedManifest[] = [];
-  for (const tag of found) {
-    if (!tag) continue;
-    out.push({ ...(await walkOne(source, tag)), role: "signature", tag });
-  }
-  if (!image.filtered && source.referrers) {
-    // Registries without the OCI 1.1 API answer 404 (undefined); other failures only cost the extras.
-    const refs = await source.referrers(sourceDigest).catch(() => undefined);
-    for (const r of refs ?? []) out.push({ ...(await walkOne(source, r.digest)), role: "referrer" });
-  }
-  return out;
-}
-
-async function walkOne(store: ImageStore, reference: string): Promise<WalkedManifest> {
-  const m = await store.getManifest(reference);
-  const parsed = parseManifest(m.bytes, m.mediaType, `${store.name}:${reference}`);
-  const blobs = parsed.kind === "index" ? [] : referencedBlobs(parsed);
-  return { digest: m.digest, mediaType: parsed.mediaType, size: m.bytes.length, role: "signature", action: "put", bytes: m.bytes, blobDescriptors: blobs };
 }
 
 // Deciding what the target needs -------------------------------------------------------------
