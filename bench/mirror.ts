@@ -15,6 +15,7 @@
 //   IY_BENCH_SMALL_LAYERS=20        20x1m: this many layers of IY_BENCH_SMALL_LAYER (1M)
 //   IY_BENCH_MULTI_LAYER=4M         multiarch: amd64+arm64, 3 layers each (1 shared)
 //   IY_BENCH_IMAGEYARD="node dist/cli/imageyard.js"   the imageyard command
+//   IY_BENCH_TARGET=http            "tls": the target serves HTTPS (test-bed CA, --dest-cert-dir)
 // Generated images are seeded, cached under $IY_STATE_DIR/images and pushed to upstream once.
 // Ends with one `RESULT {…}` line per case; speedup = skopeo_s / imageyard_s.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -136,7 +137,8 @@ async function main(argv: string[]): Promise<void> {
   const tools: Tool[] = iy ? ["imageyard", "skopeo"] : ["skopeo"];
 
   const source = await startRegistry(stateDir, "bench-upstream", { auth: "none", tls: false, dataDir: join(stateDir, "registry", "bench-upstream") });
-  const target = await startRegistry(stateDir, "bench-mirror", { auth: "htpasswd", tls: false });
+  const tls = env("IY_BENCH_TARGET", "http") === "tls";
+  const target = await startRegistry(stateDir, "bench-mirror", { auth: "htpasswd", tls });
   const upstream = source.endpoint;
   const results: Record<string, unknown>[] = [];
   const rows: (string | number)[][] = [];
@@ -182,6 +184,7 @@ async function main(argv: string[]): Promise<void> {
       summary.speedup = iyS && skS ? round(skS / iyS, 2) : null;
       summary.bytes = bytes;
       summary.runs = runs;
+      summary.target = tls ? "https" : "http";
       // Medians mean little on a loaded machine: keep the load next to them.
       summary.load1 = round(loadavg()[0]!, 2);
       results.push(summary);
