@@ -51,7 +51,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
           return 0;
         }
         const result = await copyImage(cmd.request, deps);
-        if (!cmd.quiet) io.stderr(`${result.tagRef}: ${result.upToDate ? "already up to date" : `${result.blobsCopied} blobs copied, ${result.blobsMounted} mounted, ${result.blobsSkipped} already there`}\n`);
+        if (!cmd.quiet && !result.upToDate) io.stderr(`${result.tagRef}: ${result.blobsCopied} blobs copied, ${result.blobsMounted} mounted, ${result.blobsSkipped} already there\n`);
         io.stdout(cmd.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.digest}\n`);
         return 0;
       }

@@ -6,7 +6,7 @@ import { mapLimit } from "../http/retry";
 import { executeCopy, type CopyResult } from "./execute";
 import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, tagOf } from "./location";
-import { planCopy, type CopyDeps, type CopyRequest } from "./plan";
+import { planCopy, summarizePlan, type CopyDeps, type CopyRequest } from "./plan";
 import { RegistryClient, type ManifestInfo, type RegistryOptions } from "./registry";
 
 export { executeCopy, type CopyResult } from "./execute";
@@ -16,6 +16,7 @@ export { formatLocation, parseLocation, resolveTarget, type ImageLocation } from
 /** Plans, then executes: the whole copy. */
 export async function copyImage(request: CopyRequest, deps: CopyDeps = {}): Promise<CopyResult> {
   const plan = await planCopy(request, deps);
+  if (!plan.upToDate) deps.onProgress?.({ phase: "plan", item: plan.tagRef, message: summarizePlan(plan) });
   return executeCopy(plan, deps);
 }
 

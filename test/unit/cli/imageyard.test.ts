@@ -83,6 +83,7 @@ describe("imageyard CLI against an in-process registry", () => {
     const creds = ["--src-creds", "alice:s3cret", "--dest-creds", "alice:s3cret", "--src-tls-verify=false", "--dest-tls-verify=false"];
     const first = await run(["copy", `docker://${reg.host}/team/app:v1`, `docker://${reg.host}/mirror/app`, ...creds]);
     expect(first).toMatchObject({ status: 0, out: `${img.digest}\n` });
+    expect(first.err).toMatch(/0 blobs to upload \(0 B\), 3 to mount, 0 already there; 1 manifest/);
     expect(first.err).toMatch(/mounted/);
     const second = await run(["copy", `${reg.host}/team/app:v1`, `${reg.host}/mirror/app`, ...creds, "--json"]);
     expect(second.status).toBe(0);
