@@ -132,6 +132,8 @@ export class LayoutStore implements ImageStore {
 
   /** Drops a tag from index.json (blobs stay: other tags may share them). True when it was there. */
   async removeTag(tag: string): Promise<boolean> {
+    // A layout that is not there has nothing to remove; do not create one to say so.
+    if ((await sizeOf(join(this.path, "index.json"))) === undefined) return false;
     let removed = false;
     await this.updateIndex((index) => {
       const before = index.manifests.length;

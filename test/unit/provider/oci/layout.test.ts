@@ -89,6 +89,8 @@ describe("OCI image layout", () => {
     expect(r.tagDeleted).toBe(true);
     expect(JSON.parse(await readFile(join(dir, "index.json"), "utf8")).manifests).toEqual([]);
     expect(await new LayoutStore(dir).hasBlob(img.digest, img.bytes.length)).toBe(true);
+    expect(await removeImage(`oci:${dir}/gone:keep`, img.digest)).toMatchObject({ tagDeleted: false });
+    expect(await files(dir)).not.toContain("gone");
   });
 });
 
