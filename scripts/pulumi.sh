@@ -5,6 +5,7 @@
 #   scripts/pulumi.sh ensure     build or reuse the toolchain, say which (idempotent)
 #   scripts/pulumi.sh env        print `export …` lines for an offline engine (eval them)
 #   scripts/pulumi.sh bin        print the assembled bin dir (a PulumiCommand root is its parent)
+#   scripts/pulumi.sh paths      the same as JSON, with the NODE_PATH folder and both versions
 #   scripts/pulumi.sh -- ARGS    run `pulumi ARGS` with that environment
 #
 # Where the CLI comes from, first match wins: a `pulumi` on PATH reporting the same version; the
@@ -135,6 +136,11 @@ host_stale() {
   [ -n "$(find "$HOST_SRC" -type f -newer "$b" -print -quit)" ]
 }
 
+link_self() {
+  mkdir -p "$NODE_LINKS"
+  ln -sfn "$IY_ROOT" "$NODE_LINKS/imageyard"
+}
+
 ensure_cli() {
   local cli
   if cli=$(find_path_cli); then
@@ -162,8 +168,7 @@ ensure() {
   [ -x "$shim" ] || iy_die "missing $shim: run scripts/bootstrap.sh first"
   ln -sfn "$shim" "$BIN/pulumi-resource-pulumi-nodejs"
   ln -sfn "$(readlink -f "$IY_ROOT/node_modules/.bin/node")" "$BIN/node"
-  mkdir -p "$NODE_LINKS"
-  ln -sfn "$IY_ROOT" "$NODE_LINKS/imageyard"
+  link_self
   iy_log "toolchain ready in $BIN: $("$BIN/pulumi" version), node $("$BIN/node" --version)"
 }
 
@@ -182,14 +187,16 @@ EOF
 
 case "${1:-ensure}" in
   ensure) ensure ;;
-  env) print_env ;;
+  env) link_self && print_env ;;
   bin) printf '%s\n' "$BIN" ;;
+  paths) link_self && printf '{"bin":"%s","nodePath":"%s","version":"%s","sdkVersion":"%s"}\n' "$BIN" "$NODE_LINKS" "$VERSION" "$SDK_VERSION" ;;
   --)
     shift
     [ -x "$BIN/pulumi" ] && [ -x "$BIN/pulumi-language-nodejs" ] || ensure
+    link_self
     eval "$(print_env)"
     mkdir -p "$PULUMI_HOME" "$IY_PULUMI_BACKEND_DIR"
     exec pulumi "$@"
     ;;
-  *) iy_die "usage: $0 [ensure|env|bin|-- PULUMI-ARGS…]" ;;
+  *) iy_die "usage: $0 [ensure|env|bin|paths|-- PULUMI-ARGS…]" ;;
 esac

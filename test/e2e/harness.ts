@@ -1,0 +1,121 @@
+// The real Pulumi engine for end-to-end tests: the CLI and language host from scripts/pulumi.sh,
+// a local file backend and PULUMI_HOME in a temp dir, and examples/ projects copied there so
+// stack config never lands in the work tree. Every engine message is kept for later greps.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { LocalWorkspace, PulumiCommand, type ConfigMap, type Stack } from "@pulumi/pulumi/automation";
+import { parse, stringify } from "yaml";
+
+export const repoRoot = resolve(__dirname, "..", "..");
+
+export interface Toolchain {
+  bin: string;
+  nodePath: string;
+  version: string;
+  command: PulumiCommand;
+}
+
+let toolchain: Promise<Toolchain> | undefined;
+
+/** Builds nothing when scripts/test.sh already ran `scripts/pulumi.sh ensure` (it reuses the cache). */
+export function pulumiToolchain(): Promise<Toolchain> {
+  toolchain ??= (async () => {
+    const script = join(repoRoot, "scripts", "pulumi.sh");
+    try {
+      execFileSync(script, ["ensure"], { stdio: ["ignore", "ignore", "pipe"], timeout: 170_000 });
+    } catch (e) {
+      const stderr = String((e as { stderr?: Buffer }).stderr ?? "");
+      throw new Error(`scripts/pulumi.sh ensure failed (build the CLI first with that command; a first build takes ~15 min):\n${stderr}`);
+    }
+    const paths = JSON.parse(execFileSync(script, ["paths"], { encoding: "utf8" })) as { bin: string; nodePath: string; version: string };
+    const command = await PulumiCommand.get({ root: dirname(paths.bin), skipVersionCheck: true });
+    return { ...paths, command };
+  })();
+  return toolchain;
+}
+
+export interface EngineLog {
+  /** Everything the engine printed, every operation, in order. */
+  text: string[];
+  all(): string;
+}
+
+export interface ProjectStack {
+  stack: Stack;
+  workDir: string;
+  /** The file backend's folder (file://…). */
+  backend: string;
+  log: EngineLog;
+  /** Records one operation's output under a label (also streamed when IY_E2E_VERBOSE=1). */
+  onOutput: (label: string) => (line: string) => void;
+  cleanup(): void;
+}
+
+/**
+ * A stack of the examples/<example> project in a fresh temp dir: its Pulumi.yaml is copied with
+ * `main` pointed back at the compiled program in dist/, so config files stay out of the tree.
+ */
+export async function exampleStack(example: string, stackName: string, config: ConfigMap): Promise<ProjectStack> {
+  const tc = await pulumiToolchain();
+  const base = mkdtempSync(join(tmpdir(), `iy-e2e-${example}-`));
+  const workDir = join(base, "project");
+  mkdirSync(workDir, { recursive: true });
+  const projectFile = join(repoRoot, "examples", example, "Pulumi.yaml");
+  const project = parse(readFileSync(projectFile, "utf8")) as { main?: string };
+  if (!project.main) throw new Error(`${projectFile}: expected a main pointing at the compiled program`);
+  project.main = relative(workDir, resolve(dirname(projectFile), project.main));
+  writeFileSync(join(workDir, "Pulumi.yaml"), stringify(project));
+  const home = join(base, "home");
+  const backend = join(base, "backend");
+  mkdirSync(home, { recursive: true });
+  mkdirSync(backend, { recursive: true });
+  const envVars: Record<string, string> = {
+    PATH: `${tc.bin}:${process.env.PATH ?? ""}`,
+    NODE_PATH: tc.nodePath,
+    PULUMI_BACKEND_URL: `file://${backend}`,
+    PULUMI_CONFIG_PASSPHRASE: "imageyard-e2e",
+    PULUMI_SKIP_UPDATE_CHECK: "true",
+    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+    PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: "true",
+  };
+  const stack = await LocalWorkspace.createOrSelectStack({ stackName, workDir }, { envVars, pulumiHome: home, pulumiCommand: tc.command });
+  await stack.setAllConfig(config);
+  const text: string[] = [];
+  const log: EngineLog = { text, all: () => text.join("") };
+  const onOutput = (label: string) => (line: string) => {
+    text.push(line);
+    if (process.env.IY_E2E_VERBOSE === "1") process.stderr.write(`[${label}] ${line}`);
+  };
+  return { stack, workDir, backend, log, onOutput, cleanup: () => rmSync(base, { recursive: true, force: true }) };
+}
+
+/**
+ * The stack's state file as the backend stores it. (`stack.exportStack()` runs `pulumi stack
+ * export --show-secrets`, so it shows secrets decrypted: useless for asserting encryption.)
+ */
+export function storedState(ps: ProjectStack): string {
+  const stacks = join(ps.backend, ".pulumi", "stacks");
+  const name = `${ps.stack.name}.json`;
+  const found = readdirSync(stacks, { recursive: true, encoding: "utf8" }).filter((f) => basename(f) === name);
+  if (found.length !== 1) throw new Error(`expected one ${name} under ${stacks}, found ${found.length}`);
+  return readFileSync(join(stacks, found[0]!), "utf8");
+}
+
+/** The deployment's resources of one type from `pulumi stack export`. */
+export interface StateResource {
+  urn: string;
+  type: string;
+  id?: string;
+  inputs?: Record<string, unknown>;
+  outputs?: Record<string, unknown>;
+}
+
+export async function resourcesOfType(stack: Stack, type: string): Promise<StateResource[]> {
+  const state = await stack.exportStack();
+  const resources = ((state.deployment as { resources?: StateResource[] }).resources ?? []);
+  return resources.filter((r) => r.type === type);
+}
+
+export const MIRRORED_IMAGE_TYPE = "pulumi-nodejs:dynamic/imageyard:MirroredImage";
