@@ -35,7 +35,7 @@ export async function streamImage(source: ImageSource, opts: SourceOptions): Pro
   const { what } = src;
   let digests: FinalDigests | undefined;
   let bytes = 0;
-  const hasher = new HashingPassThrough(finalAlgos(opts.sha256), (d, n) => {
+  const hasher = new HashingPassThrough(finalAlgos(opts.hashes), (d, n) => {
     digests = d as FinalDigests;
     bytes = n;
   });

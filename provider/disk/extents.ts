@@ -58,6 +58,12 @@ export function unreadableMap(extents: readonly Extent[], virtualSize: number, f
 const PIECE = 4 * 1024 * 1024;
 // Shared and never written: hashing and socket writes only read it.
 const ZEROS = Buffer.alloc(PIECE);
+/**
+ * Data is read in fresh 1 MiB buffers: the consumer may hold them (upload queue), so they cannot
+ * be reused, and larger fresh buffers cost a page fault per page every time (measured: 4 MiB
+ * buffers made reading 2 GiB take 2 s of system time, 1 MiB ones 0.3 s).
+ */
+export const READ_PIECE = 1024 * 1024;
 
 /** Streams the guest view: data ranges read from the file, zeros for the rest. */
 export function openExtentStream(file: string, extents: readonly Extent[], opts: { signal?: AbortSignal } = {}): Readable {
@@ -68,8 +74,9 @@ export function openExtentStream(file: string, extents: readonly Extent[], opts:
         let done = 0;
         while (done < e.length) {
           if (opts.signal?.aborted) throw new DiskImageError("CANCELLED", `read ${file}: cancelled`);
-          const n = Math.min(PIECE, e.length - done);
-          if (!e.data || e.zero) {
+          const zero = !e.data || e.zero;
+          const n = Math.min(zero ? PIECE : READ_PIECE, e.length - done);
+          if (zero) {
             yield ZEROS.subarray(0, n);
           } else {
             const buf = Buffer.allocUnsafe(n);

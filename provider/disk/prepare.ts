@@ -73,8 +73,9 @@ export interface PreparedImage {
   mode: "file" | "extents" | "nbd" | "follow";
   /** Digests of the bytes open() yields, when known before reading (no conversion: hashed while downloading). */
   sha512: string | undefined;
+  /** Only when requested in `hashes`. */
   md5: string | undefined;
-  /** Only with the sha256 option. */
+  /** Only when requested in `hashes`. */
   sha256: string | undefined;
   /** Digests of the bytes open() yields; when the fields above are undefined it settles once an open() stream has been read to the end. */
   digests(): Promise<ImageDigests>;
@@ -108,7 +109,7 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
   await scratch.ensureSpace(src.download.total ?? 0, what, "the download");
   const sniffer = new FormatSniffer(FORMAT_PROBE_BYTES, opts.maxBytes, what, (probe) => {
     checkProbe(probe, source.format, what);
-    return sameBytes(probe.format, opts.diskFormat) ? finalAlgos(opts.sha256) : [];
+    return sameBytes(probe.format, opts.diskFormat) ? finalAlgos(opts.hashes) : [];
   });
   const file = scratch.path(`source.${compression ? "decompressed" : "img"}`);
   const growing = new GrowingFile(file);
@@ -210,7 +211,7 @@ function streamedResult(opts: PrepareOptions, common: CommonFields, mode: Prepar
     digests: () => digestsReady,
     open: () => {
       const bytes = openBytes();
-      const hasher = new HashingPassThrough(finalAlgos(opts.sha256), (d, n) => {
+      const hasher = new HashingPassThrough(finalAlgos(opts.hashes), (d, n) => {
         if (settled || n !== size) return;
         settled = { size: n, ...(d as FinalDigests) };
         resolveDigests(settled);

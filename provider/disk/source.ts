@@ -5,7 +5,7 @@ import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import type { ProgressSink } from "../http/progress";
 import type { RetryPolicy } from "../http/retry";
-import { fileNameOf, formatChecksum, parseChecksum, parseSums, pickSumsEntry, VerifyingStream, type Checksum } from "./checksum";
+import { fileNameOf, formatChecksum, parseChecksum, parseSums, pickSumsEntry, VerifyingStream, type Checksum, type HashAlgo } from "./checksum";
 import { chooseCompression, COMPRESSION_MAGIC_BYTES, COMPRESSIONS, createDecompressor, type Compression, type CompressionOption } from "./decompress";
 import { DiskImageError, downloadTarget } from "./errors";
 import { fetchText, openDownload, parseSourceUrl, type Download } from "./fetch";
@@ -36,8 +36,8 @@ export interface SourceOptions {
   retry?: RetryPolicy;
   /** Fail when neither checksum nor checksumUrl is given. */
   requireChecksum?: boolean;
-  /** Also compute the sha256 of the bytes to upload (md5 and sha512 always are). */
-  sha256?: boolean;
+  /** Digests of the bytes to upload besides sha512 (always computed): "md5", "sha256". */
+  hashes?: readonly HashAlgo[];
 }
 
 /** Problems with a source, as sentences naming the property (for a provider's check()). */

@@ -6,17 +6,18 @@ import { capError } from "./fetch";
 import { detectFormat, type FormatProbe } from "./qemu";
 
 /**
- * Digests of the bytes to upload: md5 and sha512 are Glance's `checksum` and `os_hash_value`;
- * sha256 only on request, since every digest costs a CPU pass over the whole image.
+ * Digests of the bytes to upload. sha512 always: it is Glance's os_hash_value, the end-to-end
+ * check. md5 (Glance's legacy `checksum`) and sha256 only on request: each digest is another CPU
+ * pass over the whole image (md5 alone is ~3 s per 2 GiB here), and the CPU is shared with Glance.
  */
 export interface FinalDigests {
-  md5: string;
   sha512: string;
+  md5?: string;
   sha256?: string;
 }
 
-export function finalAlgos(withSha256 = false): readonly HashAlgo[] {
-  return withSha256 ? ["md5", "sha256", "sha512"] : ["md5", "sha512"];
+export function finalAlgos(extra: readonly HashAlgo[] = []): readonly HashAlgo[] {
+  return ["sha512", ...new Set(extra.filter((a) => a !== "sha512"))];
 }
 
 /** Reads the first `n` bytes (or all, if shorter) and returns them with a stream that replays them. */
