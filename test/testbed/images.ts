@@ -2,7 +2,6 @@
 // optionally seeded) gzip tar layers straight to disk, single- and multi-arch images in OCI or
 // Docker schema-2 media types, cosign-style signatures, and skopeo (the independent peer) to push
 // them and to read digests back.
-import { execFile } from "node:child_process";
 import { createCipheriv, createHash, createPrivateKey, createPublicKey, randomBytes, sign } from "node:crypto";
 import { copyFileSync, createWriteStream, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,6 +9,10 @@ import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import type { Descriptor, Platform } from "../../provider/oci/manifest";
 import { defaultStateDir, type RegistryEndpoint } from "./registry";
+import { digestOf, dockerRef, runSkopeo, skopeoFlags, splitRef } from "./skopeo";
+
+// The skopeo helpers live in skopeo.ts; tests and benches import them from here too.
+export { digestOf, dockerRef, runSkopeo, skopeoFlags, type SkopeoResult } from "./skopeo";
 
 /** Bump when generated content changes, so cached layouts are rebuilt. */
 const GENERATION = "3";
@@ -323,60 +326,6 @@ export async function cachedImageLayout(stateDir: string, spec: ImageSpec): Prom
     rmSync(tmp, { recursive: true, force: true });
   }
   return { ...(JSON.parse(readFileSync(described, "utf8")) as LayoutImage), temporary: false };
-}
-
-// ---------------------------------------------------------------------------------------------
-// skopeo
-
-export interface SkopeoResult {
-  stdout: Buffer;
-  stderr: string;
-}
-
-/** Runs skopeo; a failure says what was run (without credentials) and what skopeo said. */
-export function runSkopeo(args: string[], opts: { timeoutMs?: number } = {}): Promise<SkopeoResult> {
-  return new Promise((ok, fail) => {
-    execFile("skopeo", args, { encoding: "buffer", maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 600_000 }, (err, stdout, stderr) => {
-      if (err) {
-        const shown = args.map((a, i) => (/^--(src-|dest-)?creds$/.test(args[i - 1] ?? "") ? "***" : a)).join(" ");
-        fail(new Error(`skopeo ${shown}: ${stderr.toString().trim() || err.message}`));
-      } else ok({ stdout, stderr: stderr.toString() });
-    });
-  });
-}
-
-/**
- * skopeo's flags for one side of a copy ("src" | "dest") or for inspect (no prefix):
- * credentials, and TLS (cert dir for https, plain http otherwise).
- */
-export function skopeoFlags(ep: Pick<RegistryEndpoint, "scheme" | "username" | "password" | "certDir">, side: "src" | "dest" | "" = ""): string[] {
-  const p = side ? `--${side}-` : "--";
-  const out: string[] = [];
-  if (ep.username) out.push(`${p}creds`, `${ep.username}:${ep.password ?? ""}`);
-  else out.push(`${p}no-creds`);
-  if (ep.scheme === "https" && ep.certDir) out.push(`${p}cert-dir`, ep.certDir);
-  else out.push(`${p}tls-verify=false`);
-  return out;
-}
-
-function splitRef(ref: string): { repo: string; tag: string } {
-  const at = ref.indexOf("@");
-  if (at > 0) return { repo: ref.slice(0, at), tag: ref.slice(at) };
-  const colon = ref.lastIndexOf(":");
-  if (colon <= 0 || ref.slice(colon).includes("/")) return { repo: ref, tag: "latest" };
-  return { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) };
-}
-
-/** `docker://HOST/REPO:TAG` (or `@digest`) for a repo-relative reference on `ep`. */
-export function dockerRef(ep: Pick<RegistryEndpoint, "host">, ref: string): string {
-  const { repo, tag } = splitRef(ref);
-  return `docker://${ep.host}/${repo}${tag.startsWith("@") ? tag : `:${tag}`}`;
-}
-
-/** The manifest digest at `ep` for "repo:tag" / "repo@digest", read with skopeo (an independent check). */
-export async function digestOf(ep: RegistryEndpoint, ref: string): Promise<string> {
-  const { stdout } = await runSkopeo(["inspect", "--raw", ...skopeoFlags(ep), dockerRef(ep, ref)]);
-  return `sha256:${createHash("sha256").update(stdout).digest("hex")}`;
 }
 
 export interface SeededImage {

@@ -6,19 +6,20 @@
 // testbed.json; a start reuses live processes whose config is unchanged, so vitest runs, the
 // demo and the benches share one test bed. Users of the test bed hold a lease; the last lease
 // released stops it (unless IY_KEEP_TESTBED=1 or `scripts/testbed.sh up` holds one).
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { createDispatcher, send } from "../../provider/http/client";
+import { requestLogMark } from "./accesslog";
 import { ensureCerts, type TestbedCerts } from "./certs";
+import { freePort, isAlive, isOurProcess, liveLeases, sha256File, signalAndWait, spawnLogged, waitHttp, withLock } from "./processes";
 import type { TokenServerConfig } from "./tokenServer";
+
+// Request counting lives in accesslog.ts; tests and benches import it from here too.
+export { countRequests, readRequests, requestLogMark, type AccessLogEntry } from "./accesslog";
 
 /** Bump when configs or layout change, so a running older test bed is replaced. */
 const GENERATION = "1";
-const READY_TIMEOUT_MS = 20_000;
-const LOCK_TIMEOUT_MS = 180_000;
 
 export type RegistryAuthMode = "none" | "htpasswd" | "token";
 export type TestbedRegistryName = "upstream" | "mirror" | "tls" | "token";
@@ -136,178 +137,6 @@ export function loadRegistryTestbed(stateDir = defaultStateDir()): RegistryTestb
     throw new Error(`registry test bed not running: ${file} is missing. Start it with scripts/testbed.sh up (vitest's globalSetup test/testbed/registry.setup.ts does it too).`);
   }
   return JSON.parse(readFileSync(file, "utf8")) as RegistryTestbed;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-const tryListen = (port: number) =>
-  new Promise<number>((ok, fail) => {
-    const srv = createServer();
-    srv.once("error", fail);
-    srv.listen(port, "127.0.0.1", () => {
-      const addr = srv.address();
-      srv.close(() => ok(typeof addr === "object" && addr ? addr.port : 0));
-    });
-  });
-
-/**
- * A free port below the kernel's ephemeral range (32768+ on Linux), so that a registry restarted
- * on its old port never finds it taken by some client connection's local end. `preferred` wins
- * when it is free (a restart keeps its port); `waitMs` keeps trying it that long.
- */
-async function freePort(preferred?: number, waitMs = 0): Promise<number> {
-  if (preferred) {
-    const deadline = Date.now() + waitMs;
-    for (;;) {
-      try {
-        return await tryListen(preferred);
-      } catch {
-        if (Date.now() >= deadline) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  }
-  for (let i = 0; i < 50; i++) {
-    try {
-      return await tryListen(20_000 + Math.floor(Math.random() * 12_000));
-    } catch {
-      /* taken: draw again */
-    }
-  }
-  return tryListen(0);
-}
-
-/** True when `pid` is a live (non-zombie) process whose command line mentions `marker`. */
-function isOurProcess(pid: number | undefined, marker: string): boolean {
-  if (!pid) return false;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    if (/\) Z /.test(stat)) return false;
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(marker);
-  } catch {
-    return false;
-  }
-}
-
-async function waitUntil(what: string, deadlineMs: number, check: () => boolean | Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`${what}: still not done after ${deadlineMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function signalAndWait(pid: number | undefined, marker: string, signal: NodeJS.Signals): Promise<void> {
-  if (!pid || !isOurProcess(pid, marker)) return;
-  try {
-    process.kill(pid, signal);
-  } catch {
-    return;
-  }
-  await waitUntil(`stop pid ${pid}`, 15_000, () => !isOurProcess(pid, marker));
-}
-
-function spawnLogged(cmd: string, args: string[], logFile: string, pidFile: string): number {
-  mkdirSync(dirname(logFile), { recursive: true });
-  mkdirSync(dirname(pidFile), { recursive: true });
-  const fd = openSync(logFile, "a");
-  // REGISTRY_* variables would override the config file.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("REGISTRY_")));
-  try {
-    // Detached: the test bed outlives the process that started it (scripts/testbed.sh up).
-    const child = spawn(cmd, args, { detached: true, stdio: ["ignore", fd, fd], env });
-    child.unref();
-    if (!child.pid) throw new Error(`cannot start ${cmd}: no pid`);
-    writeFileSync(pidFile, `${child.pid}\n`);
-    return child.pid;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function logTail(file: string, lines = 15): string {
-  try {
-    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
-async function waitHttp(url: string, ok: number[], pid: number, marker: string, logFile: string, ca?: string): Promise<void> {
-  const dispatcher = createDispatcher({ tls: ca ? { ca: [readFileSync(ca, "utf8")] } : undefined, connections: 1, connectTimeoutMs: 2_000 });
-  try {
-    await waitUntil(`wait for ${url}`, READY_TIMEOUT_MS, async () => {
-      if (!isOurProcess(pid, marker)) throw new Error(`${marker} exited before answering ${url}:\n${logTail(logFile)}`);
-      try {
-        const res = await send({ method: "GET", url, ok, operation: "test bed readiness", dispatcher });
-        await res.body.dump();
-        return true;
-      } catch (e) {
-        if ((e as { status?: number }).status !== undefined) throw e;
-        return false;
-      }
-    });
-  } finally {
-    await dispatcher.close();
-  }
-}
-
-function sha256File(file: string): string {
-  return createHash("sha256").update(readFileSync(file)).digest("hex");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Lock and leases
-
-async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  const lock = join(dir, ".lock");
-  mkdirSync(dir, { recursive: true });
-  const deadline = Date.now() + LOCK_TIMEOUT_MS;
-  for (;;) {
-    try {
-      mkdirSync(lock);
-      writeFileSync(join(lock, "pid"), `${process.pid}\n`);
-      break;
-    } catch {
-      let holder = 0;
-      try {
-        holder = Number(readFileSync(join(lock, "pid"), "utf8"));
-      } catch {
-        /* being created or removed */
-      }
-      if (holder && !isAlive(holder)) rmSync(lock, { recursive: true, force: true });
-      if (Date.now() > deadline) throw new Error(`registry test bed: lock ${lock} held by pid ${holder} for ${LOCK_TIMEOUT_MS} ms`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    rmSync(lock, { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return false;
-  }
-}
-
-/** Leases whose holder is gone no longer keep the test bed up; "persistent" ones always do. */
-function liveLeases(dir: string): string[] {
-  const leases = join(dir, "leases");
-  if (!existsSync(leases)) return [];
-  return readdirSync(leases).filter((name) => {
-    const holder = readFileSync(join(leases, name), "utf8").trim();
-    if (holder === "persistent" || isAlive(Number(holder))) return true;
-    rmSync(join(leases, name), { force: true });
-    return false;
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,59 +450,4 @@ export async function startRegistry(stateDir: string, name: string, opts: Regist
   spec.preferredPort = handle.endpoint.port;
   adhocPids.set(handle.endpoint.pid, handle.endpoint.configFile);
   return handle;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Counting requests
-
-export interface AccessLogEntry {
-  method: string;
-  path: string;
-  status: number;
-}
-
-const ACCESS_LINE = /^127\.0\.0\.1 - \S+ \[[^\]]+\] "(\S+) (\S+) [^"]*" (\d{3}) /;
-
-/** Where the registry's log ends now; pass it to readRequests() to see only later requests. */
-export function requestLogMark(ep: Pick<RegistryEndpoint, "logFile">): number {
-  try {
-    return statSync(ep.logFile).size;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * The requests the registry logged after byte offset `since` (its access log, one line per
- * request, written once the response is complete).
- */
-export function readRequests(ep: Pick<RegistryEndpoint, "logFile">, since = 0): AccessLogEntry[] {
-  const end = requestLogMark(ep);
-  if (end <= since) return [];
-  const fd = openSync(ep.logFile, "r");
-  const out: AccessLogEntry[] = [];
-  try {
-    // Read in slices: a bench log can grow large.
-    const buf = Buffer.alloc(1 << 20);
-    let pos = since;
-    let rest = "";
-    while (pos < end) {
-      const n = readSync(fd, buf, 0, Math.min(buf.length, end - pos), pos);
-      if (n <= 0) break;
-      pos += n;
-      const lines = (rest + buf.toString("utf8", 0, n)).split("\n");
-      rest = lines.pop() ?? "";
-      for (const l of lines) {
-        const m = ACCESS_LINE.exec(l);
-        if (m) out.push({ method: m[1]!, path: m[2]!, status: Number(m[3]) });
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return out;
-}
-
-export function countRequests(ep: Pick<RegistryEndpoint, "logFile">, since = 0): number {
-  return readRequests(ep, since).length;
 }
