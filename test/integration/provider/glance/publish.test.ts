@@ -3,11 +3,13 @@
 // Glance's conversion, failures that leave nothing behind, in-place updates, actions, protection,
 // community visibility across projects, and adoption after an interrupted run.
 import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
-import { createImage, findImage, getImage, listImages, uploadImageData, type GlanceClient } from "../../../../provider/glance/images";
-import { publishImage, removeImage, requestKeyOf, updateImage, REQUEST_KEY_PROPERTY, type PublishSpec } from "../../../../provider/glance/publish";
+import { createImage, findImage, getImage, importImage, listImages, stageImageData, uploadImageData, type GlanceClient } from "../../../../provider/glance/images";
+import { publishImage, removeImage, requestKeyOf, updateImage, waitActive, REQUEST_KEY_PROPERTY, type PublishSpec } from "../../../../provider/glance/publish";
 import type { PreparedImage } from "../../../../provider/disk/prepare";
 import type { GlanceTestbed } from "../../../testbed/glance";
 import { bed, disks, glanceAs, imageUrl, sweep, uniqueName } from "./helpers";
@@ -91,6 +93,15 @@ describe("publishImage: upload", () => {
     expect(await countByName(demo, s.name)).toBe(0);
   });
 
+  it("a wrong checksum on a qcow2 → raw upload (streamed while downloading) fails CHECKSUM_MISMATCH and the image is deleted", async () => {
+    const bad = disks().files["disk.qcow2"]!.sha256.replace(/^./, (c) => (c === "0" ? "1" : "0"));
+    const s = spec("badsum-raw", { diskFormat: "raw", source: { url: imageUrl("disk.qcow2"), checksum: `sha256:${bad}` } });
+    const err = await publishImage(s, { glance: demo }).catch((e: unknown) => e);
+    expect(isImageyardError(err, "CHECKSUM_MISMATCH")).toBe(true);
+    expect((err as { imageKept?: boolean }).imageKept ?? false).toBe(false);
+    expect(await countByName(demo, s.name)).toBe(0);
+  });
+
   it("an upload over Glance's image_size_cap fails with GLANCE_TOO_LARGE and the created image is deleted", async () => {
     // A streamed all-zero disk one MiB over the cap (never held in memory), through the same pipeline.
     const size = tb.imageSizeCap + 1024 * 1024;
@@ -149,6 +160,21 @@ describe("publishImage: web-download", () => {
     // Glance's own task text is often just "Internal Error": the URL probe adds what it answers.
     expect((err as Error).message).toContain("the URL answers 404 Not Found from here");
     expect(await countByName(demo, s.name)).toBe(0);
+  });
+});
+
+describe("Glance v2 client pieces", () => {
+  it("glance-direct: stage a qcow2, import it, and Glance's image_conversion plugin stores it as raw (sha512 of the raw disk)", async () => {
+    const name = uniqueName("pub-direct");
+    const img = await createImage(demo, { name, disk_format: "qcow2", container_format: "bare", visibility: "private", tags: ["direct"] });
+    const f = disks().files["disk.qcow2"]!;
+    await stageImageData(demo, img.id, createReadStream(join(disks().dir, "disk.qcow2")), f.size);
+    await importImage(demo, img.id, { name: "glance-direct" });
+    const active = await waitActive(demo, img.id, Date.now() + 120_000, "glance-direct", { pollMs: 200 });
+    expect(active.disk_format).toBe("raw");
+    expect(active.os_hash_value).toBe(disks().files["disk.raw"]!.sha512);
+    expect((await listImages(demo, { tags: ["direct"], name })).map((i) => i.id)).toEqual([img.id]);
+    await removeImage(demo, img.id);
   });
 });
 
