@@ -2,13 +2,22 @@
 // a local file backend and PULUMI_HOME in a temp dir, and examples/ projects copied there so
 // stack config never lands in the work tree. Every engine message is kept for later greps.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { LocalWorkspace, PulumiCommand, type ConfigMap, type Stack } from "@pulumi/pulumi/automation";
 import { parse, stringify } from "yaml";
 
-export const repoRoot = resolve(__dirname, "..", "..");
+/** The checkout: the folder whose package.json is imageyard's (from test/e2e or dist/test/e2e). */
+export const repoRoot = findRepoRoot(__dirname);
+
+function findRepoRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const pkg = join(dir, "package.json");
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "imageyard") return dir;
+    if (dirname(dir) === dir) throw new Error(`no imageyard package.json above ${from}`);
+  }
+}
 
 export interface Toolchain {
   bin: string;
@@ -53,16 +62,20 @@ export interface ProjectStack {
   cleanup(): void;
 }
 
+/** A stack of the examples/<example> project (see projectStack). */
+export function exampleStack(example: string, stackName: string, config: ConfigMap): Promise<ProjectStack> {
+  return projectStack(join(repoRoot, "examples", example, "Pulumi.yaml"), stackName, config);
+}
+
 /**
- * A stack of the examples/<example> project in a fresh temp dir: its Pulumi.yaml is copied with
- * `main` pointed back at the compiled program in dist/, so config files stay out of the tree.
+ * A stack of the project `projectFile` in a fresh temp dir: its Pulumi.yaml is copied with `main`
+ * pointed back at the compiled program in dist/, so config files stay out of the tree.
  */
-export async function exampleStack(example: string, stackName: string, config: ConfigMap): Promise<ProjectStack> {
+export async function projectStack(projectFile: string, stackName: string, config: ConfigMap): Promise<ProjectStack> {
   const tc = await pulumiToolchain();
-  const base = mkdtempSync(join(tmpdir(), `iy-e2e-${example}-`));
+  const base = mkdtempSync(join(tmpdir(), `iy-e2e-${basename(dirname(projectFile))}-`));
   const workDir = join(base, "project");
   mkdirSync(workDir, { recursive: true });
-  const projectFile = join(repoRoot, "examples", example, "Pulumi.yaml");
   const project = parse(readFileSync(projectFile, "utf8")) as { main?: string };
   if (!project.main) throw new Error(`${projectFile}: expected a main pointing at the compiled program`);
   project.main = relative(workDir, resolve(dirname(projectFile), project.main));
