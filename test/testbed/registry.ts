@@ -262,7 +262,7 @@ async function launchRegistry(spec: RegistrySpec, wipe = false, waitForPortMs = 
   return ep;
 }
 
-async function launchTokenServer(dir: string, certs: TestbedCerts, users: Users, preferredPort?: number): Promise<TokenServerInfo> {
+async function launchTokenServer(dir: string, certs: TestbedCerts, users: Users, preferredPort?: number, attempt = 1): Promise<TokenServerInfo> {
   const port = await freePort(preferredPort);
   const configFile = join(dir, "conf", "token-server.json");
   const logFile = join(dir, "logs", "token-server.log");
@@ -283,7 +283,14 @@ async function launchTokenServer(dir: string, certs: TestbedCerts, users: Users,
   writeFileSync(configFile, JSON.stringify(cfg, null, 2), { mode: 0o600 });
   const pid = spawnLogged(process.execPath, [...NODE_FLAGS, tokenServerScript(), "serve", configFile], logFile, join(dir, "run", "token-server.pid"));
   const url = `http://127.0.0.1:${port}`;
-  await waitHttp(`${url}/healthz`, [200], pid, configFile, logFile);
+  const logStart = requestLogMark({ logFile });
+  try {
+    await waitHttp(`${url}/healthz`, [200], pid, configFile, logFile);
+  } catch (e) {
+    // Lost the port between our probe and its bind: try another.
+    if (attempt < 3 && readFileSync(logFile, "utf8").slice(logStart).includes("EADDRINUSE")) return launchTokenServer(dir, certs, users, undefined, attempt + 1);
+    throw e;
+  }
   return { url, realm: `${url}/token`, service: cfg.service, issuer: cfg.issuer, port, pid, configFile, logFile, pushUser: users.pusher, pullUser: users.puller };
 }
 
