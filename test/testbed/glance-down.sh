@@ -24,7 +24,7 @@ for name in glance keystone; do
   fi
   rm -f "$pf" "$DIR/run/$name.cfgsum"
 done
-rm -f "$DIR/testbed.json"
+# testbed.json stays: its accounts and application credential are still valid at the next start.
 
 if [ "${1:-}" = --purge ]; then
   case "$DIR" in */glance) rm -rf -- "$DIR"; iy_log "deleted $DIR" ;; *) iy_die "refusing to delete $DIR" ;; esac

@@ -83,12 +83,10 @@ start_daemon() {
   sum=$(cat "${cfgs[@]}" | sha256sum | cut -d' ' -f1)
   if ours "$pf"; then
     if [ "$(cat "$sumf" 2>/dev/null)" = "$sum" ] && wait_http "$url" 20; then log "$name already running (pid $(cat "$pf"))"; return 0; fi
-    STARTED=1
     log "$name: config changed or not answering; restarting"; stop_pid "$pf"
   fi
   busy "$port" && die "port $BIND:$port is taken by another process; set IY_KEYSTONE_PORT/IY_GLANCE_PORT or stop it"
   # 9>&-: the daemon must not inherit the start lock
-  STARTED=1
   setsid nohup "$@" >>"$DIR/log/$name.out" 2>&1 </dev/null 9>&- &
   echo $! >"$pf"; echo "$sum" >"$sumf"
   if ! wait_http "$url" 120; then tail -n 30 "$DIR/log/$name.out" >&2 2>/dev/null || true; die "$name did not answer on $url within 120 s"; fi
@@ -98,7 +96,6 @@ km() { keystone-manage --config-file "$DIR/etc/keystone.conf" "$@" >>"$DIR/log/k
 # sqlite in WAL mode: a lingering read transaction otherwise blocks writes ("database is locked").
 wal() { "$PY" -c 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL").fetchone()' "$1"; }
 
-STARTED=0
 # ---------------------------------------------------------------- ports
 saved_ks=; saved_gl=
 [ -f "$DIR/run/ports" ] && read -r saved_ks saved_gl <"$DIR/run/ports" || true
@@ -386,13 +383,14 @@ fi
 start_daemon glance "$GLANCE_PORT" "$GLANCE_URL/healthcheck" "$DIR/etc/glance-api.conf" "$DIR/etc/glance-api-paste.ini" -- \
   "$PY" -m glance.cmd.api --config-file "$DIR/etc/glance-api.conf"
 
-# Warm start: both daemons were already running with this config and have published their
-# accounts; a token for demo that works against Glance is all that needs checking.
-if [ "$STARTED" = 0 ] && [ -f "$DIR/testbed.json" ] && "$PY" - "$DIR/testbed.json" "$(cat "$DIR/run/keystone.pid")" "$(cat "$DIR/run/glance.pid")" <<'PYEOF'
-import json, sys, urllib.request
-tb = json.load(open(sys.argv[1]))
-if [tb['pids']['keystone'], tb['pids']['glance']] != [int(sys.argv[2]), int(sys.argv[3])]:
-    sys.exit(1)
+# Warm start: Keystone already holds this content (same passwords, endpoints and cap as when
+# testbed.json was written) and the application credential lives in its database, so only the pids
+# need updating, after a token for demo has worked against Glance. Saves ~30 Keystone calls.
+CONTENT_SUM=$(printf '%s\n' "$KS_URL" "$GLANCE_URL" "$REGION" "$SIZE_CAP" | cat - "$DIR/run/passwords" | sha256sum | cut -d' ' -f1)
+if [ -f "$DIR/testbed.json" ] && [ "$(cat "$DIR/run/content.sum" 2>/dev/null)" = "$CONTENT_SUM" ] && "$PY" - "$DIR/testbed.json" "$(cat "$DIR/run/keystone.pid")" "$(cat "$DIR/run/glance.pid")" <<'PYEOF'
+import json, os, sys, urllib.request
+path = sys.argv[1]
+tb = json.load(open(path))
 a = tb['accounts']['demo']
 body = {'auth': {'identity': {'methods': ['password'], 'password': {'user': {'id': a['userId'], 'password': a['password']}}},
                  'scope': {'project': {'id': a['projectId']}}}}
@@ -401,7 +399,15 @@ r = urllib.request.urlopen(urllib.request.Request(tb['authUrl'] + '/auth/tokens'
 r.read()
 g = urllib.request.urlopen(urllib.request.Request(tb['glanceUrl'] + '/v2/images?limit=1',
                                                   headers={'X-Auth-Token': r.headers['X-Subject-Token']}), timeout=30)
-sys.exit(0 if g.status == 200 else 1)
+if g.status != 200:
+    sys.exit(1)
+pids = {'keystone': int(sys.argv[2]), 'glance': int(sys.argv[3])}
+if tb['pids'] != pids:
+    tb['pids'] = pids
+    with open(path + '.tmp', 'w') as f:
+        os.chmod(path + '.tmp', 0o600)
+        json.dump(tb, f, indent=2)
+    os.replace(path + '.tmp', path)
 PYEOF
 then
   log "ready (warm): keystone $KS_URL, glance $GLANCE_URL"
@@ -423,5 +429,6 @@ if [ "$rc" = 3 ]; then
 fi
 [ "$rc" = 0 ] || { rm -f "$tmp"; die "ensuring Keystone projects, users and catalog failed (rc $rc)"; }
 mv "$tmp" "$DIR/testbed.json"
+echo "$CONTENT_SUM" >"$DIR/run/content.sum"
 log "ready: keystone $KS_URL, glance $GLANCE_URL"
 echo "$DIR/testbed.json"
