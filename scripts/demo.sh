@@ -20,6 +20,21 @@ if [ -t 2 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1m' D=$'\033[2m' R=$'\033[0
 step() { printf '\n%s==> %s%s\n' "$B" "$*" "$R" >&2; }
 pulumi_() { "$IY_ROOT/scripts/pulumi.sh" -- "$@" --stack "$STACK" --config-file "$CONFIG" --non-interactive; }
 
+# Runs `pulumi ARGS` with the demo's stack and config, keeping the whole output in a log and
+# showing the resource steps and the summary: the engine repeats every provider line (progress
+# included) under Diagnostics, which buries the result.
+engine_run() {
+  local name=$1 log="$DEMO_DIR/$1.log"
+  shift
+  if ! pulumi_ "$@" >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    iy_die "pulumi $name failed; the whole output is in ${log#"$IY_ROOT"/}"
+  fi
+  grep -E '^ *[-+~] +pulumi-nodejs:.* (created|updated|replaced|deleted)|^Resources:|^ +[-+~]? ?[0-9]+ (created|updated|replaced|deleted|unchanged)|^Duration:' "$log" \
+    | sed -E 's/pulumi-nodejs:dynamic\/imageyard://; s/ *$//' >&2 || true
+  printf '%s(full engine output: %s)%s\n' "$D" "${log#"$IY_ROOT"/}" "$R" >&2
+}
+
 demo_up() {
   local started cfg
   started=$(date +%s)
@@ -37,16 +52,7 @@ demo_up() {
   done
   node -p 'JSON.parse(process.argv[1]).mirrorPassword' "$cfg" | pulumi_ config set --secret mirrorPassword
   step "pulumi up (stack '$STACK', state in ${IY_PULUMI_BACKEND_DIR#"$IY_ROOT"/})"
-  # The engine repeats every provider line (progress included) under Diagnostics: keep the whole
-  # output in a log and show the resource steps and the summary.
-  local log="$DEMO_DIR/up.log"
-  if ! pulumi_ up --yes --skip-preview --suppress-progress --suppress-outputs >"$log" 2>&1; then
-    tail -n 40 "$log" >&2
-    iy_die "pulumi up failed; the whole output is in ${log#"$IY_ROOT"/}"
-  fi
-  grep -E '^ *[-+~] +pulumi-nodejs:.* (created|updated|replaced|deleted)|^Resources:|^ +[-+~]? ?[0-9]+ (created|updated|replaced|deleted|unchanged)|^Duration:' "$log" \
-    | sed -E 's/pulumi-nodejs:dynamic\/imageyard://; s/ *$//' >&2 || true
-  printf '%s(full engine output: %s)%s\n' "$D" "${log#"$IY_ROOT"/}" "$R" >&2
+  engine_run up up --yes --skip-preview --suppress-progress --suppress-outputs
   step "Result"
   "$IY_ROOT/scripts/pulumi.sh" -- stack output --json --stack "$STACK" --non-interactive | node dist/examples/demo/report.js
   printf '%sDone in %ss. Run scripts/demo.sh again: no changes. Tear down: scripts/demo.sh down%s\n' "$D" "$(($(date +%s) - started))" "$R" >&2
@@ -56,12 +62,12 @@ demo_down() {
   [ -f dist/examples/demo/sandbox.js ] || "$IY_ROOT/scripts/bootstrap.sh"
   if [ -d "$IY_PULUMI_BACKEND_DIR/.pulumi" ]; then
     step "pulumi destroy (stack '$STACK')"
-    pulumi_ destroy --yes --skip-preview --suppress-progress
+    engine_run destroy destroy --yes --skip-preview --suppress-progress
     "$IY_ROOT/scripts/pulumi.sh" -- stack rm --yes --force "$STACK" --non-interactive >/dev/null
   fi
   step "Sandbox"
   node dist/examples/demo/sandbox.js down
-  rm -rf "$DEMO_DIR"
+  rm -rf "$IY_PULUMI_BACKEND_DIR" "$PULUMI_HOME" "$CONFIG"
 }
 
 case "${1:-up}" in
