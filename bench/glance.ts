@@ -14,6 +14,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
@@ -96,13 +97,15 @@ interface RunResult {
   stdout: string;
   stderr: string;
   maxRssKiB: number;
+  /** User + system CPU seconds of the process and what it waited for. */
+  cpuS: number;
 }
 
 /** Runs argv under GNU time (for the max RSS of the process and what it waited for). */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, timed = false): Promise<RunResult> {
   return new Promise((resolveRun, reject) => {
     const rssFile = timed ? join(process.env.TMPDIR ?? "/tmp", `iy-bench-rss-${process.pid}-${Date.now()}`) : "";
-    const argv = timed ? ["-f", "%M", "-o", rssFile, cmd, ...args] : args;
+    const argv = timed ? ["-f", "%M %U %S", "-o", rssFile, cmd, ...args] : args;
     const child = spawn(timed ? "/usr/bin/time" : cmd, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
@@ -111,15 +114,18 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, 
     child.on("error", reject);
     child.on("close", (code) => {
       let maxRssKiB = 0;
+      let cpuS = 0;
       if (timed) {
         try {
-          maxRssKiB = Number(readFileSync(rssFile, "utf8").trim().split("\n").pop()) || 0;
+          const [rss, user, sys] = (readFileSync(rssFile, "utf8").trim().split("\n").pop() ?? "").split(" ").map(Number);
+          maxRssKiB = rss || 0;
+          cpuS = (user || 0) + (sys || 0);
         } catch {
           /* time wrote nothing */
         }
         rmSync(rssFile, { force: true });
       }
-      const r = { code: code ?? -1, stdout, stderr, maxRssKiB };
+      const r = { code: code ?? -1, stdout, stderr, maxRssKiB, cpuS };
       if (r.code !== 0) reject(new Error(`${cmd} ${args.join(" ")} failed (${r.code}): ${stderr.slice(-2000)}`));
       else resolveRun(r);
     });
@@ -206,6 +212,8 @@ async function deleteImage(cloud: Cloud, id: string): Promise<void> {
 // ---------------------------------------------------------------- the two sides
 interface Sample {
   wallS: number;
+  /** CPU seconds of the client side (the Glance and image servers are shared and not counted). */
+  cpuS: number;
   rssMiB: number;
   scratchMiB: number;
   imageId?: string;
@@ -216,24 +224,31 @@ async function runBaseline(url: string, base: string, upload: Args["upload"], cl
   const sampler = scratchSampler(work);
   const t0 = performance.now();
   let rss = 0;
+  let cpu = 0;
   let id: string | undefined;
+  const step = (r: RunResult) => {
+    rss = Math.max(rss, r.maxRssKiB);
+    cpu += r.cpuS;
+    return r;
+  };
   try {
     const qcow2 = join(work, "image.qcow2");
     const raw = join(work, "image.raw");
-    rss = Math.max(rss, (await run("curl", ["-fsS", "-o", qcow2, url], process.env, true)).maxRssKiB);
-    rss = Math.max(rss, (await run("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", qcow2, raw], process.env, true)).maxRssKiB);
+    step(await run("curl", ["-fsS", "-o", qcow2, url], process.env, true));
+    log(`  baseline: curl done at ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+    step(await run("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", qcow2, raw], process.env, true));
+    log(`  baseline: qemu-img convert done at ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     if (upload === "glance" && cloud) {
-      const r = await run(
+      const r = step(await run(
         "openstack",
         ["image", "create", "--file", raw, "--disk-format", "raw", "--container-format", "bare", "--community", "-f", "value", "-c", "id", `bench-baseline-${process.pid}-${n}`],
         cloud.env,
         true,
-      );
-      rss = Math.max(rss, r.maxRssKiB);
+      ));
       id = r.stdout.trim();
     }
     const wallS = (performance.now() - t0) / 1000;
-    return { wallS, rssMiB: rss / 1024, scratchMiB: (await sampler.stop()) / MiB, imageId: id };
+    return { wallS, cpuS: cpu, rssMiB: rss / 1024, scratchMiB: (await sampler.stop()) / MiB, imageId: id };
   } finally {
     await sampler.stop();
     await rm(work, { recursive: true, force: true });
@@ -247,9 +262,10 @@ async function runImageyard(url: string, checksum: string, base: string, upload:
   try {
     const args = [__filename, "--child", "--url", url, "--checksum", checksum, "--scratch", scratch, "--upload", upload, "--name", `bench-imageyard-${process.pid}-${n}`];
     const r = await run(process.execPath, args, cloud?.env ?? process.env, true);
+    process.stderr.write(r.stderr);
     const wallS = (performance.now() - t0) / 1000;
     const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as { id?: string; peakScratch?: number };
-    return { wallS, rssMiB: r.maxRssKiB / 1024, scratchMiB: (await sampler.stop()) / MiB, imageId: out.id };
+    return { wallS, cpuS: r.cpuS, rssMiB: r.maxRssKiB / 1024, scratchMiB: (await sampler.stop()) / MiB, imageId: out.id };
   } finally {
     await sampler.stop();
     await rm(scratch, { recursive: true, force: true });
@@ -280,6 +296,8 @@ async function child(a: Args): Promise<void> {
   const { glanceClient } = require("../provider/glance/images") as typeof import("../provider/glance/images");
   const { publishImage } = require("../provider/glance/publish") as typeof import("../provider/glance/publish");
   /* eslint-enable @typescript-eslint/no-require-imports */
+  const t0 = performance.now();
+  const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(2)} s`;
   const session = new KeystoneSession(authFromEnv(process.env) as import("../provider/glance/keystone").AuthOptions);
   const glance = await glanceClient(session);
   const res = await publishImage(
@@ -299,7 +317,13 @@ async function child(a: Args): Promise<void> {
       active: true,
       scratchDir: a.scratch,
     },
-    { glance },
+    {
+      glance,
+      log: (line) => process.stderr.write(`[bench-glance]   imageyard ${elapsed()}: ${line}\n`),
+      onProgress: (e) => {
+        if (e.done || e.message) process.stderr.write(`[bench-glance]   imageyard ${elapsed()}: ${e.phase}${e.done ? " done" : ""} ${e.message ?? ""}\n`);
+      },
+    },
   );
   if (res.verified !== "sha512") throw new Error(`Glance's copy was verified by ${res.verified}, expected sha512`);
   process.stdout.write(`${JSON.stringify({ id: res.image.id, size: res.uploadedBytes, verified: res.verified })}\n`);
@@ -353,7 +377,7 @@ async function main(): Promise<void> {
       for (const side of order.filter((x) => a.only === undefined || x === a.only)) {
         const s = side === "baseline" ? await runBaseline(url, work, a.upload, cloud, i) : await runImageyard(url, `sha256:${img.sha256}`, work, a.upload, cloud, i);
         results[side].push(s);
-        log(`run ${i + 1}/${a.runs} ${side}: ${s.wallS.toFixed(2)} s, rss ${s.rssMiB.toFixed(0)} MiB, scratch ${s.scratchMiB.toFixed(0)} MiB${s.imageId ? `, image ${s.imageId}` : ""}`);
+        log(`run ${i + 1}/${a.runs} ${side}: ${s.wallS.toFixed(2)} s, cpu ${s.cpuS.toFixed(1)} s, rss ${s.rssMiB.toFixed(0)} MiB, scratch ${s.scratchMiB.toFixed(0)} MiB${s.imageId ? `, image ${s.imageId}` : ""}`);
         if (cloud && s.imageId) await deleteImage(cloud, s.imageId);
       }
     }
@@ -372,6 +396,9 @@ async function main(): Promise<void> {
     baseline_rss_mib: round(m("baseline", "rssMiB"), 0),
     imageyard_scratch_mib: round(m("imageyard", "scratchMiB"), 0),
     baseline_scratch_mib: round(m("baseline", "scratchMiB"), 0),
+    imageyard_cpu_s: round(m("imageyard", "cpuS"), 1),
+    baseline_cpu_s: round(m("baseline", "cpuS"), 1),
+    load_avg: round(loadavg()[0] ?? 0, 1),
     runs: a.runs,
     qcow2_mib: round(img.size / MiB, 0),
     raw_virtual_mib: round(img.virtualSize / MiB, 0),
