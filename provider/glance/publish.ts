@@ -71,7 +71,12 @@ export interface PublishDeps {
   prepare?: (source: ImageSource, opts: PrepareOptions) => Promise<PreparedImage>;
   /** First poll gap while waiting on Glance (doubles up to 5 s). */
   pollMs?: number;
+  /** Set by publishImage: when waiting gives up (ms since the epoch). */
+  deadline?: number;
 }
+
+/** Time between the publish deadline and the hard abort of whatever still runs. */
+const ABORT_GRACE_MS = 15_000;
 
 export interface PublishResult {
   image: GlanceImage;
@@ -146,10 +151,13 @@ async function settle(glance: GlanceClient, img: GlanceImage, deadline: number, 
 
 export async function publishImage(spec: PublishSpec, deps: PublishDeps): Promise<PublishResult> {
   const log = deps.log ?? (() => {});
-  const timeout = AbortSignal.timeout(spec.timeoutMs ?? 3600_000);
-  const signal = deps.signal ? AbortSignal.any([deps.signal, timeout]) : timeout;
-  const d: PublishDeps = { ...deps, signal };
-  const deadline = Date.now() + (spec.timeoutMs ?? 3600_000);
+  const timeoutMs = spec.timeoutMs ?? 3600_000;
+  const deadline = Date.now() + timeoutMs;
+  // Waits end at the deadline with a reason (GLANCE_TIMEOUT); the hard abort, a little later,
+  // only stops transfers that hang, and leaves time to clean up.
+  const hardStop = AbortSignal.timeout(timeoutMs + ABORT_GRACE_MS);
+  const signal = deps.signal ? AbortSignal.any([deps.signal, hardStop]) : hardStop;
+  const d: PublishDeps = { ...deps, signal, deadline };
   const { glance } = deps;
   const key = spec.requestKey ?? requestKeyOf(spec);
   const owner = await glance.session.projectId();
@@ -228,7 +236,12 @@ async function cleanupOnFailure<T>(glance: GlanceClient, id: string, spec: Publi
         log(`${spec.name}: could not delete image ${id} after the failure: ${(cleanupError as Error).message}`);
       }
     }
-    const err = isImageyardError(e) ? e : new ImageyardError("GLANCE_ERROR", `publish ${spec.name}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    const timedOut = isImageyardError(e, "CANCELLED") && spec.timeoutMs !== undefined;
+    const err = timedOut
+      ? new GlanceError("GLANCE_TIMEOUT", `publish ${spec.name}: not finished ${Math.round((spec.timeoutMs ?? 0) / 1000)} s after it started (${(e as Error).message}). Raise timeouts.create or check the network to the source and Glance.`, { cause: e, imageId: id })
+      : isImageyardError(e)
+        ? e
+        : new ImageyardError("GLANCE_ERROR", `publish ${spec.name}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     Object.assign(err, { imageId: id, imageKept: kept } satisfies PublishFailureInfo);
     throw err;
   }
@@ -263,7 +276,7 @@ export async function waitActive(glance: GlanceClient, id: string, deadline: num
         { imageId: id, retryable: true },
       );
     }
-    await abortableSleep(gap(), deps.signal);
+    await abortableSleep(Math.max(50, Math.min(gap(), deadline - Date.now())), deps.signal);
   }
 }
 
@@ -313,7 +326,7 @@ async function webDownload(spec: PublishSpec, existing: GlanceImage | undefined,
   const sourceFormat = spec.source.format ?? spec.diskFormat;
   const image = existing ?? (await createImage(glance, createOptions(spec, key, expected ? `${expected.algo}:${expected.value}` : undefined, sourceFormat), signal));
   const id = image.id;
-  const deadline = Date.now() + (spec.timeoutMs ?? 3600_000);
+  const deadline = deps.deadline ?? Date.now() + (spec.timeoutMs ?? 3600_000);
   return cleanupOnFailure(glance, id, spec, log, async () => {
     log(`${spec.name}: Glance imports ${redactUrl(spec.source.url)} into image ${id} (web-download${sourceFormat !== spec.diskFormat ? `, converting ${sourceFormat} → ${spec.diskFormat}` : ""})`);
     await importImage(glance, id, { name: "web-download", uri: spec.source.url }, signal);

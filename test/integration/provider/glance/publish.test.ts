@@ -163,6 +163,18 @@ describe("publishImage: web-download", () => {
   });
 });
 
+describe("publishImage: deadlines", () => {
+  it("an import still running at the deadline fails with GLANCE_TIMEOUT naming the status, and the image is deleted", async () => {
+    // The slow route trickles 64 KiB every 50 ms: Glance is still importing when the deadline hits.
+    const s = spec("deadline", { importMethod: "web-download", source: { url: `${disks().url}/slow/disk.qcow2` }, timeoutMs: 4000 });
+    const err = await publishImage(s, { glance: demo, pollMs: 200 }).catch((e: unknown) => e);
+    expect(isImageyardError(err, "GLANCE_TIMEOUT")).toBe(true);
+    expect((err as Error).message).toMatch(/is still (importing|queued) at the deadline/);
+    expect((err as { imageKept?: boolean }).imageKept).toBe(false);
+    expect(await countByName(demo, s.name)).toBe(0);
+  });
+});
+
 describe("Glance v2 client pieces", () => {
   it("glance-direct: stage a qcow2, import it, and Glance's image_conversion plugin stores it as raw (sha512 of the raw disk)", async () => {
     const name = uniqueName("pub-direct");
