@@ -160,6 +160,26 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
     }
   });
 
+  it("hidden sets os_hidden; read without state (an import) describes the image from Glance using OS_* credentials", async () => {
+    const i = await checked(inputs({ hidden: true, visibility: "private" }));
+    const { id } = await createCommunityImage(i, deps);
+    const a = tb.accounts.demo;
+    const env = { OS_AUTH_URL: tb.authUrl, OS_USERNAME: a.username, OS_PASSWORD: a.password, OS_PROJECT_NAME: a.projectName, OS_USER_DOMAIN_NAME: "Default", OS_PROJECT_DOMAIN_NAME: "Default", OS_REGION_NAME: tb.region };
+    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+    Object.assign(process.env, env);
+    try {
+      const r = await readCommunityImage(id, undefined, deps);
+      expect(r.id).toBe(id);
+      expect(r.props).toMatchObject({ name: i.name, hidden: true, visibility: "private", diskFormat: "qcow2", source: { url: i.source.url }, osHashValue: disks().files["disk.qcow2"]!.sha512 });
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+    await deleteCommunityImage(id, { ...(await readCommunityImage(id, undefined, { ...deps, glance: demo })).props!, credentials: credentials() }, deps);
+  });
+
   it("a create that fails after the image exists (web-download of a missing file) throws and leaves nothing in Glance", async () => {
     const i = await checked(inputs({ importMethod: "web-download", source: { url: `${disks().url}/images/missing.qcow2` } }));
     const err = await createCommunityImage(i, deps).catch((e: unknown) => e);
