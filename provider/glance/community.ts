@@ -8,7 +8,8 @@ import { DISK_FORMATS, type DiskFormat } from "../disk/qemu";
 import { resolveCloud } from "./clouds";
 import { CORE_ATTRIBUTES, CONTAINER_FORMATS, customProperties, findImage, glanceClient, VISIBILITIES, type GlanceClient, type GlanceImage, type Visibility } from "./images";
 import { KeystoneSession, type AuthOptions } from "./keystone";
-import { publishImage, removeImage, REQUEST_KEY_PROPERTY, scsProperties, SOURCE_CHECKSUM_PROPERTY, updateImage, type ImageAttributes, type PublishFailureInfo, type PublishSpec } from "./publish";
+import { publishImage, REQUEST_KEY_PROPERTY, scsProperties, SOURCE_CHECKSUM_PROPERTY, type PublishFailureInfo, type PublishSpec } from "./publish";
+import { removeImage, updateImage, type ImageAttributes } from "./update";
 
 /** Explicit OpenStack credentials (all optional: they override the cloud's and OS_* values). */
 export type CredentialsInput = Partial<AuthOptions>;
@@ -186,7 +187,10 @@ export function validateCommunityImage(n: Partial<CommunityImageInputs>): CheckF
 // ---------------------------------------------------------------- diff
 
 const REPLACE_KEYS = ["diskFormat", "containerFormat", "resolvedChecksum"] as const;
-const UPDATE_KEYS = ["name", "visibility", "minDisk", "minRam", "protected", "hidden", "active", "cloud", "credentials", "importMethod", "scratchDir", "timeouts", "keepOnFailure"] as const;
+/** Attributes Glance holds, compared with what read() last observed (so drift is a change). */
+const OBSERVED_KEYS = ["name", "visibility", "minDisk", "minRam", "protected", "hidden", "active"] as const;
+/** Inputs Glance does not hold: a change updates state (and the credentials used next time) only. */
+const LOCAL_KEYS = ["cloud", "credentials", "importMethod", "scratchDir", "timeouts", "keepOnFailure"] as const;
 
 /** The Glance attributes the inputs ask for (defaults filled, SCS metadata merged). */
 export function wantedAttributes(i: CommunityImageInputs): ImageAttributes {
@@ -217,13 +221,13 @@ export function diffCommunityImage(olds: CommunityImageOutputs, news: CommunityI
   const updates: string[] = [];
   if (want) {
     const seen: Partial<ImageAttributes> = observedAttributes(olds);
-    for (const k of ["name", "visibility", "minDisk", "minRam", "protected", "hidden", "active"] as const) {
+    for (const k of OBSERVED_KEYS) {
       if (isUnknown(news[k]) || !sameOr(seen[k], want[k])) updates.push(k);
     }
     if (isUnknown(news.tags) || !sameSet(olds.tags ?? [], want.tags)) updates.push("tags");
     if (isUnknown(news.properties) || propertiesDiffer(olds, want.properties)) updates.push("properties");
   }
-  updates.push(...changedKeys<CommunityImageInputs>(olds, news, UPDATE_KEYS.filter((k) => !["name", "visibility", "minDisk", "minRam", "protected", "hidden", "active"].includes(k))));
+  updates.push(...changedKeys<CommunityImageInputs>(olds, news, LOCAL_KEYS));
   if (providerChanged(olds, news as unknown as Record<string, unknown>)) updates.push("__provider");
   return diffResult(updates, replaces);
 }

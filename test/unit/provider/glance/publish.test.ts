@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
 import { glanceError, keystoneError, openstackMessage } from "../../../../provider/glance/errors";
 import { pointer, type GlanceImage } from "../../../../provider/glance/images";
-import { planPatch, planUpdate, requestKeyOf, scsProperties, verifyHashes, type ImageAttributes } from "../../../../provider/glance/publish";
+import { requestKeyOf, scsProperties, verifyHashes } from "../../../../provider/glance/publish";
+import { planPatch, planUpdate, type ImageAttributes } from "../../../../provider/glance/update";
 
 function image(over: Partial<GlanceImage> = {}): GlanceImage {
   return {
