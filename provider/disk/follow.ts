@@ -26,7 +26,7 @@ export class GrowingFile extends Writable {
   // GiB on the bench machine). Bounded: never more than RECENT_BYTES.
   private recent: Array<{ pos: number; buf: Buffer }> = [];
   private recentBytes = 0;
-  private static readonly RECENT_BYTES = 32 * 1024 * 1024;
+  private static readonly RECENT_BYTES = 16 * 1024 * 1024;
 
   constructor(readonly path: string) {
     super({ highWaterMark: 4 * 1024 * 1024 });

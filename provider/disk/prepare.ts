@@ -287,7 +287,7 @@ function followResult(h: Qcow2Header, ctx: FollowContext): PreparedImage {
           return openRawStream(file, "qcow2", h.virtualSize, { what, socketDir: scratch.dir, signal: opts.signal, startAt: at });
         },
       }),
-      { objectMode: false, highWaterMark: 4 * 1024 * 1024 },
+      { objectMode: false, highWaterMark: 1024 * 1024 },
     );
     return pipe(raw, new HoldLast(() => verifyRuns(record)), () => {}) as unknown as Readable;
   };

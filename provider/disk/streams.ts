@@ -147,7 +147,7 @@ export class HashingPassThrough extends Transform {
 export class HoldLast extends Transform {
   private held: Buffer | undefined;
   constructor(private readonly gate: () => Promise<void>) {
-    super({ highWaterMark: 4 * 1024 * 1024 });
+    super({ highWaterMark: 1 << 20 });
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     const prev = this.held;
