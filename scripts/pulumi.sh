@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Pulumi toolchain, offline: the `pulumi` CLI and a Node.js language host at the version of the
-# @pulumi/pulumi SDK in node_modules, plus the dynamic-provider shim and Node 22, in one bin dir.
+# @pulumi/pulumi SDK in node_modules, plus the dynamic-provider shim and Node 22, in one bin dir
+# ($IY_STATE_DIR/pulumi/bin, links only).
 #
 #   scripts/pulumi.sh ensure     build or reuse the toolchain, say which (idempotent)
 #   scripts/pulumi.sh env        print `export …` lines for an offline engine (eval them)
@@ -40,7 +41,7 @@ fi
 set_version() {
   VERSION=$1
   CACHE="$CACHE_ROOT/v$VERSION"
-  # The engine's PATH: pulumi, the language host, the provider shim and node.
+  # The built binaries (shared by every checkout on the machine).
   BIN="$CACHE/bin"
 }
 set_version "$VERSION"
@@ -50,6 +51,9 @@ HOST_SRC="$IY_ROOT/scripts/pulumi-language-nodejs"
 # from node_modules folders and NODE_PATH only (never by self-reference), so programs inside this
 # checkout need it to find the package the way a user's node_modules/imageyard does.
 NODE_LINKS="$IY_STATE_DIR/pulumi/node_path"
+# The engine's PATH, per checkout: links to the cached pulumi and language host, and to this
+# checkout's provider shim and Node 22 (another checkout may hold other node_modules).
+ENGINE_BIN="$IY_STATE_DIR/pulumi/bin"
 # Engine state for scripts that do not bring their own (tests and the demo pass theirs).
 : "${PULUMI_HOME:=$IY_STATE_DIR/pulumi/home}"
 : "${IY_PULUMI_BACKEND_DIR:=$IY_STATE_DIR/pulumi/backend}"
@@ -59,7 +63,8 @@ cli_version_of() { "$1" version 2>/dev/null | head -n1 | tr -d '[:space:]'; }
 # A `pulumi` already on PATH (not our own bin dir) that reports exactly vVERSION.
 find_path_cli() {
   local p
-  p=$(PATH=${PATH//$BIN:/} command -v pulumi 2>/dev/null) || return 1
+  local path=${PATH//$BIN:/}
+  p=$(PATH=${path//$ENGINE_BIN:/} command -v pulumi 2>/dev/null) || return 1
   [ "$(cli_version_of "$p")" = "v$VERSION" ] && printf '%s\n' "$p"
 }
 
@@ -166,15 +171,20 @@ ensure() {
   # The shim and node come from this checkout's node_modules; relinking keeps them current.
   local shim="$IY_ROOT/node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs"
   [ -x "$shim" ] || iy_die "missing $shim: run scripts/bootstrap.sh first"
-  ln -sfn "$shim" "$BIN/pulumi-resource-pulumi-nodejs"
-  ln -sfn "$(readlink -f "$IY_ROOT/node_modules/.bin/node")" "$BIN/node"
+  # Links an older layout of this script put beside the binaries.
+  rm -f "$BIN/node" "$BIN/pulumi-resource-pulumi-nodejs"
+  mkdir -p "$ENGINE_BIN"
+  ln -sfn "$BIN/pulumi" "$ENGINE_BIN/pulumi"
+  ln -sfn "$BIN/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs"
+  ln -sfn "$shim" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
+  ln -sfn "$(readlink -f "$IY_ROOT/node_modules/.bin/node")" "$ENGINE_BIN/node"
   link_self
-  iy_log "toolchain ready in $BIN: $("$BIN/pulumi" version), node $("$BIN/node" --version)"
+  iy_log "toolchain ready in $ENGINE_BIN: pulumi $("$ENGINE_BIN/pulumi" version), node $("$ENGINE_BIN/node" --version)"
 }
 
 print_env() {
   cat <<EOF
-export PATH="$BIN:\$PATH"
+export PATH="$ENGINE_BIN:\$PATH"
 export NODE_PATH="$NODE_LINKS\${NODE_PATH:+:\$NODE_PATH}"
 export PULUMI_HOME="$PULUMI_HOME"
 export PULUMI_BACKEND_URL="file://$IY_PULUMI_BACKEND_DIR"
@@ -188,11 +198,11 @@ EOF
 case "${1:-ensure}" in
   ensure) ensure ;;
   env) link_self && print_env ;;
-  bin) printf '%s\n' "$BIN" ;;
-  paths) link_self && printf '{"bin":"%s","nodePath":"%s","version":"%s","sdkVersion":"%s"}\n' "$BIN" "$NODE_LINKS" "$VERSION" "$SDK_VERSION" ;;
+  bin) printf '%s\n' "$ENGINE_BIN" ;;
+  paths) link_self && printf '{"bin":"%s","nodePath":"%s","version":"%s","sdkVersion":"%s"}\n' "$ENGINE_BIN" "$NODE_LINKS" "$VERSION" "$SDK_VERSION" ;;
   --)
     shift
-    [ -x "$BIN/pulumi" ] && [ -x "$BIN/pulumi-language-nodejs" ] || ensure
+    [ -x "$ENGINE_BIN/pulumi" ] && [ -x "$ENGINE_BIN/pulumi-language-nodejs" ] && [ -x "$ENGINE_BIN/node" ] || ensure
     link_self
     eval "$(print_env)"
     mkdir -p "$PULUMI_HOME" "$IY_PULUMI_BACKEND_DIR"
