@@ -154,7 +154,7 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
 
   if (sameBytes(sourceFormat, opts.diskFormat)) {
     const d = sniffer.finalDigests();
-    return fileResult(common, file, { size: sniffer.bytes, ...d }, false, scratchInfo, cleanup);
+    return unconvertedResult(common, file, { size: sniffer.bytes, ...d }, scratchInfo, cleanup);
   }
 
   if (opts.diskFormat === "raw") {
@@ -308,11 +308,12 @@ function followResult(h: Qcow2Header, ctx: FollowContext): PreparedImage {
 
 type CommonFields = Pick<PreparedImage, "diskFormat" | "sourceFormat" | "compression" | "virtualSize" | "sourceChecksum">;
 
-function fileResult(common: CommonFields, file: string, d: ImageDigests, converted: boolean, scratchInfo: () => PreparedImage["scratch"], cleanup: () => Promise<void>): PreparedImage {
+/** The downloaded file is already what to upload; its digests were computed while it was written. */
+function unconvertedResult(common: CommonFields, file: string, d: ImageDigests, scratchInfo: () => PreparedImage["scratch"], cleanup: () => Promise<void>): PreparedImage {
   return {
     ...common,
     size: d.size,
-    converted,
+    converted: false,
     mode: "file",
     sha512: d.sha512,
     md5: d.md5,
