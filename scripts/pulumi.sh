@@ -146,6 +146,20 @@ link_self() {
   ln -sfn "$IY_ROOT" "$NODE_LINKS/imageyard"
 }
 
+# The engine's bin dir: links to the cached binaries and to this checkout's shim and node.
+link_engine_bin() {
+  local shim="$IY_ROOT/node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs"
+  [ -x "$shim" ] || iy_die "missing $shim: run scripts/bootstrap.sh first"
+  # Links an older layout of this script put beside the binaries.
+  rm -f "$BIN/node" "$BIN/pulumi-resource-pulumi-nodejs"
+  mkdir -p "$ENGINE_BIN"
+  ln -sfn "$BIN/pulumi" "$ENGINE_BIN/pulumi"
+  ln -sfn "$BIN/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs"
+  ln -sfn "$shim" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
+  ln -sfn "$(readlink -f "$IY_ROOT/node_modules/.bin/node")" "$ENGINE_BIN/node"
+  link_self
+}
+
 ensure_cli() {
   local cli
   if cli=$(find_path_cli); then
@@ -168,17 +182,7 @@ ensure() {
   mkdir -p "$CACHE_ROOT"
   ln -sfn "v$VERSION" "$sdk_link"
   if host_stale; then build_host; else iy_log "using cached pulumi-language-nodejs: $BIN/pulumi-language-nodejs"; fi
-  # The shim and node come from this checkout's node_modules; relinking keeps them current.
-  local shim="$IY_ROOT/node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs"
-  [ -x "$shim" ] || iy_die "missing $shim: run scripts/bootstrap.sh first"
-  # Links an older layout of this script put beside the binaries.
-  rm -f "$BIN/node" "$BIN/pulumi-resource-pulumi-nodejs"
-  mkdir -p "$ENGINE_BIN"
-  ln -sfn "$BIN/pulumi" "$ENGINE_BIN/pulumi"
-  ln -sfn "$BIN/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs"
-  ln -sfn "$shim" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
-  ln -sfn "$(readlink -f "$IY_ROOT/node_modules/.bin/node")" "$ENGINE_BIN/node"
-  link_self
+  link_engine_bin
   iy_log "toolchain ready in $ENGINE_BIN: pulumi $("$ENGINE_BIN/pulumi" version), node $("$ENGINE_BIN/node" --version)"
 }
 
@@ -197,13 +201,13 @@ EOF
 
 case "${1:-ensure}" in
   ensure) ensure ;;
-  env) link_self && print_env ;;
+  env) [ ! -x "$BIN/pulumi" ] || link_engine_bin; print_env ;;
   bin) printf '%s\n' "$ENGINE_BIN" ;;
-  paths) link_self && printf '{"bin":"%s","nodePath":"%s","version":"%s","sdkVersion":"%s"}\n' "$ENGINE_BIN" "$NODE_LINKS" "$VERSION" "$SDK_VERSION" ;;
+  paths) { [ ! -x "$BIN/pulumi" ] || link_engine_bin; } && printf '{"bin":"%s","nodePath":"%s","version":"%s","sdkVersion":"%s"}\n' "$ENGINE_BIN" "$NODE_LINKS" "$VERSION" "$SDK_VERSION" ;;
   --)
     shift
     [ -x "$ENGINE_BIN/pulumi" ] && [ -x "$ENGINE_BIN/pulumi-language-nodejs" ] && [ -x "$ENGINE_BIN/node" ] || ensure
-    link_self
+    link_engine_bin
     eval "$(print_env)"
     mkdir -p "$PULUMI_HOME" "$IY_PULUMI_BACKEND_DIR"
     exec pulumi "$@"

@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, relative, resolve } from "node:path";
-import { LocalWorkspace, PulumiCommand, type ConfigMap, type Stack } from "@pulumi/pulumi/automation";
+import { LocalWorkspace, PulumiCommand, type ConfigMap, type EngineEvent, type Stack } from "@pulumi/pulumi/automation";
 import { parse, stringify } from "yaml";
 
 /** The checkout: the folder whose package.json is imageyard's (from test/e2e or dist/test/e2e). */
@@ -48,6 +48,12 @@ export function pulumiToolchain(): Promise<Toolchain> {
 export interface EngineLog {
   /** Everything the engine printed, every operation, in order. */
   text: string[];
+  /**
+   * Diagnostic messages from the engine's event stream (provider stdout/stderr arrive as info
+   * diagnostics). The Automation API's `preview({ diff: true })` leaves info diagnostics out of
+   * its printed output, so assertions on what a provider said read these.
+   */
+  diagnostics: string[];
   all(): string;
 }
 
@@ -59,6 +65,8 @@ export interface ProjectStack {
   log: EngineLog;
   /** Records one operation's output under a label (also streamed when IY_E2E_VERBOSE=1). */
   onOutput: (label: string) => (line: string) => void;
+  /** Records the diagnostics of one operation's event stream. */
+  onEvent: (event: EngineEvent) => void;
   cleanup(): void;
 }
 
@@ -96,12 +104,16 @@ export async function projectStack(projectFile: string, stackName: string, confi
   const stack = await LocalWorkspace.createOrSelectStack({ stackName, workDir }, { envVars, pulumiHome: home, pulumiCommand: tc.command });
   await stack.setAllConfig(config);
   const text: string[] = [];
-  const log: EngineLog = { text, all: () => text.join("") };
+  const diagnostics: string[] = [];
+  const log: EngineLog = { text, diagnostics, all: () => [...text, ...diagnostics].join("") };
+  const onEvent = (event: EngineEvent) => {
+    if (event.diagnosticEvent) diagnostics.push(event.diagnosticEvent.message);
+  };
   const onOutput = (label: string) => (line: string) => {
     text.push(line);
     if (process.env.IY_E2E_VERBOSE === "1") process.stderr.write(`[${label}] ${line}`);
   };
-  return { stack, workDir, backend, log, onOutput, cleanup: () => rmSync(base, { recursive: true, force: true }) };
+  return { stack, workDir, backend, log, onOutput, onEvent, cleanup: () => rmSync(base, { recursive: true, force: true }) };
 }
 
 /**

@@ -58,16 +58,20 @@ afterAll(async () => {
 
 describe.sequential("MirroredImage with the real pulumi engine", () => {
   it("preview shows the create and the planned copy work (blobs and bytes)", async () => {
-    const res = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-1") });
+    const seen = main.log.diagnostics.length;
+    const res = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-1"), onEvent: main.onEvent });
     expect(res.changeSummary.create).toBe(2); // the stack and the image
     // check() plans the copy against both registries and reports it through the engine.
-    expect(res.stdout).toContain(`${mirror.host}/${mirrorRepo}`);
-    expect(res.stdout).toMatch(/blob|byte|[KMG]i?B/i);
+    const said = main.log.diagnostics.slice(seen);
+    const plan = said.find((l) => l.includes(`${mirror.host}/${mirrorRepo}`) && /blobs? to upload/.test(l));
+    expect(plan, `no plan among the engine's diagnostics:\n${said.join("")}`).toBeDefined();
+    // Two platforms of two layers with one shared, plus two configs: 5 blobs, none yet in the mirror.
+    expect(plan).toMatch(/\b5 blobs to upload \(\d+(\.\d+)? (KiB|MiB)\), 0 to mount, 0 already there/);
     expect(await mirrorHas(`${mirrorRepo}:${tag}`)).toBe(false);
   }, STEP_TIMEOUT);
 
   it("up mirrors the image and outputs the digest and pinned ref the registry serves", async () => {
-    const res = await main.stack.up({ onOutput: main.onOutput("up-1") });
+    const res = await main.stack.up({ onOutput: main.onOutput("up-1"), onEvent: main.onEvent });
     expect(res.summary.result).toBe("succeeded");
     const outs = res.outputs;
     expect(outs.digest?.value).toBe(first.digest);
@@ -80,18 +84,18 @@ describe.sequential("MirroredImage with the real pulumi engine", () => {
   }, STEP_TIMEOUT);
 
   it("a second preview of an unchanged upstream shows no changes", async () => {
-    const res = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-2") });
+    const res = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-2"), onEvent: main.onEvent });
     expect(res.changeSummary).toEqual({ same: 2 });
   }, STEP_TIMEOUT);
 
   it("an upstream tag pushed anew shows as an update from the old to the new digest, and up applies it", async () => {
     second = await seedImage(upstream, `${upstreamRepo}:${tag}`, { platforms: ["linux/amd64", "linux/arm64"], layers: 2, layerSize: "256K", sharedLayers: 1, seed: `e2e-${run}-2` });
     expect(second.digest).not.toBe(first.digest);
-    const pre = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-3") });
+    const pre = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-3"), onEvent: main.onEvent });
     expect(pre.changeSummary.update).toBe(1);
     expect(pre.stdout).toContain(first.digest);
     expect(pre.stdout).toContain(second.digest);
-    const up = await main.stack.up({ onOutput: main.onOutput("up-2") });
+    const up = await main.stack.up({ onOutput: main.onOutput("up-2"), onEvent: main.onEvent });
     expect(up.summary.resourceChanges?.update).toBe(1);
     expect(up.outputs.digest?.value).toBe(second.digest);
     expect(await digestOf(mirror, `${mirrorRepo}:${tag}`)).toBe(second.digest);
@@ -100,15 +104,15 @@ describe.sequential("MirroredImage with the real pulumi engine", () => {
   it("a mirrored tag deleted out of band shows as drift on refresh, and up puts it back", async () => {
     await runSkopeo(["delete", ...skopeoFlags(mirror), dockerRef(mirror, `${mirrorRepo}@${second.digest}`)]);
     expect(await mirrorHas(`${mirrorRepo}:${tag}`)).toBe(false);
-    const refresh = await main.stack.refresh({ onOutput: main.onOutput("refresh-1") });
+    const refresh = await main.stack.refresh({ onOutput: main.onOutput("refresh-1"), onEvent: main.onEvent });
     expect(refresh.summary.resourceChanges?.update).toBe(1);
     const [image] = await resourcesOfType(main.stack, MIRRORED_IMAGE_TYPE);
     expect(image?.outputs?.targetDigest).toBe("");
-    const pre = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-4") });
+    const pre = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-4"), onEvent: main.onEvent });
     expect(pre.changeSummary.update).toBe(1);
-    await main.stack.up({ onOutput: main.onOutput("up-3") });
+    await main.stack.up({ onOutput: main.onOutput("up-3"), onEvent: main.onEvent });
     expect(await digestOf(mirror, `${mirrorRepo}:${tag}`)).toBe(second.digest);
-    const after = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-5") });
+    const after = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-5"), onEvent: main.onEvent });
     expect(after.changeSummary).toEqual({ same: 2 });
   }, STEP_TIMEOUT);
 
@@ -127,12 +131,12 @@ describe.sequential("MirroredImage with the real pulumi engine", () => {
 
   it("state written by a different provider build still refreshes, and the code change shows as an update", async () => {
     const older = await withProviderCodeFromAnotherBuild(main);
-    const refresh = await main.stack.refresh({ onOutput: main.onOutput("refresh-2") });
+    const refresh = await main.stack.refresh({ onOutput: main.onOutput("refresh-2"), onEvent: main.onEvent });
     expect(refresh.summary.result).toBe("succeeded");
     expect(refresh.summary.resourceChanges?.update ?? 0).toBe(0);
-    const pre = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-6") });
+    const pre = await main.stack.preview({ diff: true, onOutput: main.onOutput("preview-6"), onEvent: main.onEvent });
     expect(pre.changeSummary.update).toBe(1);
-    await main.stack.up({ onOutput: main.onOutput("up-4") });
+    await main.stack.up({ onOutput: main.onOutput("up-4"), onEvent: main.onEvent });
     const [image] = await resourcesOfType(main.stack, MIRRORED_IMAGE_TYPE);
     expect(image?.outputs?.__provider).not.toBe(older);
     expect(image?.outputs?.digest).toBe(second.digest);
@@ -140,7 +144,7 @@ describe.sequential("MirroredImage with the real pulumi engine", () => {
 
   it("destroy with state from another provider build removes the tag and the manifest it created", async () => {
     await withProviderCodeFromAnotherBuild(main);
-    const res = await main.stack.destroy({ onOutput: main.onOutput("destroy") });
+    const res = await main.stack.destroy({ onOutput: main.onOutput("destroy"), onEvent: main.onEvent });
     expect(res.summary.resourceChanges?.delete).toBe(2);
     expect(await resourcesOfType(main.stack, MIRRORED_IMAGE_TYPE)).toEqual([]);
     expect(await mirrorHas(`${mirrorRepo}:${tag}`)).toBe(false);
@@ -161,7 +165,7 @@ describe.sequential("MirroredImage bad input fails the preview with a clear mess
 
   async function previewFailure(config: ReturnType<typeof mirrorConfig>, label: string): Promise<string> {
     await bad.stack.setAllConfig(config);
-    const err = await bad.stack.preview({ onOutput: bad.onOutput(label) }).then(
+    const err = await bad.stack.preview({ onOutput: bad.onOutput(label), onEvent: bad.onEvent }).then(
       () => undefined,
       (e: unknown) => e as Error,
     );
