@@ -4,6 +4,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { Transform, type TransformCallback } from "node:stream";
 import { DiskImageError } from "./errors";
+import { StreamHasher } from "./hasher";
 
 export type HashAlgo = "md5" | "sha256" | "sha512";
 export const HASH_ALGOS: readonly HashAlgo[] = ["md5", "sha256", "sha512"];
@@ -179,7 +180,7 @@ export interface VerifyingStreamOptions {
  * released once the digest matches, so a consumer never sees the end of a bad stream.
  */
 export class VerifyingStream extends Transform {
-  private readonly hash: MultiHash;
+  private readonly hash: StreamHasher;
   private held: Buffer | undefined;
   private result: Partial<Digests> | undefined;
 
@@ -188,7 +189,7 @@ export class VerifyingStream extends Transform {
     const algos = new Set<HashAlgo>(opts.algos ?? []);
     if (opts.expected) algos.add(opts.expected.algo);
     if (algos.size === 0) algos.add("sha256");
-    this.hash = new MultiHash([...algos]);
+    this.hash = new StreamHasher([...algos]);
   }
 
   get bytes(): number {
@@ -202,14 +203,24 @@ export class VerifyingStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
+    const wait = this.hash.update(chunk);
     const prev = this.held;
     this.held = chunk;
-    cb(null, prev);
+    if (wait) wait.then(() => cb(null, prev), cb);
+    else cb(null, prev);
   }
 
   override _flush(cb: TransformCallback): void {
-    this.result = this.hash.digest();
+    this.hash.digest().then((d) => this.finish(d, cb), cb);
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.hash.dispose();
+    cb(err);
+  }
+
+  private finish(digests: Partial<Digests>, cb: TransformCallback): void {
+    this.result = digests;
     const exp = this.opts.expected;
     if (exp) {
       const got = this.result[exp.algo] as string;

@@ -1,7 +1,8 @@
 // Stream pieces of the disk pipeline: look at the first bytes without losing them, learn the
 // format on the way through, hash what is finally uploaded.
 import { Readable, Transform, type TransformCallback } from "node:stream";
-import { MultiHash, type HashAlgo } from "./checksum";
+import type { HashAlgo } from "./checksum";
+import { StreamHasher } from "./hasher";
 import { capError } from "./fetch";
 import { detectFormat, type FormatProbe } from "./qemu";
 
@@ -59,7 +60,7 @@ export async function peek(stream: Readable, n: number): Promise<{ head: Buffer;
 export class FormatSniffer extends Transform {
   private pending: Buffer[] = [];
   private pendingLen = 0;
-  private hash: MultiHash | undefined;
+  private hash: StreamHasher | undefined;
   probe: FormatProbe | undefined;
   /** The first bytes, as probed. */
   head: Buffer = Buffer.alloc(0);
@@ -83,7 +84,8 @@ export class FormatSniffer extends Transform {
     this.bytes += chunk.length;
     if (this.maxBytes !== undefined && this.bytes > this.maxBytes) return cb(capError(`${this.what} (decompressed)`, this.maxBytes));
     if (this.probe) {
-      this.hash?.update(chunk);
+      const wait = this.hash?.update(chunk);
+      if (wait) return void wait.then(() => cb(null, chunk), cb);
       return cb(null, chunk);
     }
     this.pending.push(chunk);
@@ -93,9 +95,24 @@ export class FormatSniffer extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
-    if (!this.probe) return this.release(cb);
-    cb();
+    const finish = () => {
+      if (!this.hash) return cb();
+      this.hash.digest().then((d) => {
+        this.digests = d as FinalDigests;
+        cb();
+      }, cb);
+    };
+    if (!this.probe) {
+      return this.release((err, head) => {
+        if (err) return cb(err);
+        if (head) this.push(head);
+        finish();
+      });
+    }
+    finish();
   }
+
+  private digests: FinalDigests | undefined;
 
   private release(cb: TransformCallback): void {
     const head = Buffer.concat(this.pending);
@@ -104,39 +121,53 @@ export class FormatSniffer extends Transform {
     try {
       this.probe = detectFormat(head);
       const algos = this.decide(this.probe);
-      if (algos.length > 0) this.hash = new MultiHash(algos);
+      if (algos.length > 0) this.hash = new StreamHasher(algos);
     } catch (e) {
       this.settleProbe.reject(e);
       return cb(e as Error);
     }
     this.settleProbe.resolve(this.probe);
-    this.hash?.update(head);
+    const wait = this.hash?.update(head);
+    if (wait) return void wait.then(() => cb(null, head), cb);
     cb(null, head);
   }
 
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.hash?.dispose();
+    cb(err);
+  }
+
+  /** Digests of every byte that passed, when the format called for them; after the stream ended. */
   finalDigests(): FinalDigests {
-    if (!this.hash) throw new Error("FormatSniffer: final bytes were not hashed");
-    return this.hash.digest() as FinalDigests;
+    if (!this.digests) throw new Error("FormatSniffer: final bytes were not hashed");
+    return this.digests;
   }
 }
 
 /** Hashes what passes and reports the digests when the stream ends. */
 export class HashingPassThrough extends Transform {
-  private readonly hash: MultiHash;
+  private readonly hash: StreamHasher;
   constructor(
     algos: readonly HashAlgo[],
     private readonly onEnd: (d: Partial<Record<HashAlgo, string>>, bytes: number) => void,
   ) {
     super({ highWaterMark: 1 << 20 });
-    this.hash = new MultiHash(algos);
+    this.hash = new StreamHasher(algos);
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    cb(null, chunk);
+    const wait = this.hash.update(chunk);
+    if (wait) wait.then(() => cb(null, chunk), cb);
+    else cb(null, chunk);
   }
   override _flush(cb: TransformCallback): void {
-    this.onEnd(this.hash.digest(), this.hash.bytes);
-    cb();
+    this.hash.digest().then((d) => {
+      this.onEnd(d, this.hash.bytes);
+      cb();
+    }, cb);
+  }
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.hash.dispose();
+    cb(err);
   }
 }
 
