@@ -25,8 +25,11 @@ fi
 
 stamp=node_modules/.iy-installed
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
-  iy_log "installing npm dependencies (npm ci)"
-  npm ci --no-audit --no-fund >&2
+  # `npm install` rather than `npm ci`: this npm leaves other platforms' optional packages
+  # (rollup's, esbuild's) out of the lock and then refuses the lock in `npm ci`. With a lock in
+  # place `npm install` installs exactly its versions.
+  iy_log "installing npm dependencies (npm install, from package-lock.json)"
+  npm install --no-audit --no-fund >&2
   touch "$stamp"
 fi
 ver=$(node --version)
