@@ -27,7 +27,7 @@ parentPort.on("message", (m) => {
 /** Bytes gathered before they are posted to the worker. */
 const BATCH = 1024 * 1024;
 /** Bytes posted but not yet hashed before update() makes the caller wait. */
-const IN_FLIGHT = 16 * 1024 * 1024;
+const IN_FLIGHT = 8 * 1024 * 1024;
 /** Below this many bytes hashing stays on the main thread (a worker costs ~30 ms to start). */
 const WORKER_THRESHOLD = 8 * 1024 * 1024;
 
