@@ -112,7 +112,8 @@ export async function waitHttp(url: string, ok: number[], pid: number, marker: s
   const dispatcher = createDispatcher({ tls: ca ? { ca: [readFileSync(ca, "utf8")] } : undefined, connections: 1, connectTimeoutMs: 2_000 });
   try {
     await waitUntil(`wait for ${url}`, READY_TIMEOUT_MS, async () => {
-      if (!isOurProcess(pid, marker)) throw new Error(`${marker} exited before answering ${url}:\n${logTail(logFile)}`);
+      // Between fork and exec /proc shows the parent's command line, so only a dead child counts as gone.
+      if (!isAlive(pid)) throw new Error(`${marker} exited before answering ${url}:\n${logTail(logFile)}`);
       try {
         const res = await send({ method: "GET", url, ok, operation: "test bed readiness", dispatcher });
         await res.body.dump();
