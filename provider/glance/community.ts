@@ -1,5 +1,6 @@
 // The CommunityImage lifecycle as plain functions (check, diff, create, update, read, delete) over
 // the Glance and disk engines. No Pulumi import: the dynamic provider only forwards to these.
+import type { Lifecycle } from "../resources/forward";
 import { isImageyardError } from "../http/errors";
 import { lineProgress } from "../http/progress";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "../resources/diff";
@@ -349,3 +350,13 @@ export async function deleteCommunityImage(id: string, props: CommunityImageOutp
   const existed = await removeImage(glance, id, signal);
   if (!existed) log(`${props.name ?? id}: image ${id} was already gone from Glance`);
 }
+
+/** The dynamic provider's view of this module (provider/resources/forward.ts). */
+export const lifecycle: Lifecycle<CommunityImageInputs, CommunityImageOutputs> = {
+  check: (olds, news) => checkCommunityImage(olds, news),
+  diff: (_id, olds, news) => diffCommunityImage(olds, news),
+  create: (inputs) => createCommunityImage(inputs),
+  update: (id, olds, news) => updateCommunityImage(id, olds, news),
+  read: (id, props) => readCommunityImage(id, props),
+  delete: (id, props) => deleteCommunityImage(id, props),
+};

@@ -3,6 +3,7 @@
 // testable alone and the serialized provider stays a few lines.
 import { lineProgress, type ProgressSink } from "../http/progress";
 import { ImageyardError, isImageyardError } from "../http/errors";
+import type { Lifecycle } from "../resources/forward";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "../resources/diff";
 import { copyImage, inspectImage, planCopy, removeImage, resolveTarget, summarizePlan, type CopyRequest, type CopyResult } from "./copy";
 import { RegistryClient, type RegistryOptions } from "./registry";
@@ -315,3 +316,13 @@ export async function deleteMirror(id: string, props: MirrorOutputs, deps: Mirro
   const outcome = await removeImage(props.tagRef ?? id, props.digest, registryOptions(props.targetAuth, props.targetTls, "target"));
   if (outcome.note) log(`${props.tagRef ?? id}: ${outcome.note}`);
 }
+
+/** The dynamic provider's view of this module (provider/resources/forward.ts). */
+export const lifecycle: Lifecycle<MirrorInputs, MirrorOutputs> = {
+  check: (olds, news) => checkMirror(olds, news),
+  diff: (_id, olds, news) => diffMirror(olds, news),
+  create: (inputs) => createMirror(inputs),
+  update: (_id, olds, news) => updateMirror(olds, news),
+  read: (id, props) => readMirror(id, props),
+  delete: (id, props) => deleteMirror(id, props),
+};

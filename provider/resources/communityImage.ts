@@ -1,8 +1,9 @@
 // CommunityImage: a VM disk image downloaded, verified, converted and published to OpenStack Glance
-// (community visibility by default). The provider is thin: every method requires the engine by the
-// package's own name (closure serialization copies local modules by value).
+// (community visibility by default). The provider is the shared EngineProvider over
+// provider/glance/community's lifecycle.
 import * as pulumi from "@pulumi/pulumi";
 import type { CommunityImageInputs, CommunityImageOutputs } from "../glance/community";
+import { EngineProvider } from "./forward";
 
 export interface CommunityImageSourceInput {
   /** http(s):// or file:// URL of the image, possibly compressed (gz, bz2, xz, zst). */
@@ -80,29 +81,8 @@ export interface CommunityImageArgs {
   keepOnFailure?: pulumi.Input<boolean>;
 }
 
-class CommunityImageProvider implements pulumi.dynamic.ResourceProvider<CommunityImageInputs, CommunityImageOutputs> {
-  async check(olds: CommunityImageInputs, news: CommunityImageInputs) {
-    return require("imageyard/provider/glance/community").checkCommunityImage(olds, news);
-  }
-  async diff(id: string, olds: CommunityImageOutputs, news: CommunityImageInputs) {
-    return require("imageyard/provider/glance/community").diffCommunityImage(olds, news);
-  }
-  async create(inputs: CommunityImageInputs) {
-    return require("imageyard/provider/glance/community").createCommunityImage(inputs);
-  }
-  async update(id: string, olds: CommunityImageOutputs, news: CommunityImageInputs) {
-    return { outs: await require("imageyard/provider/glance/community").updateCommunityImage(id, olds, news) };
-  }
-  async read(id: string, props?: CommunityImageOutputs) {
-    return require("imageyard/provider/glance/community").readCommunityImage(id, props);
-  }
-  async delete(id: string, props: CommunityImageOutputs) {
-    await require("imageyard/provider/glance/community").deleteCommunityImage(id, props);
-  }
-}
-
 // One stateless instance: the SDK caches each provider's serialization per instance.
-const provider = new CommunityImageProvider();
+const provider = new EngineProvider<CommunityImageInputs, CommunityImageOutputs>("imageyard/provider/glance/community");
 
 export class CommunityImage extends pulumi.dynamic.Resource {
   /** The Glance image UUID (also the resource ID). */

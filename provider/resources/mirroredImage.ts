@@ -1,8 +1,8 @@
 // MirroredImage: a container image copied from an upstream registry into a mirror, digest kept.
-// The provider is thin: every method requires the engine by the package's own name (closure
-// serialization copies local modules by value, so the engine must be loaded, not captured).
+// The provider is the shared EngineProvider over provider/oci/mirror's lifecycle.
 import * as pulumi from "@pulumi/pulumi";
 import type { MirrorInputs, MirrorOutputs } from "../oci/mirror";
+import { EngineProvider } from "./forward";
 
 export interface RegistryAuthInput {
   username: string;
@@ -37,29 +37,8 @@ export interface MirroredImageArgs {
   timeoutSeconds?: pulumi.Input<number>;
 }
 
-class MirroredImageProvider implements pulumi.dynamic.ResourceProvider<MirrorInputs, MirrorOutputs> {
-  async check(olds: MirrorInputs, news: MirrorInputs) {
-    return require("imageyard/provider/oci/mirror").checkMirror(olds, news);
-  }
-  async diff(id: string, olds: MirrorOutputs, news: MirrorInputs) {
-    return require("imageyard/provider/oci/mirror").diffMirror(olds, news);
-  }
-  async create(inputs: MirrorInputs) {
-    return require("imageyard/provider/oci/mirror").createMirror(inputs);
-  }
-  async update(id: string, olds: MirrorOutputs, news: MirrorInputs) {
-    return { outs: await require("imageyard/provider/oci/mirror").updateMirror(olds, news) };
-  }
-  async read(id: string, props?: MirrorOutputs) {
-    return require("imageyard/provider/oci/mirror").readMirror(id, props);
-  }
-  async delete(id: string, props: MirrorOutputs) {
-    await require("imageyard/provider/oci/mirror").deleteMirror(id, props);
-  }
-}
-
 // One stateless instance: the SDK caches each provider's serialization per instance.
-const provider = new MirroredImageProvider();
+const provider = new EngineProvider<MirrorInputs, MirrorOutputs>("imageyard/provider/oci/mirror");
 
 export class MirroredImage extends pulumi.dynamic.Resource {
   /** Digest the mirror tag points at (equals sourceDigest unless platforms were filtered). */
