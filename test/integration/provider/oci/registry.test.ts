@@ -13,6 +13,7 @@ import { DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST } from "
 import { RegistryClient, type RegistryOptions } from "../../../../provider/oci/registry";
 import { seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed, type RegistryEndpoint, type RegistryTestbed } from "../../../testbed/registry";
+import { caught } from "../../../support/caught";
 
 let tb: RegistryTestbed;
 let upstream: RegistryEndpoint;
@@ -33,14 +34,6 @@ function creds(ep: RegistryEndpoint): RegistryOptions["credentials"] {
   return { username: ep.username!, password: ep.password! };
 }
 
-async function caught(p: Promise<unknown>): Promise<Error & { code?: string; status?: number }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 async function sha256Of(r: Readable): Promise<{ digest: string; n: number }> {
   const h = createHash("sha256");

@@ -7,6 +7,7 @@ import { DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST } 
 import { manifestMediaType } from "../../../../provider/oci/manifest";
 import { nextLink, rangeEnd, RegistryClient, withQuery, type RegistryOptions } from "../../../../provider/oci/registry";
 import { FakeRegistry, type FakeRegistryOptions } from "./fakeregistry";
+import { caught } from "../../../support/caught";
 
 const FAST_RETRY = { attempts: 3, minDelayMs: 5, maxDelayMs: 20, maxRetryAfterMs: 5_000 };
 const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
@@ -44,14 +45,6 @@ function image(f: FakeRegistry, repo: string, tag: string) {
   return { config, layer, manifest, digest: f.putManifest(repo, tag, manifest, OCI_MANIFEST) };
 }
 
-async function caught(p: Promise<unknown>): Promise<Error & { code?: string; status?: number }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as Error & { code?: string };
-  }
-  throw new Error("expected a rejection");
-}
 
 beforeEach(() => clearAuthCache());
 afterEach(async () => {
