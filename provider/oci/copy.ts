@@ -7,7 +7,9 @@ import { executeCopy, type CopyResult } from "./execute";
 import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, tagOf } from "./location";
 import { planCopy, summarizePlan, type CopyDeps, type CopyRequest } from "./plan";
+import { parseManifest } from "./manifest";
 import { RegistryClient, type ManifestInfo, type RegistryOptions } from "./registry";
+import { signatureTags } from "./walk";
 
 export { executeCopy, type CopyResult } from "./execute";
 export { forgetKnownLocations, planCopy, summarizePlan, type BlobAction, type CopyDeps, type CopyPlan, type CopyRequest, type ManifestRole, type PlannedBlob, type PlannedManifest, type PlanTotals, type StoreSide } from "./plan";
@@ -71,7 +73,8 @@ export async function removeImage(targetRef: string, digest: string, options: Re
     if (isImageyardError(e, "NAME_UNKNOWN")) return { tagDeleted, manifestDeleted: false, note: "the repository is already gone" };
     throw e;
   }
-  const others = tags.filter((t) => t !== tag);
+  // Signature tags point at signature manifests, never at an image: they hold nothing up.
+  const others = tags.filter((t) => t !== tag && !/^sha256-[0-9a-f]{64}\.(sig|att|sbom)$/.test(t));
   const cap = options.maxTagChecks ?? 100;
   if (others.length > cap) {
     return { tagDeleted, manifestDeleted: false, note: `the repository has ${others.length} other tags (more than ${cap} to check); kept manifest ${digest}` };
@@ -80,14 +83,33 @@ export async function removeImage(targetRef: string, digest: string, options: Re
   const holder = others.find((_t, i) => heads[i]?.digest === digest);
   if (holder !== undefined) return { tagDeleted, manifestDeleted: false, note: `tag ${holder} still points at ${digest}; kept the manifest` };
 
+  // What the copy wrote along with the image: children of an index and cosign signature tags.
+  const root = await client.getManifest(repo, digest).catch(() => undefined);
+  const children = root ? parseManifest(root.bytes, root.mediaType).children.map((c) => c.digest) : [];
   try {
     const manifestDeleted = await client.deleteManifest(repo, digest);
+    if (!manifestDeleted) return { tagDeleted, manifestDeleted, note: "the manifest was already gone" };
     // Deleting the manifest takes every tag on it, ours included where tag deletion is unsupported.
-    return manifestDeleted ? { tagDeleted: tag !== undefined, manifestDeleted } : { tagDeleted, manifestDeleted, note: "the manifest was already gone" };
+    const extras = await removeCompanions(client, repo, [digest, ...children], others.length === 0 ? children : []);
+    return { tagDeleted: tag !== undefined, manifestDeleted, ...(extras ? { note: extras } : {}) };
   } catch (e) {
     if (isImageyardError(e, "UNSUPPORTED")) {
       return { tagDeleted, manifestDeleted: false, note: `the registry does not allow deletes (UNSUPPORTED); ${tagDeleted ? "the manifest stays" : "the tag and manifest stay"}. Enable deletes on the registry (storage.delete.enabled) to clean up` };
     }
     throw e;
   }
+}
+
+/**
+ * Signatures of a deleted image are orphans, so they go too; its child manifests go only when the
+ * repository has no other tag that could share them (a wider check would mean reading every index).
+ */
+async function removeCompanions(client: RegistryClient, repo: string, signed: string[], children: string[]): Promise<string | undefined> {
+  const sigTags = signed.flatMap(signatureTags);
+  const sigs = await mapLimit(sigTags, 4, (t) => client.headManifest(repo, t));
+  const doomed = [...new Set([...sigs.flatMap((m) => (m ? [m.digest] : [])), ...children])];
+  await mapLimit(doomed, 4, (d) => client.deleteManifest(repo, d));
+  const kept = children.length === 0 && signed.length > 1 ? "; child manifests stay (other tags in the repository may share them)" : "";
+  const removed = doomed.length > 0 ? `also removed ${doomed.length} signature/child manifest${doomed.length === 1 ? "" : "s"}` : "";
+  return removed || kept ? `${removed}${kept}`.replace(/^; /, "") : undefined;
 }

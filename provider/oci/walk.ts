@@ -150,10 +150,15 @@ async function configPlatform(store: ImageStore, m: ParsedManifest, label: strin
 
 // Signatures and referrers -------------------------------------------------------------------
 
+/** The cosign-scheme tags that may sign `digest`: sha256-<hex>.sig, .att, .sbom. */
+export function signatureTags(digest: string): string[] {
+  return SIGNATURE_SUFFIXES.map((s) => `${digest.replace(":", "-")}.${s}`);
+}
+
 export async function collectSignatures(source: ImageStore, image: CollectedImage, sourceDigest: string): Promise<WalkedManifest[]> {
   const subjects = image.filtered ? [] : [sourceDigest];
   subjects.push(...image.manifests.filter((m) => m.role === "child").slice(0, MAX_SIGNED_CHILDREN).map((m) => m.digest));
-  const tags = subjects.flatMap((d) => SIGNATURE_SUFFIXES.map((s) => `${d.replace(":", "-")}.${s}`));
+  const tags = subjects.flatMap(signatureTags);
   const found = await mapLimit(tags, MANIFEST_CONCURRENCY, async (t) => ((await source.headManifest(t)) ? t : undefined));
   const out: WalkedManifest[] = [];
   for (const tag of found) {

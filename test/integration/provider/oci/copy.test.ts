@@ -86,7 +86,9 @@ describe("copyImage against distribution 2.8", () => {
     const deadline = Date.now() + 3000;
     let logged = 0;
     while (Date.now() < deadline) {
-      logged = readRequests(upstream, marks[0]).length + readRequests(mirror, marks[1]).length;
+      // only this image's repositories: other test files share the registries
+      const ours = (e: { path: string }) => e.path.includes(`/${run}/single/`) || e.path.includes(`/${run}/noop/`);
+      logged = readRequests(upstream, marks[0]).filter(ours).length + readRequests(mirror, marks[1]).filter(ours).length;
       if (logged >= counted) break;
       await new Promise((res) => setTimeout(res, 20));
     }
@@ -131,6 +133,17 @@ describe("copyImage against distribution 2.8", () => {
     expect(await inspectImage(`${mirror.host}/${run}/removable:v1`, options(mirror))).toBeUndefined();
     const again = await removeImage(`${mirror.host}/${run}/removable:v1`, single.digest, options(mirror));
     expect(again.manifestDeleted).toBe(false);
+  });
+
+  it("removing a signed multi-arch mirror also removes its signature tag and child manifests", async () => {
+    const repo = `${run}/signed-removable`;
+    const r = await copyImage(req(multi.ref, `${mirror.host}/${repo}`, upstream, mirror));
+    expect(r.signaturesCopied).toBe(1);
+    const out = await removeImage(`${mirror.host}/${repo}:v1`, multi.digest, options(mirror));
+    expect(out).toMatchObject({ manifestDeleted: true, note: expect.stringMatching(/also removed 4 signature\/child manifests/) });
+    const client = new RegistryClient(mirror.host, options(mirror));
+    expect(await client.listTags(repo).catch(() => [])).toEqual([]);
+    for (const child of multi.manifests) expect(await client.headManifest(repo, child.digest)).toBeUndefined();
   });
 });
 
