@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { defaultStateDir } from "./processes";
 
 export interface GlanceAccount {
   username: string;
@@ -39,7 +40,7 @@ function scriptDir(): string {
 }
 
 export function glanceStateDir(): string {
-  return resolve(process.env.IY_STATE_DIR ?? join(scriptDir(), "../../.testbed"), "glance");
+  return join(defaultStateDir(), "glance");
 }
 
 export function glanceTestbedFile(): string {

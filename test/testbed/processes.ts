@@ -5,7 +5,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { createDispatcher, send } from "../../provider/http/client";
 
 const READY_TIMEOUT_MS = 20_000;
@@ -23,6 +23,23 @@ const tryListen = (port: number) =>
       srv.close(() => ok(typeof addr === "object" && addr ? addr.port : 0));
     });
   });
+
+/** The checkout this runs from (test/testbed or dist/test/testbed alike). */
+function repoRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pkg = join(dir, "package.json");
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "imageyard") return dir;
+    const up = dirname(dir);
+    if (up === dir) return process.cwd();
+    dir = up;
+  }
+}
+
+/** Where every test bed keeps its state: $IY_STATE_DIR, else <checkout>/.testbed. */
+export function defaultStateDir(): string {
+  return resolve(process.env.IY_STATE_DIR ?? join(repoRoot(), ".testbed"));
+}
 
 /**
  * A free port below the kernel's ephemeral range (32768+ on Linux), so that a registry restarted

@@ -11,8 +11,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { requestLogMark } from "./accesslog";
+export { defaultStateDir } from "./processes";
 import { ensureCerts, type TestbedCerts } from "./certs";
-import { freePort, isAlive, isOurProcess, liveLeases, sha256File, signalAndWait, spawnLogged, waitHttp, withLock } from "./processes";
+import { defaultStateDir, freePort, isAlive, isOurProcess, liveLeases, sha256File, signalAndWait, spawnLogged, waitHttp, withLock } from "./processes";
 import type { TokenServerConfig } from "./tokenServer";
 
 // Request counting lives in accesslog.ts; tests and benches import it from here too.
@@ -111,21 +112,6 @@ interface Users {
 
 // ---------------------------------------------------------------------------------------------
 // Paths
-
-function repoRoot(): string {
-  let dir = __dirname;
-  for (;;) {
-    const pkg = join(dir, "package.json");
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "imageyard") return dir;
-    const up = dirname(dir);
-    if (up === dir) return process.cwd();
-    dir = up;
-  }
-}
-
-export function defaultStateDir(): string {
-  return resolve(process.env.IY_STATE_DIR ?? join(repoRoot(), ".testbed"));
-}
 
 function testbedJson(stateDir: string): string {
   return join(stateDir, "registry", "testbed.json");
