@@ -9,7 +9,7 @@ import { digestOfLocation, parseLocation, tagOf } from "./location";
 import { planCopy, summarizePlan, type CopyDeps, type CopyRequest } from "./plan";
 import { parseManifest } from "./manifest";
 import { RegistryClient, type ManifestInfo, type RegistryOptions } from "./registry";
-import { signatureTags } from "./walk";
+import { isSignatureTag, signatureTags } from "./walk";
 
 export { executeCopy, type CopyResult } from "./execute";
 export { forgetKnownLocations, planCopy, summarizePlan, type BlobAction, type CopyDeps, type CopyPlan, type CopyRequest, type ManifestRole, type PlannedBlob, type PlannedManifest, type PlanTotals, type StoreSide } from "./plan";
@@ -74,7 +74,7 @@ export async function removeImage(targetRef: string, digest: string, options: Re
     throw e;
   }
   // Signature tags point at signature manifests, never at an image: they hold nothing up.
-  const others = tags.filter((t) => t !== tag && !/^sha256-[0-9a-f]{64}\.(sig|att|sbom)$/.test(t));
+  const others = tags.filter((t) => t !== tag && !isSignatureTag(t));
   const cap = options.maxTagChecks ?? 100;
   if (others.length > cap) {
     return { tagDeleted, manifestDeleted: false, note: `the repository has ${others.length} other tags (more than ${cap} to check); kept manifest ${digest}` };

@@ -150,6 +150,11 @@ async function configPlatform(store: ImageStore, m: ParsedManifest, label: strin
 
 // Signatures and referrers -------------------------------------------------------------------
 
+/** Whether a tag is one of the cosign scheme's (it names a signature, never an image). */
+export function isSignatureTag(tag: string): boolean {
+  return new RegExp(`^sha256-[0-9a-f]{64}\\.(${SIGNATURE_SUFFIXES.join("|")})$`).test(tag);
+}
+
 /** The cosign-scheme tags that may sign `digest`: sha256-<hex>.sig, .att, .sbom. */
 export function signatureTags(digest: string): string[] {
   return SIGNATURE_SUFFIXES.map((s) => `${digest.replace(":", "-")}.${s}`);
