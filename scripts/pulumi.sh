@@ -27,7 +27,7 @@ CACHE_ROOT=${IY_PULUMI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imageyard/pulumi}
 # The module proxy on these machines stops serving pkg/v3 at some release (3.260.0 was refused
 # while its sdk/v3 was served). When the SDK's own version is refused, build this one instead:
 # the engine and the Node SDK negotiate features over gRPC, so a CLI one minor behind works.
-FALLBACK_VERSION=3.259.0
+FALLBACK_VERSION=3.276.0
 # Which CLI serves this SDK: an explicit IY_PULUMI_VERSION, else what an earlier ensure chose.
 sdk_link="$CACHE_ROOT/for-sdk-v$SDK_VERSION"
 if [ -n "${IY_PULUMI_VERSION:-}" ]; then

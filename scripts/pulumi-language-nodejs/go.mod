@@ -5,4 +5,4 @@ module imageyard.dev/pulumi-language-nodejs
 
 go 1.25
 
-require github.com/pulumi/pulumi/sdk/v3 v3.259.0
+require github.com/pulumi/pulumi/sdk/v3 v3.276.0
