@@ -2,3 +2,4 @@
 export * from "./provider/resources/mirroredImage";
 export { ImageyardError, isImageyardError, type ErrorCode } from "./provider/http/errors";
 export * from "./provider/resources/communityImage";
+export * from "./components";

@@ -1,8 +1,8 @@
 // CommunityImage: a VM disk image downloaded, verified, converted and published to OpenStack Glance
-// (community visibility by default). The provider is the shared EngineProvider over
-// provider/glance/community's lifecycle.
+// (community visibility by default). Its logic is ./communityImage.lifecycle (Pulumi-free),
+// reached through the shared EngineProvider.
 import * as pulumi from "@pulumi/pulumi";
-import type { CommunityImageInputs, CommunityImageOutputs } from "../glance/community";
+import type * as lifecycle from "./communityImage.lifecycle";
 import { EngineProvider } from "./forward";
 
 export interface CommunityImageSourceInput {
@@ -82,7 +82,7 @@ export interface CommunityImageArgs {
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
-const provider = new EngineProvider<CommunityImageInputs, CommunityImageOutputs>("imageyard/provider/glance/community");
+const provider = new EngineProvider<typeof lifecycle>("imageyard/provider/resources/communityImage.lifecycle");
 
 export class CommunityImage extends pulumi.dynamic.Resource {
   /** The Glance image UUID (also the resource ID). */

@@ -15,12 +15,23 @@ export interface Lifecycle<I, O> {
   delete(id: string, props: O): Promise<void>;
 }
 
-export class EngineProvider<I, O> implements pulumi.dynamic.ResourceProvider<I, O> {
-  /** @param engine the module to load, e.g. "imageyard/provider/oci/mirror" */
-  constructor(private readonly engine: string) {}
+/** A lifecycle module: `export const lifecycle` beside a resource class. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type LifecycleModule = { lifecycle: Lifecycle<any, any> };
+type InputsOf<M extends LifecycleModule> = M["lifecycle"] extends Lifecycle<infer I, unknown> ? I : never;
+type OutputsOf<M extends LifecycleModule> = M["lifecycle"] extends Lifecycle<unknown, infer O> ? O : never;
+
+/**
+ * The provider of one resource. `M` is the lifecycle module's type (`typeof import("./x.lifecycle")`),
+ * so the class names its logic in a way a reader and "go to definition" can follow; `moduleName`
+ * is the same module by the package's own name, required at call time.
+ */
+export class EngineProvider<M extends LifecycleModule, I = InputsOf<M>, O = OutputsOf<M>> implements pulumi.dynamic.ResourceProvider<I, O> {
+  /** @param moduleName e.g. "imageyard/provider/resources/mirroredImage.lifecycle" */
+  constructor(readonly moduleName: string) {}
 
   private lifecycle(): Lifecycle<I, O> {
-    return require(this.engine).lifecycle;
+    return require(this.moduleName).lifecycle;
   }
   async check(olds: I, news: I) {
     return this.lifecycle().check(olds, news);

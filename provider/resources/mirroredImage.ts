@@ -1,7 +1,7 @@
 // MirroredImage: a container image copied from an upstream registry into a mirror, digest kept.
-// The provider is the shared EngineProvider over provider/oci/mirror's lifecycle.
+// Its logic is ./mirroredImage.lifecycle (Pulumi-free), reached through the shared EngineProvider.
 import * as pulumi from "@pulumi/pulumi";
-import type { MirrorInputs, MirrorOutputs } from "../oci/mirror";
+import type * as lifecycle from "./mirroredImage.lifecycle";
 import { EngineProvider } from "./forward";
 
 export interface RegistryAuthInput {
@@ -38,7 +38,7 @@ export interface MirroredImageArgs {
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
-const provider = new EngineProvider<MirrorInputs, MirrorOutputs>("imageyard/provider/oci/mirror");
+const provider = new EngineProvider<typeof lifecycle>("imageyard/provider/resources/mirroredImage.lifecycle");
 
 export class MirroredImage extends pulumi.dynamic.Resource {
   /** Digest the mirror tag points at (equals sourceDigest unless platforms were filtered). */

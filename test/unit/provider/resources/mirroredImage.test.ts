@@ -44,8 +44,8 @@ describe("MirroredImage", () => {
     expect(r.type).toBe("pulumi-nodejs:dynamic/imageyard:MirroredImage");
     const code = String(r.inputs.__provider);
     // the engine is loaded by package name when a method runs
-    expect(code).toContain("require(this.engine)");
-    expect(code).toContain('"imageyard/provider/oci/mirror"');
+    expect(code).toContain("require(this.moduleName)");
+    expect(code).toContain('"imageyard/provider/resources/mirroredImage.lifecycle"');
     // the copy engine itself must not be serialized into state
     expect(code).not.toContain("planCopy");
     expect(code.length).toBeLessThan(20_000);

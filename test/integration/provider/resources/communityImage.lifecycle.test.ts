@@ -16,7 +16,7 @@ import {
   updateCommunityImage,
   type CommunityImageInputs,
   type CommunityImageOutputs,
-} from "../../../../provider/glance/community";
+} from "../../../../provider/resources/communityImage.lifecycle";
 import type { GlanceTestbed } from "../../../testbed/glance";
 import { bed, disks, glanceAs, imageUrl, sweep, uniqueName } from "../glance/helpers";
 

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { RegistryClient } from "../../../../provider/oci/registry";
-import { checkMirror, createMirror, deleteMirror, diffMirror, readMirror, updateMirror, type MirrorInputs, type MirrorOutputs } from "../../../../provider/oci/mirror";
+import { checkMirror, createMirror, deleteMirror, diffMirror, readMirror, updateMirror, type MirrorInputs, type MirrorOutputs } from "../../../../provider/resources/mirroredImage.lifecycle";
 import { digestOf, seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 

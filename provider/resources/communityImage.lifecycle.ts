@@ -1,16 +1,16 @@
 // The CommunityImage lifecycle as plain functions (check, diff, create, update, read, delete) over
 // the Glance and disk engines. No Pulumi import: the dynamic provider only forwards to these.
-import type { Lifecycle } from "../resources/forward";
+import type { Lifecycle } from "./forward";
 import { isImageyardError } from "../http/errors";
 import { lineProgress } from "../http/progress";
-import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "../resources/diff";
+import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import { checkImageSource, resolveChecksum, type ImageSource } from "../disk/source";
 import { DISK_FORMATS, type DiskFormat } from "../disk/qemu";
-import { resolveCloud } from "./clouds";
-import { CORE_ATTRIBUTES, CONTAINER_FORMATS, customProperties, findImage, glanceClient, VISIBILITIES, type GlanceClient, type GlanceImage, type Visibility } from "./images";
-import { KeystoneSession, type AuthOptions } from "./keystone";
-import { publishImage, REQUEST_KEY_PROPERTY, scsProperties, SOURCE_CHECKSUM_PROPERTY, type PublishFailureInfo, type PublishSpec } from "./publish";
-import { removeImage, updateImage, type ImageAttributes } from "./update";
+import { resolveCloud } from "../glance/clouds";
+import { CORE_ATTRIBUTES, CONTAINER_FORMATS, customProperties, findImage, glanceClient, VISIBILITIES, type GlanceClient, type GlanceImage, type Visibility } from "../glance/images";
+import { KeystoneSession, type AuthOptions } from "../glance/keystone";
+import { publishImage, REQUEST_KEY_PROPERTY, scsProperties, SOURCE_CHECKSUM_PROPERTY, type PublishFailureInfo, type PublishSpec } from "../glance/publish";
+import { removeImage, updateImage, type ImageAttributes } from "../glance/update";
 
 /** Explicit OpenStack credentials (all optional: they override the cloud's and OS_* values). */
 export type CredentialsInput = Partial<AuthOptions>;

@@ -1,7 +1,7 @@
 // The MirroredImage lifecycle's offline logic: input validation (what `pulumi preview` shows for
 // bad input) and the diff classification (what replaces, what updates, what is no change).
 import { describe, expect, it } from "vitest";
-import { diffMirror, outputsOf, registryOptions, validateMirror, type MirrorInputs, type MirrorOutputs } from "../../../../provider/oci/mirror";
+import { diffMirror, outputsOf, registryOptions, validateMirror, type MirrorInputs, type MirrorOutputs } from "../../../../provider/resources/mirroredImage.lifecycle";
 import { UNKNOWN } from "../../../../provider/resources/diff";
 
 const base: MirrorInputs = { source: "127.0.0.1:5001/team/app:v1", target: "127.0.0.1:5002/mirror/app" };

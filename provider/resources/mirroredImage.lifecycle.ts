@@ -3,12 +3,12 @@
 // testable alone and the serialized provider stays a few lines.
 import { lineProgress, type ProgressSink } from "../http/progress";
 import { ImageyardError, isImageyardError } from "../http/errors";
-import type { Lifecycle } from "../resources/forward";
-import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "../resources/diff";
-import { copyImage, inspectImage, planCopy, removeImage, resolveTarget, summarizePlan, type CopyRequest, type CopyResult } from "./copy";
-import { RegistryClient, type RegistryOptions } from "./registry";
-import { parseLocation, type ImageLocation } from "./location";
-import { parsePlatform } from "./manifest";
+import type { Lifecycle } from "./forward";
+import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
+import { copyImage, inspectImage, planCopy, removeImage, resolveTarget, summarizePlan, type CopyRequest, type CopyResult } from "../oci/copy";
+import { RegistryClient, type RegistryOptions } from "../oci/registry";
+import { parseLocation, type ImageLocation } from "../oci/location";
+import { parsePlatform } from "../oci/manifest";
 
 export interface AuthInput {
   username: string;

@@ -1,7 +1,7 @@
 // CommunityImage without Glance: which input changes replace and which update in place, what check
 // says about bad input, and that the resource registers its credentials as secret.
 import { describe, expect, it } from "vitest";
-import { diffCommunityImage, managedProperties, outputsOf, validateCommunityImage, type CommunityImageInputs, type CommunityImageOutputs } from "../../../../provider/glance/community";
+import { diffCommunityImage, managedProperties, outputsOf, validateCommunityImage, type CommunityImageInputs, type CommunityImageOutputs } from "../../../../provider/resources/communityImage.lifecycle";
 import type { GlanceImage } from "../../../../provider/glance/images";
 import { UNKNOWN } from "../../../../provider/resources/diff";
 

@@ -1,0 +1,4 @@
+// imageyard's components: ComponentResources that expand a list (a catalog, a manifest, a map)
+// into the resources of provider/resources and export the maps users wire into other stacks.
+// Every component follows the convention in ./component.ts.
+export { childName, ImageyardComponent, InputPropertyError } from "./component";
