@@ -3,6 +3,7 @@
 import type { Lifecycle } from "./forward";
 import { isImageyardError } from "../http/errors";
 import { lineProgress } from "../http/progress";
+import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import { checkImageSource, resolveChecksum, type ImageSource } from "../disk/source";
 import { DISK_FORMATS, type DiskFormat } from "../disk/qemu";
@@ -38,7 +39,7 @@ export interface CommunityImageInputs {
   credentials?: CredentialsInput;
   scratchDir?: string;
   /** Seconds; Pulumi's customTimeouts do not reach dynamic providers. */
-  timeouts?: { create?: number; update?: number; delete?: number };
+  timeouts?: Timeouts;
   keepOnFailure?: boolean;
   /** Set by check from checksumUrl: a changed SUMS entry replaces the image. */
   resolvedChecksum?: string;
@@ -169,12 +170,7 @@ export function validateCommunityImage(n: Partial<CommunityImageInputs>): CheckF
       if (c.applicationCredentialSecret !== undefined && c.applicationCredentialId === undefined && c.applicationCredentialName === undefined) fail("credentials.applicationCredentialId", "an application credential needs applicationCredentialId (or applicationCredentialName with username)");
     }
   }
-  if (known(n.timeouts)) {
-    for (const [k, v] of Object.entries(n.timeouts as object)) {
-      if (!["create", "update", "delete"].includes(k)) fail(`timeouts.${k}`, 'timeouts has create, update and delete (seconds), e.g. { create: 1800 }');
-      else if (!(typeof v === "number" && v > 0)) fail(`timeouts.${k}`, `timeouts.${k} must be a positive number of seconds, e.g. 1800`);
-    }
-  }
+  for (const f of checkTimeouts(n.timeouts)) fail(f.property, f.reason);
   if (failures.length === 0 && !isUnknown(n.cloud) && !isUnknown(n.credentials)) {
     try {
       resolveCloud({ ...(n.cloud ? { cloud: n.cloud } : {}), explicit: n.credentials ?? {} });
@@ -302,7 +298,7 @@ export function publishSpecOf(i: CommunityImageInputs): PublishSpec {
     containerFormat: i.containerFormat ?? "bare",
     importMethod: i.importMethod ?? "upload",
     keepOnFailure: i.keepOnFailure ?? false,
-    timeoutMs: (i.timeouts?.create ?? DEFAULT_CREATE_S) * 1000,
+    timeoutMs: timeoutMs(i.timeouts, "create", DEFAULT_CREATE_S),
     ...(i.scratchDir ? { scratchDir: i.scratchDir } : {}),
   };
 }
@@ -327,7 +323,7 @@ export async function createCommunityImage(inputs: CommunityImageInputs, deps: C
 }
 
 export async function updateCommunityImage(id: string, olds: CommunityImageOutputs, news: CommunityImageInputs, deps: CommunityDeps = {}): Promise<CommunityImageOutputs> {
-  const signal = AbortSignal.timeout((news.timeouts?.update ?? 600) * 1000);
+  const signal = AbortSignal.timeout(timeoutMs(news.timeouts, "update", 600));
   const glance = await connect(news, deps, signal);
   const img = await updateImage(glance, id, { properties: olds.managedProperties ?? {} }, wantedAttributes(news), signal);
   return outputsOf(news, img);
@@ -345,7 +341,7 @@ export async function readCommunityImage(id: string, props: CommunityImageOutput
 
 export async function deleteCommunityImage(id: string, props: CommunityImageOutputs, deps: CommunityDeps = {}): Promise<void> {
   const log = deps.log ?? ((line: string) => console.log(line));
-  const signal = AbortSignal.timeout((props.timeouts?.delete ?? 300) * 1000);
+  const signal = AbortSignal.timeout(timeoutMs(props.timeouts, "delete", 300));
   const glance = await connect(props, deps, signal);
   const existed = await removeImage(glance, id, signal);
   if (!existed) log(`${props.name ?? id}: image ${id} was already gone from Glance`);

@@ -3,6 +3,7 @@
 // reached through the shared EngineProvider.
 import * as pulumi from "@pulumi/pulumi";
 import type * as lifecycle from "./communityImage.lifecycle";
+import type { TimeoutsInput } from "./args";
 import { EngineProvider } from "./forward";
 
 export interface CommunityImageSourceInput {
@@ -75,8 +76,8 @@ export interface CommunityImageArgs {
   credentials?: pulumi.Input<OpenStackCredentialsInput>;
   /** Where downloads and conversions are staged (default the system temp dir). */
   scratchDir?: pulumi.Input<string>;
-  /** Seconds (Pulumi's customTimeouts do not reach dynamic providers). */
-  timeouts?: pulumi.Input<{ create?: pulumi.Input<number>; update?: pulumi.Input<number>; delete?: pulumi.Input<number> }>;
+  /** Deadlines per operation, seconds or "20m"/"1h30m" (Pulumi's customTimeouts do not reach dynamic providers). */
+  timeouts?: pulumi.Input<TimeoutsInput>;
   /** Keep a failed image in Glance (recorded in state) instead of deleting it. */
   keepOnFailure?: pulumi.Input<boolean>;
 }

@@ -4,6 +4,7 @@
 import { lineProgress, type ProgressSink } from "../http/progress";
 import { ImageyardError, isImageyardError } from "../http/errors";
 import type { Lifecycle } from "./forward";
+import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import { copyImage, inspectImage, planCopy, removeImage, resolveTarget, summarizePlan, type CopyRequest, type CopyResult } from "../oci/copy";
 import { RegistryClient, type RegistryOptions } from "../oci/registry";
@@ -30,7 +31,7 @@ export interface MirrorInputs {
   sourceTls?: TlsInput;
   targetTls?: TlsInput;
   copySignatures?: boolean;
-  timeoutSeconds?: number;
+  timeouts?: Timeouts;
   /** Resolved by check from the upstream: a moved tag shows in preview as this input changing. */
   sourceDigest?: string;
 }
@@ -63,6 +64,7 @@ export interface MirrorDeps {
 }
 
 const DEFAULT_TIMEOUT_S = 3600;
+const DEFAULT_DELETE_TIMEOUT_S = 300;
 
 export function registryOptions(auth: AuthInput | undefined, tls: TlsInput | undefined, side?: "source" | "target"): RegistryOptions {
   // insecure alone lets the client try https unverified, then plain http (like crane)
@@ -205,9 +207,7 @@ export function validateMirror(news: Partial<MirrorInputs>): CheckFailure[] {
     if (typeof t !== "object" || t === null) fail(key, `${key} must be an object like { caCert: "-----BEGIN CERTIFICATE-----…" } or { insecure: true }`);
     else if (t.caCert !== undefined && !String(t.caCert).includes("-----BEGIN CERTIFICATE-----")) fail(`${key}.caCert`, "caCert must be a PEM certificate (-----BEGIN CERTIFICATE-----…)");
   }
-  if (news.timeoutSeconds !== undefined && !isUnknown(news.timeoutSeconds) && !(typeof news.timeoutSeconds === "number" && news.timeoutSeconds > 0)) {
-    fail("timeoutSeconds", "timeoutSeconds must be a positive number of seconds, e.g. 1800");
-  }
+  failures.push(...checkTimeouts(news.timeouts));
   return failures;
 }
 
@@ -229,7 +229,7 @@ function messageOf(e: unknown): string {
 
 // ---------------------------------------------------------------- diff
 
-const UPDATE_KEYS = ["source", "sourceDigest", "copySignatures", "sourceAuth", "targetAuth", "sourceTls", "targetTls", "timeoutSeconds"] as const;
+const UPDATE_KEYS = ["source", "sourceDigest", "copySignatures", "sourceAuth", "targetAuth", "sourceTls", "targetTls", "timeouts"] as const;
 
 export function diffMirror(olds: MirrorOutputs, news: MirrorInputs): DiffResult {
   const replaces: string[] = [];
@@ -259,17 +259,17 @@ function samePlatforms(a: string[] | undefined, b: string[] | undefined): boolea
 // ---------------------------------------------------------------- create / update / read / delete
 
 export async function createMirror(inputs: MirrorInputs, deps: MirrorDeps = {}): Promise<{ id: string; outs: MirrorOutputs }> {
-  const outs = await runCopy(inputs, deps);
+  const outs = await runCopy(inputs, "create", deps);
   return { id: outs.tagRef, outs };
 }
 
 export async function updateMirror(_olds: MirrorOutputs, news: MirrorInputs, deps: MirrorDeps = {}): Promise<MirrorOutputs> {
-  return runCopy(news, deps);
+  return runCopy(news, "update", deps);
 }
 
-async function runCopy(inputs: MirrorInputs, deps: MirrorDeps): Promise<MirrorOutputs> {
+async function runCopy(inputs: MirrorInputs, op: "create" | "update", deps: MirrorDeps): Promise<MirrorOutputs> {
   const log = deps.log ?? ((line: string) => console.log(line));
-  const signal = AbortSignal.timeout((inputs.timeoutSeconds ?? DEFAULT_TIMEOUT_S) * 1000);
+  const signal = AbortSignal.timeout(timeoutMs(inputs.timeouts, op, DEFAULT_TIMEOUT_S));
   const result = await copyImage(copyRequest(inputs), { onProgress: deps.onProgress ?? lineProgress(log), signal });
   log(
     `${result.tagRef}: ${result.digest} (${result.blobsCopied} blobs copied, ${result.blobsMounted} mounted, ${result.blobsSkipped} already there` +
@@ -313,7 +313,8 @@ export async function readMirror(id: string, props?: MirrorOutputs): Promise<{ i
 
 export async function deleteMirror(id: string, props: MirrorOutputs, deps: MirrorDeps = {}): Promise<void> {
   const log = deps.log ?? ((line: string) => console.log(line));
-  const outcome = await removeImage(props.tagRef ?? id, props.digest, registryOptions(props.targetAuth, props.targetTls, "target"));
+  const signal = AbortSignal.timeout(timeoutMs(props.timeouts, "delete", DEFAULT_DELETE_TIMEOUT_S));
+  const outcome = await removeImage(props.tagRef ?? id, props.digest, { ...registryOptions(props.targetAuth, props.targetTls, "target"), signal });
   if (outcome.note) log(`${props.tagRef ?? id}: ${outcome.note}`);
 }
 

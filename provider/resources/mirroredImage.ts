@@ -2,21 +2,10 @@
 // Its logic is ./mirroredImage.lifecycle (Pulumi-free), reached through the shared EngineProvider.
 import * as pulumi from "@pulumi/pulumi";
 import type * as lifecycle from "./mirroredImage.lifecycle";
+import type { RegistryAuthInput, RegistryTlsInput, TimeoutsInput } from "./args";
 import { EngineProvider } from "./forward";
 
-export interface RegistryAuthInput {
-  username: string;
-  password: string;
-}
-
-export interface RegistryTlsInput {
-  /** Skip certificate verification (and allow plain HTTP) for this registry. */
-  insecure?: boolean;
-  /** Extra CA certificate(s), PEM. */
-  caCert?: string;
-  /** A docker/skopeo certs.d style directory: *.crt CAs, *.cert + *.key client certificate. */
-  certDir?: string;
-}
+export type { RegistryAuthInput, RegistryTlsInput, TimeoutsInput } from "./args";
 
 export interface MirroredImageArgs {
   /** Upstream image: `docker.io/library/alpine:3.20`, `ghcr.io/org/app@sha256:…`, `oci-layout:/path:tag`. */
@@ -33,8 +22,11 @@ export interface MirroredImageArgs {
   targetTls?: pulumi.Input<RegistryTlsInput>;
   /** Copy cosign signatures, attestations and SBOMs (`sha256-<hex>.sig|.att|.sbom`) too. Default true. */
   copySignatures?: pulumi.Input<boolean>;
-  /** Deadline for one create or update, in seconds (Pulumi's customTimeouts do not reach dynamic providers). Default 3600. */
-  timeoutSeconds?: pulumi.Input<number>;
+  /**
+   * Deadlines per operation, seconds or "20m"/"1h30m" (Pulumi's customTimeouts do not reach dynamic
+   * providers). Defaults: create and update 1h, delete 5m.
+   */
+  timeouts?: pulumi.Input<TimeoutsInput>;
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
@@ -77,7 +69,7 @@ export class MirroredImage extends pulumi.dynamic.Resource {
         sourceTls: args.sourceTls,
         targetTls: args.targetTls,
         copySignatures: args.copySignatures,
-        timeoutSeconds: args.timeoutSeconds,
+        timeouts: args.timeouts,
         digest: undefined,
         pinnedRef: undefined,
         tagRef: undefined,

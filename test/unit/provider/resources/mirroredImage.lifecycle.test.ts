@@ -71,8 +71,8 @@ describe("validateMirror", () => {
   });
 
   it("rejects a caCert that is not PEM and a non-positive timeout", () => {
-    const f = validateMirror({ ...base, targetTls: { caCert: "not a cert" }, timeoutSeconds: 0 });
-    expect(f.map((x) => x.property)).toEqual(["targetTls.caCert", "timeoutSeconds"]);
+    const f = validateMirror({ ...base, targetTls: { caCert: "not a cert" }, timeouts: { create: 0 } });
+    expect(f.map((x) => x.property)).toEqual(["targetTls.caCert", "timeouts.create"]);
   });
 
   it("leaves values unknown during preview alone", () => {
