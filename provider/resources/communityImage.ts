@@ -5,6 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type * as lifecycle from "./communityImage.lifecycle";
 import type { TimeoutsInput } from "./args";
 import { EngineProvider } from "./forward";
+import { urnInput } from "./urn";
 
 export interface CommunityImageSourceInput {
   /** http(s):// or file:// URL of the image, possibly compressed (gz, bz2, xz, zst). */
@@ -118,6 +119,7 @@ export class CommunityImage extends pulumi.dynamic.Resource {
       provider,
       name,
       {
+        ...urnInput("CommunityImage", name, opts),
         ...args,
         credentials: args.credentials === undefined ? undefined : pulumi.secret(args.credentials),
         imageId: undefined,

@@ -3,7 +3,7 @@
 // testable alone and the serialized provider stays a few lines.
 import { lineProgress, type ProgressSink } from "../http/progress";
 import { ImageyardError, isImageyardError } from "../http/errors";
-import type { Lifecycle } from "./forward";
+import type { Lifecycle, OperationContext } from "./forward";
 import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import { copyImage, inspectImage, planCopy, removeImage, resolveTarget, summarizePlan, type CopyRequest, type CopyResult } from "../oci/copy";
@@ -322,8 +322,13 @@ export async function deleteMirror(id: string, props: MirrorOutputs, deps: Mirro
 export const lifecycle: Lifecycle<MirrorInputs, MirrorOutputs> = {
   check: (olds, news) => checkMirror(olds, news),
   diff: (_id, olds, news) => diffMirror(olds, news),
-  create: (inputs) => createMirror(inputs),
-  update: (_id, olds, news) => updateMirror(olds, news),
+  create: (inputs, ctx) => createMirror(inputs, depsOf(ctx)),
+  update: (_id, olds, news, ctx) => updateMirror(olds, news, depsOf(ctx)),
   read: (id, props) => readMirror(id, props),
-  delete: (id, props) => deleteMirror(id, props),
+  delete: (id, props, ctx) => deleteMirror(id, props, depsOf(ctx)),
 };
+
+/** Progress lines are live-only; the summary and notes stay. */
+function depsOf(ctx: OperationContext | undefined): MirrorDeps {
+  return ctx ? { log: ctx.log, onProgress: lineProgress(ctx.progress) } : {};
+}

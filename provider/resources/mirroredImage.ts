@@ -4,6 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type * as lifecycle from "./mirroredImage.lifecycle";
 import type { RegistryAuthInput, RegistryTlsInput, TimeoutsInput } from "./args";
 import { EngineProvider } from "./forward";
+import { urnInput } from "./urn";
 
 export type { RegistryAuthInput, RegistryTlsInput, TimeoutsInput } from "./args";
 
@@ -61,6 +62,7 @@ export class MirroredImage extends pulumi.dynamic.Resource {
       provider,
       name,
       {
+        ...urnInput("MirroredImage", name, opts),
         source: args.source,
         target: args.target,
         platforms: args.platforms,

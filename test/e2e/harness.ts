@@ -54,6 +54,8 @@ export interface EngineLog {
    * its printed output, so assertions on what a provider said read these.
    */
   diagnostics: string[];
+  /** The same diagnostics with where they went: ephemeral ones are live progress, never kept. */
+  events: { message: string; urn?: string; ephemeral: boolean }[];
   all(): string;
 }
 
@@ -105,9 +107,13 @@ export async function projectStack(projectFile: string, stackName: string, confi
   await stack.setAllConfig(config);
   const text: string[] = [];
   const diagnostics: string[] = [];
-  const log: EngineLog = { text, diagnostics, all: () => [...text, ...diagnostics].join("") };
+  const events: EngineLog["events"] = [];
+  const log: EngineLog = { text, diagnostics, events, all: () => [...text, ...diagnostics].join("") };
   const onEvent = (event: EngineEvent) => {
-    if (event.diagnosticEvent) diagnostics.push(event.diagnosticEvent.message);
+    const d = event.diagnosticEvent;
+    if (!d) return;
+    diagnostics.push(d.message);
+    events.push({ message: d.message, urn: d.urn, ephemeral: d.ephemeral === true });
   };
   const onOutput = (label: string) => (line: string) => {
     text.push(line);

@@ -71,8 +71,18 @@ describe.sequential("MirroredImage with the real pulumi engine", () => {
   }, STEP_TIMEOUT);
 
   it("up mirrors the image and outputs the digest and pinned ref the registry serves", async () => {
+    const seen = main.log.events.length;
     const res = await main.stack.up({ onOutput: main.onOutput("up-1"), onEvent: main.onEvent });
     expect(res.summary.result).toBe("succeeded");
+    // Progress is live only (ephemeral, in the resource's row); the one-line summary stays.
+    const said = main.log.events.slice(seen);
+    const progress = said.filter((e) => /^blob sha256:\S+ .*(done|%)/.test(e.message));
+    expect(progress.length, `no blob progress among:\n${said.map((e) => e.message).join("")}`).toBeGreaterThan(0);
+    expect(progress.filter((e) => !e.ephemeral)).toEqual([]);
+    expect(progress.every((e) => e.urn?.endsWith("MirroredImage::image"))).toBe(true);
+    const summary = said.filter((e) => e.message.includes(`${mirror.host}/${mirrorRepo}:${tag}: ${first.digest}`));
+    expect(summary).toEqual([expect.objectContaining({ ephemeral: false })]);
+    expect(res.stdout).not.toMatch(/blob sha256:\S+ .*%/);
     const outs = res.outputs;
     expect(outs.digest?.value).toBe(first.digest);
     expect(outs.sourceDigest?.value).toBe(first.digest);
