@@ -82,7 +82,10 @@ describe.sequential("MirroredImage with the real pulumi engine", () => {
     expect(progress.every((e) => e.urn?.endsWith("MirroredImage::image"))).toBe(true);
     const summary = said.filter((e) => e.message.includes(`${mirror.host}/${mirrorRepo}:${tag}: ${first.digest}`));
     expect(summary).toEqual([expect.objectContaining({ ephemeral: false })]);
-    expect(res.stdout).not.toMatch(/blob sha256:\S+ .*%/);
+    // What stays on screen after the run: the Diagnostics section holds the summary, no progress.
+    const diagnostics = /\nDiagnostics:\n([\s\S]*?)\n(Outputs|Resources):/.exec(res.stdout)?.[1] ?? "";
+    expect(diagnostics).toContain(`${first.digest}`);
+    expect(diagnostics).not.toMatch(/blob sha256:\S+ .*%/);
     const outs = res.outputs;
     expect(outs.digest?.value).toBe(first.digest);
     expect(outs.sourceDigest?.value).toBe(first.digest);
