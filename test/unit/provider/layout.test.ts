@@ -35,7 +35,11 @@ describe("layers", () => {
   });
 
   it("every resource's provider names a lifecycle module that exists by the package's own name", async () => {
-    for (const f of tsFiles("provider/resources").filter((f) => /^[a-z]\w+\.ts$/.test(f.split("/").pop()!) && !/forward|diff/.test(f))) {
+    const files = tsFiles("provider/resources");
+    // A resource is a <name>.ts with a <name>.lifecycle.ts beside it.
+    const resources = files.filter((f) => files.includes(f.replace(/\.ts$/, ".lifecycle.ts")));
+    expect(resources.length).toBeGreaterThanOrEqual(2);
+    for (const f of resources) {
       const src = readFileSync(join(root, f), "utf8");
       const m = /new EngineProvider<typeof lifecycle>\("imageyard\/(provider\/resources\/(\w+)\.lifecycle)"\)/.exec(src);
       expect(m, `${f} builds its provider from its own lifecycle module`).not.toBeNull();
