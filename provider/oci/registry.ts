@@ -4,7 +4,10 @@ import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { drain, header, readBytes, send, type HttpBody, type HttpRequest, type HttpResponse, type TlsOptions } from "../http/client";
 import { ImageyardError } from "../http/errors";
+import { shortDigest, type ProgressSink } from "../http/progress";
+import { DEFAULT_RATE_LIMIT_BUDGET_MS, formatSeconds, type Pace } from "../http/ratelimit";
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from "../http/retry";
+import { waitingFor, type WaitBoard } from "../http/waits";
 import { Authenticator, parseChallenges, repositoryScope, type Credentials, type ResolvedCredentials } from "./auth";
 import { lookupCredentials } from "./dockerconfig";
 import { registryError, type RegistryTarget } from "./errors";
@@ -34,6 +37,22 @@ export interface RegistryOptions {
   onRequest?: (method: string, url: string, status: number) => void;
   /** The input named in auth errors ("targetAuth"); default "the credentials". */
   credentialsInput?: string;
+  /** Which side of a copy this registry is, named in messages ("the source registry …"). */
+  side?: "source" | "target";
+  /**
+   * Longest time in all this registry's host may keep us paused by rate limits (429, RateLimit
+   * headers), counted once per host across every client in the process. Default 10 min.
+   */
+  rateLimitBudgetMs?: number;
+  /**
+   * Other hosts ("auth.example:8080") this registry may send credentials to over plain http: a
+   * token realm elsewhere over http only gets them when listed here.
+   */
+  insecureHosts?: string[];
+  /** Where waits are recorded, so a deadline can name what stalled. */
+  waits?: WaitBoard;
+  /** Notices (rate-limit pauses). */
+  onProgress?: ProgressSink;
 }
 
 export interface ManifestInfo {
@@ -80,7 +99,14 @@ interface Call {
   scopes: string[];
   /** Whether a failed attempt may be repeated: true for idempotent calls with replayable bodies. */
   retry: boolean;
+  /** What the call waits for, in "waiting for …" lines (default: operation and target). */
+  what?: string;
+  /** Instead of the client's signal: clean-up that must run after a copy was cancelled. */
+  signal?: AbortSignal;
 }
+
+/** Clean-up calls (cancelling upload sessions) get this long, even after the copy's deadline. */
+const CLEANUP_TIMEOUT_MS = 15_000;
 
 export class RegistryClient {
   readonly registry: string;
@@ -90,10 +116,20 @@ export class RegistryClient {
   private readonly auth: Authenticator;
   private readonly retry: RetryPolicy;
   private readonly fixedScheme: Scheme | undefined;
+  private readonly pace: Pace;
+  /** "the source registry 127.0.0.1:5001", for messages. */
+  readonly peer: string;
 
   constructor(registry: string, private readonly opts: RegistryOptions = {}) {
     this.registry = registry;
     this.host = apiHost(registry);
+    this.peer = `the ${opts.side ? `${opts.side} ` : ""}registry ${registry}`;
+    this.pace = {
+      host: this.host,
+      budgetMs: opts.rateLimitBudgetMs ?? DEFAULT_RATE_LIMIT_BUDGET_MS,
+      onPause: (p) =>
+        opts.onProgress?.({ phase: "wait", item: registry, message: `rate-limited (${p.reason}): pausing requests for ${formatSeconds(p.waitMs)} (${formatSeconds(p.spentMs)} of ${formatSeconds(p.budgetMs)} budget used)` }),
+    };
     this.retry = opts.retry ?? DEFAULT_RETRY;
     const tls = tlsOptions(opts);
     this.dispatcher = opts.dispatcher ?? sharedDispatcher(tls);
@@ -106,6 +142,7 @@ export class RegistryClient {
       credentialsHint: hint,
       credentials: () => resolveCredentials(registry, opts, hint),
       dispatcher: this.dispatcher,
+      insecureHosts: opts.insecureHosts ?? [],
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.onRequest ? { onRequest: opts.onRequest } : {}),
     });
@@ -281,8 +318,12 @@ export class RegistryClient {
     await drain(res);
   }
 
+  /**
+   * Deletes an upload session so its bytes do not stay on the registry's disk. Runs on its own
+   * short deadline: it is the clean-up after a copy that failed, timed out or was cancelled.
+   */
   async cancelUpload(session: UploadSession): Promise<void> {
-    const res = await this.call({ ...this.uploadCall(session), method: "DELETE", ok: [200, 202, 204, 404], retry: true });
+    const res = await this.call({ ...this.uploadCall(session), method: "DELETE", ok: [200, 202, 204, 404], retry: true, what: "the cancel of an upload session", signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) });
     await drain(res);
   }
 
@@ -340,7 +381,7 @@ export class RegistryClient {
   }
 
   private blobCall(repo: string, digest: string, operation: string, actions: string[]): Omit<Call, "method" | "ok"> {
-    return { path: `/v2/${repo}/blobs/${digest}`, operation, target: `${this.registry}/${repo}@${digest}`, object: "blob", scopes: [repositoryScope(repo, actions)], retry: true };
+    return { path: `/v2/${repo}/blobs/${digest}`, operation, target: `${this.registry}/${repo}@${digest}`, object: "blob", scopes: [repositoryScope(repo, actions)], retry: true, what: `blob ${shortDigest(digest)}` };
   }
 
   private uploadCall(session: UploadSession): Omit<Call, "method" | "ok"> {
@@ -352,9 +393,10 @@ export class RegistryClient {
     return this.withAttempts(c, () => this.once(c));
   }
 
-  private withAttempts<T>(c: Pick<Call, "retry" | "body">, fn: () => Promise<T>): Promise<T> {
+  private withAttempts<T>(c: Pick<Call, "retry" | "body" | "signal">, fn: () => Promise<T>): Promise<T> {
     const retry = c.retry && !isStream(c.body);
-    return retry ? withRetry(fn, this.retry, this.opts.signal ? { signal: this.opts.signal } : {}) : fn();
+    const signal = c.signal ?? this.opts.signal;
+    return retry ? withRetry(fn, this.retry, signal ? { signal } : {}) : fn();
   }
 
   /** Sends once, answering one 401 challenge; settles the scheme on the first call. */
@@ -394,7 +436,7 @@ export class RegistryClient {
     const headers: Record<string, string> = { ...c.headers };
     // Credentials go to the registry's own host only, never to a Location on another one.
     if (authorization && new URL(url).host === this.host) headers.authorization = authorization;
-    const target: () => RegistryTarget = () => ({ operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...this.auth.describe() });
+    const target: () => RegistryTarget = () => ({ operation: c.operation, target: c.target, registry: this.registry, object: c.object, peer: this.peer, ...this.auth.describe() });
     const req: HttpRequest = {
       method: c.method,
       url,
@@ -404,10 +446,14 @@ export class RegistryClient {
       operation: `${c.operation} ${c.target}`,
       dispatcher: this.dispatcher,
       mapError: (ctx) => registryError(ctx, target()),
+      peer: this.peer,
+      pace: this.pace,
     };
-    if (this.opts.signal) req.signal = this.opts.signal;
+    const signal = c.signal ?? this.opts.signal;
+    if (signal) req.signal = signal;
     try {
-      const res = await send(req);
+      // A streamed body's silence is the caller's to watch (its bytes say whether it moves).
+      const res = isStream(c.body) ? await send(req) : await waitingFor(this.opts.waits, c.what ?? `${c.operation} ${c.target}`, this.peer, () => send(req));
       this.opts.onRequest?.(c.method, stripQuery(url), res.status);
       return res;
     } catch (e) {

@@ -33,7 +33,8 @@ async function proxied(ep: RegistryEndpoint, rules: FaultRule[]): Promise<FaultP
 
 beforeAll(async () => {
   image = await seedImage(upstream, `${run}/app:v1`, { layers: 2, layerSize: "512K", seed: "f7-app" });
-  layer = image.blobs[image.blobs.length - 1]!.digest;
+  // The largest blob is a layer (the config is small and read while planning).
+  layer = [...image.blobs].sort((a, b) => b.size - a.size)[0]!.digest;
 });
 
 afterEach(async () => {
@@ -55,13 +56,13 @@ describe("§4.1 a source that never answers one blob", () => {
     const p = await proxied(upstream, [{ method: "GET", path: blobPath(), fault: { kind: "stall" } }]);
     const lines: string[] = [];
     const started = Date.now();
-    const err = await copyImage(fromProxy(p, "stalled"), { timeoutMs: 3000, waitNoticeMs: 1000, onProgress: (ev: ProgressEvent) => lines.push(formatEvent(ev)) }).catch((e: unknown) => e);
+    const err = await copyImage(fromProxy(p, "stalled"), { timeoutMs: 5000, waitNoticeMs: 1000, onProgress: (ev: ProgressEvent) => lines.push(formatEvent(ev)) }).catch((e: unknown) => e);
     const took = Date.now() - started;
     expect(err).toMatchObject({ code: "TIMEOUT" });
     expect((err as Error).message).toContain(short());
     expect((err as Error).message).toContain(`source registry ${p.host}`);
-    expect(took).toBeLessThan(8000);
-    expect(lines.some((l) => l.includes(`waiting for blob ${short()}`) && l.includes(p.host) && /: [12] s/.test(l))).toBe(true);
+    expect(took).toBeLessThan(10_000);
+    expect(lines.some((l) => l.includes(`waiting for blob ${short()}`) && l.includes(p.host) && /: [1-4] s$/.test(l)), lines.join("\n")).toBe(true);
     expect(await inspectImage(`${mirror.host}/${run}/stalled:v1`, options(mirror))).toBeUndefined();
   });
 
@@ -119,10 +120,14 @@ describe("§4.3 a source that cuts a blob mid-body", () => {
   });
 });
 
-/** Upload sessions a registry still holds for a repository (distribution's _uploads directories). */
+/**
+ * Upload sessions a registry still holds for a repository: distribution's _uploads/<id> with its
+ * `startedat` or `data` (a cancelled one keeps at most an empty hashstates directory).
+ */
 function openSessions(ep: RegistryEndpoint, repo: string): string[] {
   const dir = join(ep.dataDir, "docker", "registry", "v2", "repositories", repo, "_uploads");
-  return existsSync(dir) ? readdirSync(dir) : [];
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((id) => existsSync(join(dir, id, "startedat")) || existsSync(join(dir, id, "data")));
 }
 
 describe("§4.4 a target on a full disk", () => {
