@@ -55,8 +55,10 @@ export function parseErrorBody(body: string): SpecBody {
     if (typeof first?.code === "string") out.code = first.code.toUpperCase();
     if (typeof first?.message === "string") out.message = first.message;
     const detail = typeof first?.detail === "string" ? first.detail : first?.detail !== undefined && first.detail !== null ? JSON.stringify(first.detail) : "";
-    if (detail.trim() !== "" && detail !== "{}" && detail !== "[]") out.detail = detail.length > MAX_DETAIL ? `${detail.slice(0, MAX_DETAIL)}…` : detail;
-    out.detailIsText = typeof first?.detail === "string";
+    if (detail.trim() !== "" && detail !== "{}" && detail !== "[]") {
+      out.detail = detail.length > MAX_DETAIL ? `${detail.slice(0, MAX_DETAIL)}…` : detail;
+      out.detailIsText = typeof first?.detail === "string";
+    }
     return out;
   } catch {
     return {};
