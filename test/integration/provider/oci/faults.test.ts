@@ -82,6 +82,16 @@ describe("§4.2 rate limits", () => {
     expect(await digestOf(mirror, `${run}/ratelimited:v1`)).toBe(image.digest);
   });
 
+  it("waits out 429s on streamed blob uploads too, without spending the blob's attempts", async () => {
+    // Three 429s on PUTs, against a blob retry policy of 3 attempts: only a paced retry gets through.
+    const p = await proxied(upstream, [{ method: "PUT", path: /\/blobs\/uploads\//, times: 3, fault: { kind: "status", status: 429, headers: { "retry-after": "1" } } }]);
+    const repo = `${run}/ratelimited-put`;
+    const r = await copyImage({ source: image.ref, target: `${p.host}/${repo}`, sourceOptions: options(upstream), targetOptions: options(undefined), concurrency: 1 });
+    expect(r.digest).toBe(image.digest);
+    expect(p.hits(0)).toBe(3);
+    expect(await digestOf(upstream, `${repo}:v1`)).toBe(image.digest);
+  });
+
   it("pauses every request to a host that said RateLimit-Remaining: 0 until RateLimit-Reset", async () => {
     const p = await proxied(upstream, [{ method: "HEAD", times: 1, fault: { kind: "headers", headers: { "ratelimit-limit": "100;w=60", "ratelimit-remaining": "0;w=60", "ratelimit-reset": "2" } } }]);
     const r = await copyImage(fromProxy(p, "reset"));
