@@ -19,7 +19,10 @@ function request(url: string, opts: { dispatcher: Dispatcher } & Record<string, 
   return apiRequest.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}` });
 }
 import { capBody, HttpStatusError, ImageyardError, isRetryableNetworkError, isRetryableStatus, redactUrl, type ErrorCode } from "./errors";
+import { header, parseRetryAfter, type HttpHeaders } from "./headers";
 import { awaitHost, formatSeconds, isRateLimited, limitedWait, noteQuota, pauseHost, type Pace } from "./ratelimit";
+
+export { header, parseRetryAfter, type HttpHeaders } from "./headers";
 
 export interface TlsOptions {
   /** Extra CA certificates (PEM), trusted in addition to the system roots. */
@@ -98,7 +101,6 @@ export interface HttpErrorContext {
   paced?: boolean;
 }
 
-export type HttpHeaders = Record<string, string | string[] | undefined>;
 
 export interface HttpResponse {
   status: number;
@@ -198,21 +200,6 @@ function safeHost(url: string): string {
   } catch {
     return url;
   }
-}
-
-export function header(headers: HttpHeaders, name: string): string | undefined {
-  const v = headers[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-/** Retry-After is either delta-seconds or an HTTP date. */
-export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
-  const v = value?.trim();
-  // Number("") and Number(" ") are 0: a blank header must not mean "retry at once, skip backoff".
-  if (!v) return undefined;
-  if (/^-?\d+(\.\d+)?$/.test(v)) return Math.max(0, Number(v) * 1000);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** Reads at most `max` bytes of text, discarding the rest. */

@@ -3,7 +3,7 @@
 // the time a host spends paused is drawn from one budget. A stack of 200 mirrors of one registry
 // then waits a limit out together, instead of each copy failing after four quick attempts.
 import { abortableSleep } from "./retry";
-import { header, parseRetryAfter, type HttpHeaders } from "./client";
+import { header, parseRetryAfter, type HttpHeaders } from "./headers";
 
 /** How long a host may keep us waiting in all, unless a caller says otherwise. */
 export const DEFAULT_RATE_LIMIT_BUDGET_MS = 10 * 60_000;
