@@ -162,7 +162,7 @@ function isStreamBody(body: HttpBody | undefined): boolean {
 function budgetSpent(req: HttpRequest, status: number, info: { spentMs: number; budgetMs: number; reason: string }): ImageyardError {
   return new ImageyardError(
     "TOO_MANY_REQUESTS",
-    `${req.operation}: ${req.peer ?? safeHost(req.url)} keeps rate-limiting requests (${info.reason}); waiting again would bring the time it has kept us waiting to ${formatSeconds(info.spentMs)}, past the rate-limit budget of ${formatSeconds(info.budgetMs)} (${status} TOOMANYREQUESTS). Run again later, authenticate for a higher limit, or allow more waiting (--rate-limit-wait, rateLimitBudgetMs).`,
+    `${req.operation}: ${req.peer ?? safeHost(req.url)} keeps rate-limiting requests (${info.reason}); waiting again would bring the time it has kept us waiting to ${formatSeconds(info.spentMs)}, past the rate-limit budget of ${formatSeconds(info.budgetMs)} (${status === 429 ? "429 TOOMANYREQUESTS" : status}). Run again later, authenticate for a higher limit, or allow more waiting (--rate-limit-wait, rateLimitBudgetMs).`,
     { status, retryable: false },
   );
 }
