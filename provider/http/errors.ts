@@ -1,7 +1,14 @@
 // One error family for every engine. Branded the undici way: a serialized dynamic provider
-// may load its own copy of this module, and `instanceof` must still hold across copies.
+// may load its own copy of this module, and `instanceof` must still hold across copies. Every
+// class gets its own brand (Symbol.for of its brand name) on its prototype, so `instanceof` a
+// subclass matches that subclass and its descendants, never its siblings.
 
-const kImageyardError = Symbol.for("imageyard.error");
+const BRAND_PREFIX = "imageyard.error.";
+
+/** The global symbol that marks instances of a class with this brand name. */
+function brandSymbol(brand: string): symbol {
+  return Symbol.for(`${BRAND_PREFIX}${brand}`);
+}
 
 export type ErrorCode =
   | "INVALID_INPUT"
@@ -45,6 +52,11 @@ export interface ImageyardErrorOptions {
   body?: string;
   /** Server-requested wait before a retry (Retry-After), in ms. */
   retryAfterMs?: number;
+  /**
+   * A rate limit the per-host limiter (ratelimit.ts) has already scheduled the wait for: a retry
+   * waits there and is charged to the host's time budget, not counted as an attempt.
+   */
+  paced?: boolean;
 }
 
 export class ImageyardError extends Error {
@@ -53,6 +65,7 @@ export class ImageyardError extends Error {
   readonly status: number | undefined;
   readonly body: string | undefined;
   readonly retryAfterMs: number | undefined;
+  readonly paced: boolean;
 
   constructor(code: ErrorCode, message: string, opts: ImageyardErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -62,14 +75,31 @@ export class ImageyardError extends Error {
     this.status = opts.status;
     this.body = opts.body;
     this.retryAfterMs = opts.retryAfterMs;
+    this.paced = opts.paced ?? false;
+    brandChain(new.target);
   }
 
-  get [kImageyardError](): true {
-    return true;
+  /**
+   * The name that brands instances of this class; the class name unless a subclass overrides it.
+   * Names must be unique across the package (a test checks), and a bundler must keep class names.
+   */
+  static get brand(): string {
+    return this.name;
   }
 
   static override [Symbol.hasInstance](instance: unknown): boolean {
-    return typeof instance === "object" && instance !== null && (instance as Record<symbol, unknown>)[kImageyardError] === true;
+    if (typeof instance !== "object" || instance === null) return false;
+    return (instance as Record<symbol, unknown>)[brandSymbol((this as typeof ImageyardError).brand)] === true;
+  }
+}
+
+/** Puts the brand of every class from `leaf` up to ImageyardError on its prototype, once per class. */
+function brandChain(leaf: Function): void {
+  for (let c: Function | null = leaf; c && c !== Object && c !== Error; c = Object.getPrototypeOf(c) as Function | null) {
+    const key = brandSymbol((c as typeof ImageyardError).brand ?? c.name);
+    if (Object.prototype.hasOwnProperty.call(c.prototype, key)) return; // this class and its parents are done
+    Object.defineProperty(c.prototype, key, { value: true, enumerable: false });
+    if (c === ImageyardError) return;
   }
 }
 
