@@ -8,15 +8,19 @@ import { EngineProvider } from "./forward";
 import { urnInput } from "./urn";
 
 export interface CommunityImageSourceInput {
-  /** http(s):// or file:// URL of the image, possibly compressed (gz, bz2, xz, zst). */
+  /** http(s):// URL of the image, possibly compressed (gz, bz2, xz, zst); file:// only with allowLocalFiles. */
   url: pulumi.Input<string>;
-  /** `sha256:…`, `sha512:…` or `md5:…` of the file at url. */
+  /**
+   * `sha256:…`, `sha512:…` or `md5:…` of the file at url. One of checksum and checksumUrl is
+   * required; `"unverified"` publishes without verification, on purpose and visibly.
+   */
   checksum?: pulumi.Input<string>;
   /** A SUMS file that lists the file at url (SHA256SUMS, SHA512SUMS, Fedora CHECKSUM, BSD style). */
   checksumUrl?: pulumi.Input<string>;
   /** What the (decompressed) image is; checked against its magic bytes. */
   format?: pulumi.Input<"raw" | "qcow2" | "vmdk" | "vdi" | "vhd" | "vhdx" | "iso">;
-  compression?: pulumi.Input<"auto" | "none" | "gzip" | "bzip2" | "xz" | "zstd">;
+  /** Default "auto" (by magic bytes). The file suffix or the program's name: gz/gzip, bz2/bzip2, xz, zst/zstd. */
+  compression?: pulumi.Input<"auto" | "none" | "gz" | "gzip" | "bz2" | "bzip2" | "xz" | "zst" | "zstd">;
 }
 
 /** OpenStack credentials; they override the cloud's values and the OS_* variables. Kept secret. */
@@ -81,6 +85,14 @@ export interface CommunityImageArgs {
   timeouts?: pulumi.Input<TimeoutsInput>;
   /** Keep a failed image in Glance (recorded in state) instead of deleting it. */
   keepOnFailure?: pulumi.Input<boolean>;
+  /** Let a file:// source.url read files of the host running the provider. Default false. */
+  allowLocalFiles?: pulumi.Input<boolean>;
+  /**
+   * Largest guest (virtual) size accepted, in bytes or as "64GiB"/"500MiB". Default 64 GiB. Checked
+   * in preview from the source's header when it can be read, and again before and during the
+   * download: a small file declaring a huge disk never starts an upload.
+   */
+  maxVirtualSize?: pulumi.Input<number | string>;
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
