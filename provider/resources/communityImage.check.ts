@@ -14,6 +14,7 @@ import { resolveCloud } from "../glance/clouds";
 import { CORE_ATTRIBUTES, CONTAINER_FORMATS, VISIBILITIES, type Visibility } from "../glance/images";
 import { KeystoneSession } from "../glance/keystone";
 import { REQUEST_KEY_PROPERTY, RUN_PROPERTY, SOURCE_CHECKSUM_PROPERTY } from "../glance/publish";
+import { checkImmutableSource } from "./communityImage.immutable";
 import type { CommunityDeps, CommunityImageInputs, CredentialsInput } from "./communityImage.lifecycle";
 
 const NAME_MAX = 255;
@@ -42,7 +43,8 @@ export async function checkCommunityImage(olds: Partial<CommunityImageInputs>, n
       }
     }
   }
-  if (deps.preflight !== false) failures.push(...(await checkSourceSize(olds, news, log)), ...(await checkCredentials(news, log)));
+  failures.push(...checkImmutableSource(olds, inputs));
+  if (deps.preflight !== false && failures.length === 0) failures.push(...(await checkSourceSize(olds, news, log)), ...(await checkCredentials(news, log)));
   return { inputs, failures };
 }
 

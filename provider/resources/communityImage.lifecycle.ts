@@ -5,6 +5,7 @@ import { lineProgress } from "../http/progress";
 import { timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type DiffResult } from "./diff";
 import { checkCommunityImage, parseSize } from "./communityImage.check";
+import type { ImmutableSource } from "./communityImage.immutable";
 import { terminationSignal } from "../disk/cancel";
 import type { ImageSource } from "../disk/source";
 import type { DiskFormat } from "../disk/qemu";
@@ -50,6 +51,10 @@ export interface CommunityImageInputs {
   maxVirtualSize?: number | string;
   /** Set by check from checksumUrl: a changed SUMS entry replaces the image. */
   resolvedChecksum?: string;
+  /** A component's promise that this key never changes source: check refuses a change (./communityImage.immutable). */
+  immutableSource?: ImmutableSource;
+  /** The name while the data is uploaded; `name` is set once the image is active (catalog rotation). */
+  publishName?: string;
 }
 
 export interface CommunityImageOutputs extends CommunityImageInputs {
@@ -208,12 +213,12 @@ export function publishSpecOf(i: CommunityImageInputs): PublishSpec {
 
 export async function createCommunityImage(inputs: CommunityImageInputs, deps: CommunityDeps = {}): Promise<{ id: string; outs: CommunityImageOutputs }> {
   const log = deps.log ?? ((line: string) => console.log(line));
-  const spec = publishSpecOf(inputs);
+  const spec = { ...publishSpecOf(inputs), ...(inputs.publishName ? { name: inputs.publishName } : {}) };
   const glance = await connect(inputs, deps);
   try {
     const r = await publishImage(spec, { glance, log, onProgress: lineProgress(log), signal: deps.signal ?? terminationSignal(log) });
     log(`${inputs.name}: image ${r.image.id} ${r.image.status} (${r.adopted ? "adopted" : `${r.uploadedBytes} bytes uploaded`}, verified ${r.verified})`);
-    return { id: r.image.id, outs: outputsOf(inputs, r.image) };
+    return { id: r.image.id, outs: outputsOf(inputs, await takeFinalName(glance, r.image, inputs)) };
   } catch (e) {
     const info = e as PublishFailureInfo;
     // The image is still in Glance (keepOnFailure, or its deletion failed): record it in state.
@@ -222,6 +227,17 @@ export async function createCommunityImage(inputs: CommunityImageInputs, deps: C
       if (img) Object.assign(e as object, { id: img.id, properties: outputsOf(inputs, img), reasons: [(e as Error).message] });
     }
     throw e;
+  }
+}
+
+/** An image published under publishName gets its real name now that it is active. */
+async function takeFinalName(glance: GlanceClient, img: GlanceImage, inputs: CommunityImageInputs): Promise<GlanceImage> {
+  if (img.name === inputs.name) return img;
+  try {
+    return await updateImage(glance, img.id, undefined, wantedAttributes(inputs));
+  } catch (e) {
+    // Recorded in state under its publish name: the next up renames it (diff sees the name).
+    throw Object.assign(e as object, { id: img.id, properties: outputsOf(inputs, img), reasons: [(e as Error).message] });
   }
 }
 

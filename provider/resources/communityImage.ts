@@ -93,6 +93,13 @@ export interface CommunityImageArgs {
    * download: a small file declaring a huge disk never starts an upload.
    */
   maxVirtualSize?: pulumi.Input<number | string>;
+  /**
+   * For components that promise a key always names the same image (CommunityImages): a changed
+   * source (URL, checksum, or the build a checksumUrl lists) fails the preview with this key and hint.
+   */
+  immutableSource?: pulumi.Input<{ key: pulumi.Input<string>; hint?: pulumi.Input<string> }>;
+  /** The image's name while its data is uploaded; it takes `name` once active (ImageCatalog's rotation). */
+  publishName?: pulumi.Input<string>;
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
