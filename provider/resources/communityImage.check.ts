@@ -15,6 +15,7 @@ import { CORE_ATTRIBUTES, CONTAINER_FORMATS, VISIBILITIES, type Visibility } fro
 import { KeystoneSession } from "../glance/keystone";
 import { REQUEST_KEY_PROPERTY, RUN_PROPERTY, SOURCE_CHECKSUM_PROPERTY } from "../glance/publish";
 import { checkImmutableSource } from "./communityImage.immutable";
+import { validateMembers } from "./communityImage.members";
 import type { CommunityDeps, CommunityImageInputs, CredentialsInput } from "./communityImage.lifecycle";
 
 const NAME_MAX = 255;
@@ -23,7 +24,7 @@ const PREFLIGHT_TIMEOUT_MS = 30_000;
 
 export async function checkCommunityImage(olds: Partial<CommunityImageInputs>, news: CommunityImageInputs, deps: CommunityDeps = {}): Promise<{ inputs: CommunityImageInputs; failures: CheckFailure[] }> {
   const log = deps.log ?? ((line: string) => console.log(line));
-  const failures = validateCommunityImage(news);
+  const failures = [...validateCommunityImage(news), ...validateMembers(news)];
   const inputs = normalizeInputs(news);
   if (failures.length > 0 || isUnknown(news.source)) return { inputs, failures };
   const allowLocalFiles = news.allowLocalFiles === true;

@@ -6,6 +6,7 @@ import { timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type DiffResult } from "./diff";
 import { checkCommunityImage, parseSize } from "./communityImage.check";
 import type { ImmutableSource } from "./communityImage.immutable";
+import { applyMembers, membersChanged, readMembers, type MembersInputs } from "./communityImage.members";
 import { terminationSignal } from "../disk/cancel";
 import type { ImageSource } from "../disk/source";
 import type { DiskFormat } from "../disk/qemu";
@@ -20,7 +21,7 @@ export { checkCommunityImage, parseSize, validateCommunityImage } from "./commun
 /** Explicit OpenStack credentials (all optional: they override the cloud's and OS_* values). */
 export type CredentialsInput = Partial<AuthOptions>;
 
-export interface CommunityImageInputs {
+export interface CommunityImageInputs extends MembersInputs {
   name: string;
   source: ImageSource;
   diskFormat: DiskFormat;
@@ -131,6 +132,7 @@ export function diffCommunityImage(olds: CommunityImageOutputs, news: CommunityI
     if (isUnknown(news.properties) || propertiesDiffer(olds, want.properties)) updates.push("properties");
   }
   updates.push(...changedKeys<CommunityImageInputs>(olds, news, LOCAL_KEYS));
+  if (membersChanged(olds, news)) updates.push("members");
   if (providerChanged(olds, news as unknown as Record<string, unknown>)) updates.push("__provider");
   return diffResult(updates, replaces);
 }
@@ -218,7 +220,7 @@ export async function createCommunityImage(inputs: CommunityImageInputs, deps: C
   try {
     const r = await publishImage(spec, { glance, log, onProgress: lineProgress(log), signal: deps.signal ?? terminationSignal(log) });
     log(`${inputs.name}: image ${r.image.id} ${r.image.status} (${r.adopted ? "adopted" : `${r.uploadedBytes} bytes uploaded`}, verified ${r.verified})`);
-    return { id: r.image.id, outs: outputsOf(inputs, await takeFinalName(glance, r.image, inputs)) };
+    return { id: r.image.id, outs: await finishCreate(glance, r.image, inputs) };
   } catch (e) {
     const info = e as PublishFailureInfo;
     // The image is still in Glance (keepOnFailure, or its deletion failed): record it in state.
@@ -230,13 +232,13 @@ export async function createCommunityImage(inputs: CommunityImageInputs, deps: C
   }
 }
 
-/** An image published under publishName gets its real name now that it is active. */
-async function takeFinalName(glance: GlanceClient, img: GlanceImage, inputs: CommunityImageInputs): Promise<GlanceImage> {
-  if (img.name === inputs.name) return img;
+/** An image published under publishName gets its real name now that it is active; then its members. */
+async function finishCreate(glance: GlanceClient, img: GlanceImage, inputs: CommunityImageInputs): Promise<CommunityImageOutputs> {
   try {
-    return await updateImage(glance, img.id, undefined, wantedAttributes(inputs));
+    const named = img.name === inputs.name ? img : await updateImage(glance, img.id, undefined, wantedAttributes(inputs));
+    return { ...outputsOf(inputs, named), ...(await applyMembers(glance, img.id, inputs)) };
   } catch (e) {
-    // Recorded in state under its publish name: the next up renames it (diff sees the name).
+    // Recorded in state as it is: the next up finishes it (diff sees the name and the members).
     throw Object.assign(e as object, { id: img.id, properties: outputsOf(inputs, img), reasons: [(e as Error).message] });
   }
 }
@@ -245,14 +247,14 @@ export async function updateCommunityImage(id: string, olds: CommunityImageOutpu
   const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs(news.timeouts, "update", 600)), deps.signal ?? terminationSignal()]);
   const glance = await connect(news, deps, signal);
   const img = await updateImage(glance, id, { properties: olds.managedProperties ?? {} }, wantedAttributes(news), signal);
-  return outputsOf(news, img);
+  return { ...outputsOf(news, img), ...(await applyMembers(glance, id, news, signal)) };
 }
 
 export async function readCommunityImage(id: string, props: CommunityImageOutputs | undefined, deps: CommunityDeps = {}): Promise<{ id?: string; props?: CommunityImageOutputs }> {
   const glance = await connect(props ?? {}, deps);
   const img = await findImage(glance, id);
   if (!img || img.status === "deleted" || img.status === "pending_delete") return {};
-  if (props?.source) return { id, props: outputsOf(props, img, props.managedProperties) };
+  if (props?.source) return { id, props: { ...outputsOf(props, img, props.managedProperties), ...(await readMembers(glance, id, props)) } };
   // No state (an import): describe the image from what Glance has.
   const inputs: CommunityImageInputs = { name: img.name ?? "", source: { url: String(img.image_source ?? "") }, diskFormat: (img.disk_format ?? "raw") as DiskFormat };
   return { id, props: outputsOf(inputs, img, {}) };

@@ -100,6 +100,10 @@ export interface CommunityImageArgs {
   immutableSource?: pulumi.Input<{ key: pulumi.Input<string>; hint?: pulumi.Input<string> }>;
   /** The image's name while its data is uploaded; it takes `name` once active (ImageCatalog's rotation). */
   publishName?: pulumi.Input<string>;
+  /** Project IDs to share the image with (visibility "shared"); removing one revokes it. */
+  members?: pulumi.Input<pulumi.Input<string>[]>;
+  /** Per member project ID, its credentials: the membership is accepted as that project (kept secret). */
+  memberCredentials?: pulumi.Input<Record<string, pulumi.Input<OpenStackCredentialsInput>>>;
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
@@ -132,6 +136,8 @@ export class CommunityImage extends pulumi.dynamic.Resource {
   declare readonly active: pulumi.Output<boolean>;
   declare readonly createdAt: pulumi.Output<string>;
   declare readonly updatedAt: pulumi.Output<string>;
+  /** Members as Glance has them: "projectId" when accepted, "projectId:pending" otherwise. */
+  declare readonly observedMembers: pulumi.Output<string[] | undefined>;
 
   constructor(name: string, args: CommunityImageArgs, opts?: pulumi.CustomResourceOptions) {
     super(
@@ -141,6 +147,8 @@ export class CommunityImage extends pulumi.dynamic.Resource {
         ...urnInput("CommunityImage", name, opts),
         ...args,
         credentials: args.credentials === undefined ? undefined : pulumi.secret(args.credentials),
+        memberCredentials: args.memberCredentials === undefined ? undefined : pulumi.secret(args.memberCredentials),
+        observedMembers: undefined,
         imageId: undefined,
         status: undefined,
         checksum: undefined,
@@ -153,7 +161,7 @@ export class CommunityImage extends pulumi.dynamic.Resource {
         createdAt: undefined,
         updatedAt: undefined,
       },
-      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["credentials"] }),
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["credentials", "memberCredentials"] }),
       "imageyard",
       "CommunityImage",
     );

@@ -1,9 +1,11 @@
 // The two CommunityImage inputs the catalog components rely on, against the real Keystone + Glance:
 // publishName (an image takes its real name only once active, so a rotation never shows a
-// half-uploaded "Name") and immutableSource (a changed source under an existing key fails check).
+// half-uploaded "Name"), immutableSource (a changed source under an existing key fails check) and
+// members (visibility shared: shared with, accepted as, and revoked from the test bed's second project).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listImages, type GlanceClient, type GlanceImage } from "../../../../provider/glance/images";
-import { checkCommunityImage, createCommunityImage, deleteCommunityImage, type CommunityImageInputs } from "../../../../provider/resources/communityImage.lifecycle";
+import { findImage } from "../../../../provider/glance/images";
+import { checkCommunityImage, createCommunityImage, deleteCommunityImage, diffCommunityImage, readCommunityImage, updateCommunityImage, type CommunityImageInputs } from "../../../../provider/resources/communityImage.lifecycle";
 import type { GlanceTestbed } from "../../../testbed/glance";
 import { bed, disks, glanceAs, imageUrl, sweep, uniqueName } from "../glance/helpers";
 
@@ -77,5 +79,37 @@ describe("catalog hooks of CommunityImage on the real Glance", () => {
     const r = await checkCommunityImage(prev, i, { ...deps, preflight: false });
     expect(r.inputs.resolvedChecksum).toBe(`sha256:${disks().files["disk.qcow2"]!.sha256}`);
     expect(r.failures.map((f) => f.reason)).toEqual([expect.stringMatching(/key "sums" .*checksum file now lists another build/)]);
+  });
+
+  it("members: a shared image is shared with project other and accepted as other; dropping the member revokes; refresh sees a membership removed outside", async () => {
+    const o = tb.accounts.other;
+    const otherId = o.projectId;
+    const otherCreds = { authUrl: tb.authUrl, username: o.username, password: o.password, projectName: o.projectName, userDomainName: "Default", projectDomainName: "Default", region: tb.region };
+    const other = await glanceAs(tb, "other");
+    const i = { ...inputs(), visibility: "shared" as const, members: [otherId], memberCredentials: { [otherId]: otherCreds } };
+    expect((await checkCommunityImage({}, i, { ...deps, preflight: false })).failures).toEqual([]);
+    const { id, outs } = await createCommunityImage(i, deps);
+    expect(outs.observedMembers).toEqual([otherId]);
+    expect((await findImage(other, id))?.id).toBe(id);
+    expect(diffCommunityImage(outs, i)).toEqual({ changes: false });
+    // Revoked outside: read observes it, diff wants it back.
+    const { removeMember } = await import("../../../../provider/glance/members");
+    await removeMember(demo, id, otherId);
+    const seen = (await readCommunityImage(id, outs, deps)).props!;
+    expect(seen.observedMembers).toEqual([]);
+    expect(diffCommunityImage(seen, i)).toEqual({ changes: true });
+    const back = await updateCommunityImage(id, seen, i, deps);
+    expect(back.observedMembers).toEqual([otherId]);
+    const dropped = { ...i, members: [], memberCredentials: undefined };
+    expect(diffCommunityImage(back, dropped)).toEqual({ changes: true });
+    const after = await updateCommunityImage(id, back, dropped, deps);
+    expect(after.observedMembers).toEqual([]);
+    expect(await findImage(other, id)).toBeUndefined();
+    await deleteCommunityImage(id, after, deps);
+  }, 180_000);
+
+  it("members: check refuses members on an image that is not shared, naming the property", async () => {
+    const r = await checkCommunityImage({}, { ...inputs(), members: [tb.accounts.other.projectId] }, { ...deps, preflight: false });
+    expect(r.failures).toEqual([{ property: "members", reason: expect.stringMatching(/members need visibility "shared" \(it is "community"\)/) }]);
   });
 });
