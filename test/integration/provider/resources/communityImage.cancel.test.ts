@@ -52,7 +52,8 @@ describe("CommunityImage create stopped by a signal", () => {
         child.kill(sig);
         const end = await exited;
         expect(end.signal).toBe(sig);
-        expect(Date.now() - t0).toBeLessThan(10_000);
+        // Inside the engine's 5 s between its SIGINT and SIGKILL.
+        expect(Date.now() - t0).toBeLessThan(5_000);
         expect(out).not.toContain("DONE");
         expect(out).toMatch(new RegExp(`${sig} received; stopping transfers`));
         expect(out).toMatch(/deleted image .* after the failure/);
