@@ -135,9 +135,9 @@ describe.sequential("CommunityImage with the real pulumi engine", () => {
   it("preview fails on what an up would fail on: a wrong Keystone password, a file:// source, a 100 TiB qcow2, a missing checksum", async () => {
     const good = catalogue();
     const cases: Array<[string, () => Promise<void>, RegExp]> = [
-      ["wrong password", () => main.stack.setConfig("password", { value: "not-the-password", secret: true }), /credentials: .*(401|refused)/i],
+      ["wrong password", () => main.stack.setConfig("password", { value: "not-the-password", secret: true }), /property credentials .*has a problem: .*(401 Unauthorized)/],
       ["file://", () => setImages({ ...good, b: { ...good.b, url: "file:///etc/passwd", checksum: "unverified" } }), /file:\/\/ URLs read files of the host .* allowLocalFiles: true/],
-      ["size bomb", () => setImages({ ...good, b: { ...good.b, url: imageUrl("huge.qcow2"), checksum: "unverified" } }), /maxVirtualSize: .*declares a virtual size of 100(\.0)? TiB/],
+      ["size bomb", () => setImages({ ...good, b: { ...good.b, url: imageUrl("huge.qcow2"), checksum: "unverified" } }), /property maxVirtualSize .*declares a virtual size of 100(\.0)? TiB/],
       ["no checksum", () => setImages({ ...good, b: { ...good.b, checksum: undefined as never } }), /source\.checksum or source\.checksumUrl is required/],
     ];
     try {
