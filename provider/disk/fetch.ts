@@ -177,6 +177,10 @@ async function openHttp(url: string, opts: FetchOptions): Promise<Download> {
           if (opts.maxBytes !== undefined && offset > opts.maxBytes) throw capError(what, opts.maxBytes);
           counter(chunk.length, false);
           yield chunk;
+          // Every announced byte is in: stop here rather than wait for the message's end, which
+          // undici can fail to deliver when the server closes a paused connection (its parser
+          // asserts !paused in the socket's end handler and the body then never ends).
+          if (total !== undefined && offset >= total) break;
         }
         if (total !== undefined && offset < total) {
           throw Object.assign(new Error(`body ended after ${offset} of ${total} bytes`), { code: "UND_ERR_SOCKET" });

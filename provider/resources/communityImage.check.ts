@@ -136,7 +136,7 @@ export function validateCommunityImage(n: Partial<CommunityImageInputs>): CheckF
   } else if (!isUnknown(n.source)) {
     const allowLocalFiles = n.allowLocalFiles === true;
     for (const p of checkImageSource(n.source, isUnknown(n.diskFormat) ? undefined : n.diskFormat, { allowLocalFiles, requireChecksum: true })) {
-      fail(p.startsWith("diskFormat") ? "diskFormat" : /^source\.checksum/.test(p) ? "source.checksum" : "source", p);
+      fail(p.startsWith("diskFormat") ? "diskFormat" : p.startsWith("source.checksum or") ? "source.checksum" : "source", p);
     }
   }
   if (n.diskFormat === undefined) fail("diskFormat", `diskFormat is required: one of ${DISK_FORMATS.join(", ")}, e.g. "raw" for Ceph-backed clouds, else "qcow2"`);

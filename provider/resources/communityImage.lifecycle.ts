@@ -7,7 +7,7 @@ import { changedKeys, compact, diffResult, isUnknown, providerChanged, type Diff
 import { checkCommunityImage, parseSize } from "./communityImage.check";
 import type { ImmutableSource } from "./communityImage.immutable";
 import { applyMembers, membersChanged, readMembers, type MembersInputs } from "./communityImage.members";
-import { terminationSignal } from "../disk/cancel";
+import { whileRunning } from "../disk/cancel";
 import type { ImageSource } from "../disk/source";
 import type { DiskFormat } from "../disk/qemu";
 import { resolveCloud } from "../glance/clouds";
@@ -218,7 +218,7 @@ export async function createCommunityImage(inputs: CommunityImageInputs, deps: C
   const spec = { ...publishSpecOf(inputs), ...(inputs.publishName ? { name: inputs.publishName } : {}) };
   const glance = await connect(inputs, deps);
   try {
-    const r = await publishImage(spec, { glance, log, onProgress: lineProgress(log), signal: deps.signal ?? terminationSignal(log) });
+    const r = await stoppable(deps, log, (signal) => publishImage(spec, { glance, log, onProgress: lineProgress(log), signal }));
     log(`${inputs.name}: image ${r.image.id} ${r.image.status} (${r.adopted ? "adopted" : `${r.uploadedBytes} bytes uploaded`}, verified ${r.verified})`);
     return { id: r.image.id, outs: await finishCreate(glance, r.image, inputs) };
   } catch (e) {
@@ -244,10 +244,17 @@ async function finishCreate(glance: GlanceClient, img: GlanceImage, inputs: Comm
 }
 
 export async function updateCommunityImage(id: string, olds: CommunityImageOutputs, news: CommunityImageInputs, deps: CommunityDeps = {}): Promise<CommunityImageOutputs> {
-  const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs(news.timeouts, "update", 600)), deps.signal ?? terminationSignal()]);
-  const glance = await connect(news, deps, signal);
-  const img = await updateImage(glance, id, { properties: olds.managedProperties ?? {} }, wantedAttributes(news), signal);
-  return { ...outputsOf(news, img), ...(await applyMembers(glance, id, news, signal)) };
+  return stoppable(deps, console.log, async (stop) => {
+    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs(news.timeouts, "update", 600)), stop]);
+    const glance = await connect(news, deps, signal);
+    const img = await updateImage(glance, id, { properties: olds.managedProperties ?? {} }, wantedAttributes(news), signal);
+    return { ...outputsOf(news, img), ...(await applyMembers(glance, id, news, signal)) };
+  });
+}
+
+/** Runs `fn` with deps.signal, or else with one that a SIGTERM/SIGINT to this process aborts. */
+function stoppable<T>(deps: CommunityDeps, log: (line: string) => void, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  return deps.signal ? fn(deps.signal) : whileRunning(fn, log);
 }
 
 export async function readCommunityImage(id: string, props: CommunityImageOutputs | undefined, deps: CommunityDeps = {}): Promise<{ id?: string; props?: CommunityImageOutputs }> {
@@ -262,10 +269,12 @@ export async function readCommunityImage(id: string, props: CommunityImageOutput
 
 export async function deleteCommunityImage(id: string, props: CommunityImageOutputs, deps: CommunityDeps = {}): Promise<void> {
   const log = deps.log ?? ((line: string) => console.log(line));
-  const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs(props.timeouts, "delete", 300)), deps.signal ?? terminationSignal(log)]);
-  const glance = await connect(props, deps, signal);
-  const existed = await removeImage(glance, id, signal);
-  if (!existed) log(`${props.name ?? id}: image ${id} was already gone from Glance`);
+  await stoppable(deps, log, async (stop) => {
+    const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs(props.timeouts, "delete", 300)), stop]);
+    const glance = await connect(props, deps, signal);
+    const existed = await removeImage(glance, id, signal);
+    if (!existed) log(`${props.name ?? id}: image ${id} was already gone from Glance`);
+  });
 }
 
 /** The dynamic provider's view of this module (provider/resources/forward.ts). */
