@@ -8,7 +8,7 @@
 // new ones, during preview) refuses a changed source under an existing key and says how to add a
 // new key; `allowSourceChange: true` turns that into an ordinary replacement (new image first).
 import * as pulumi from "@pulumi/pulumi";
-import { CommunityImage, type OpenStackCredentialsInput } from "../provider/resources/communityImage";
+import { CommunityImage, type CommunityImageArgs, type OpenStackCredentialsInput } from "../provider/resources/communityImage";
 import { DISK_FORMATS, VISIBILITIES, type DiskFormat, type Visibility } from "./catalogFile";
 import type { CatalogImageArgs } from "./imageCatalog";
 import { childName, ImageyardComponent, InputPropertyError } from "./component";
@@ -63,6 +63,9 @@ export interface CommunityImagesArgs {
   credentials?: pulumi.Input<OpenStackCredentialsInput>;
   /** Passed to every CommunityImage. */
   imageArgs?: CatalogImageArgs;
+  /** With visibility "shared": the project IDs to share with, and credentials to accept as them. */
+  members?: CommunityImageArgs["members"];
+  memberCredentials?: CommunityImageArgs["memberCredentials"];
 }
 
 export class CommunityImages extends ImageyardComponent {
@@ -98,6 +101,7 @@ export class CommunityImages extends ImageyardComponent {
           buildDate: s.buildDate,
           cloud: args.cloud,
           credentials: args.credentials,
+          ...(visibility === "shared" ? { members: args.members, memberCredentials: args.memberCredentials } : {}),
           ...(args.allowSourceChange
             ? {}
             : {

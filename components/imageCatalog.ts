@@ -38,6 +38,10 @@ export interface ImageCatalogArgs {
   credentials?: pulumi.Input<OpenStackCredentialsInput>;
   /** Passed to every CommunityImage. */
   imageArgs?: CatalogImageArgs;
+  /** Project IDs every `visibility: shared` image is shared with (removing one revokes it). */
+  members?: CommunityImageArgs["members"];
+  /** Per member project ID, credentials to accept the share as that project (secret). */
+  memberCredentials?: CommunityImageArgs["memberCredentials"];
 }
 
 export class ImageCatalog extends ImageyardComponent {
@@ -93,6 +97,7 @@ export class ImageCatalog extends ImageyardComponent {
         buildDate: v.buildDate,
         cloud: args.cloud,
         credentials: args.credentials,
+        ...(v.visibility === "shared" ? { members: args.members, memberCredentials: args.memberCredentials } : {}),
       },
       this.childOptions({ dependsOn }),
     );

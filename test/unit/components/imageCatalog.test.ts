@@ -88,6 +88,16 @@ describe("ImageCatalog", () => {
     expect(urn).toMatch(/imageyard:index:ImageCatalog\$pulumi-nodejs:dynamic\/imageyard:CommunityImage::par-ubuntu-24.04-20240422$/);
   });
 
+  it("members go to shared images only", async () => {
+    const shared: CatalogDocument = { images: [{ ...catalog.images[1]!, visibility: "shared" }, { ...catalog.images[1]!, name: "Public", visibility: "public" }] };
+    const c = new ImageCatalog("sh", { catalog: shared, members: ["0123456789abcdef"] });
+    await value(c.versionIds);
+    expect(children().filter((r) => r.name.startsWith("sh-")).map((r) => [r.inputs.name, r.inputs.members]).sort()).toEqual([
+      ["Public 1.4.1", undefined],
+      ["RancherOS 1.4.1", ["0123456789abcdef"]],
+    ]);
+  });
+
   it("a malformed catalog or filter fails at construction, before any child exists, naming the field", () => {
     const bad = { images: [{ ...catalog.images[0]!, min_ram: "lots" as unknown as number }] };
     expect(() => new ImageCatalog("bad", { catalog: bad })).toThrow(/catalog\[0\]: image "Ubuntu 24.04": min_ram: must be a whole number ≥ 0, not "lots"/);
