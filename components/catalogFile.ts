@@ -3,7 +3,7 @@
 // type is reported with the file, the image and the field, all at once.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { isScalar, parseDocument, visit } from "yaml";
+import { isPair, isScalar, parseDocument, visit } from "yaml";
 import { InputPropertyError } from "./component";
 
 export const DISK_FORMATS = ["raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx", "iso"] as const;
@@ -76,7 +76,13 @@ export class CatalogError extends InputPropertyError {
 /** The documents of a catalog source: a file, a directory of *.yml / *.yaml (sorted), or objects. */
 export function readCatalog(source: string | CatalogDocument | CatalogDocument[]): { origin: string; doc: unknown }[] {
   if (typeof source !== "string") return (Array.isArray(source) ? source : [source]).map((doc, i) => ({ origin: `catalog[${i}]`, doc }));
-  const files = statSync(source).isDirectory()
+  let isDir: boolean;
+  try {
+    isDir = statSync(source).isDirectory();
+  } catch (e) {
+    throw new CatalogError([{ origin: source, image: "", field: "catalog", reason: `cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a YAML file, a directory of *.yml, or the catalog as objects` }]);
+  }
+  const files = isDir
     ? readdirSync(source)
         .filter((f) => /\.ya?ml$/.test(f))
         .sort()
@@ -95,10 +101,14 @@ export function parseCatalogYaml(text: string, origin: string): unknown {
   if (doc.errors.length > 0) {
     throw new CatalogError(doc.errors.map((e) => ({ origin, image: "", field: "yaml", reason: e.message.split("\n")[0] as string })));
   }
+  // Under `version` and `meta` a number is text to Glance: `os_version: 22.10` must stay "22.10".
+  const keyIs = (p: unknown, k: string) => isPair(p) && isScalar(p.key) && p.key.value === k;
   visit(doc, {
-    Pair(_k, pair) {
-      if (isScalar(pair.key) && pair.key.value === "version" && isScalar(pair.value) && typeof pair.value.value === "number") {
-        pair.value.value = pair.value.srcToken && "source" in pair.value.srcToken ? pair.value.srcToken.source : String(pair.value.value);
+    Scalar(_k, node, path) {
+      if (typeof node.value !== "number") return;
+      const parent = path[path.length - 1];
+      if (keyIs(parent, "version") || path.some((p) => keyIs(p, "meta"))) {
+        node.value = node.srcToken && "source" in node.srcToken ? node.srcToken.source : String(node.value);
       }
     },
   });

@@ -158,6 +158,15 @@ describe("validation (like --check-only): every problem names file, image and fi
     expect(latest[0]!.versions[0]).toMatchObject({ version: "latest", name: "Debian 12", source: { url: "https://x.example/latest.qcow2", checksumUrl: "https://x.example/SHA512SUMS" } });
   });
 
+  it("meta numbers keep their text (os_version: 22.10 is \"22.10\"); a missing catalog path is named", () => {
+    const f = join(dir({ "m.yml": `images:\n  - name: M\n    min_disk: 8\n    meta:\n      os_version: 22.10\n    versions:\n      - version: 1.0\n        url: https://x.example/a.img\n        checksum: "${SHA(1)}"\n` }), "m.yml");
+    const [m] = plan(f);
+    expect(m!.versions[0]!.properties.os_version).toBe("22.10");
+    expect(m!.versions[0]!.version).toBe("1.0");
+    expect(m!.minDisk).toBe(8);
+    expect(() => plan("/nonexistent/catalog")).toThrow(/\/nonexistent\/catalog: catalog: cannot read it \(ENOENT\)/);
+  });
+
   it("unparseable YAML names the file; two images with the same name or key are refused", () => {
     const f = join(dir({ "x.yml": "images:\n  - name: [unclosed\n" }), "x.yml");
     expect(() => plan(f)).toThrow(new RegExp(`${f}: yaml:`));
