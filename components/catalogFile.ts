@@ -189,7 +189,10 @@ export function validateCatalog(docs: { origin: string; doc: unknown }[]): Catal
       const img = (raw ?? {}) as Record<string, unknown>;
       const label = typeof img.name === "string" && img.name !== "" ? img.name : `images[${i}]`;
       const before = problems.length;
-      if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return fail(label, `images[${i}]`, "must be a map");
+      if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+        fail(label, `images[${i}]`, "must be a map");
+        return;
+      }
       for (const [k, v] of Object.entries(img)) {
         const check = IMAGE_FIELDS[k];
         if (!check) fail(label, k, `unknown field (known: ${Object.keys(IMAGE_FIELDS).join(", ")})`);
@@ -211,7 +214,10 @@ export function validateCatalog(docs: { origin: string; doc: unknown }[]): Catal
       const versionNames = new Set<string>();
       versions.forEach((rv, j) => {
         const where = `versions[${j}]`;
-        if (!rv || typeof rv !== "object" || Array.isArray(rv)) return fail(label, where, "must be a map { version, url, checksum, build_date }");
+        if (!rv || typeof rv !== "object" || Array.isArray(rv)) {
+          fail(label, where, "must be a map { version, url, checksum, build_date }");
+          return;
+        }
         for (const [k, v] of Object.entries(rv as Record<string, unknown>)) {
           const check = VERSION_FIELDS[k];
           if (!check) fail(label, `${where}.${k}`, `unknown field (known: ${Object.keys(VERSION_FIELDS).join(", ")})`);

@@ -111,7 +111,10 @@ export function planCatalog(images: CatalogImage[], opts: PlanOptions = {}): Pla
       const age = entries.length - 1 - i;
       const past = age - keep;
       const retire = multi && img.keep !== true;
-      if (retire && deleteAfter !== undefined && past >= deleteAfter) return void planned.deleted.push(v.version);
+      if (retire && deleteAfter !== undefined && past >= deleteAfter) {
+        planned.deleted.push(v.version);
+        return;
+      }
       const checksum = "checksum" in v ? v.checksum : undefined;
       const checksumUrl = v.latest ? img.latest_checksum_url : undefined;
       if (checksum === undefined && checksumUrl === undefined && !opts.allowUnverified) {

@@ -60,7 +60,7 @@ const catalog: CatalogDocument = {
 };
 
 describe("ImageCatalog", () => {
-  it("declares one CommunityImage per version, named ${name}-${key}, with the rotation's names and the catalog's metadata", async () => {
+  it("declares one CommunityImage per version, named <component>-<image>-<version>, with the rotation's names and the catalog's metadata", async () => {
     const c = new ImageCatalog("cat", { catalog, diskFormat: "raw", cloud: "mycloud", imageArgs: { scratchDir: "/scratch" } });
     // Every child has an ID once versionIds resolves (older versions register after the newest, their dependency).
     await value(c.versionIds);
