@@ -2,3 +2,7 @@
 // into the resources of provider/resources and export the maps users wire into other stacks.
 // Every component follows the convention in ./component.ts.
 export { childName, ImageyardComponent, InputPropertyError } from "./component";
+export { ImageCatalog, type CatalogImageArgs, type ImageCatalogArgs } from "./imageCatalog";
+export { CatalogError, type CatalogDocument, type CatalogImageEntry, type CatalogVersionEntry } from "./catalogFile";
+export type { PlannedImage, PlannedVersion, RotationOptions } from "./catalogPlan";
+export { CommunityImages, type CommunityImageSpec, type CommunityImagesArgs } from "./communityImages";

@@ -12,7 +12,9 @@
 //   pulumi config set --secret password …
 //
 // The catalogue below is the default; `pulumi config set --path images …` (a map of key →
-// {name, url, checksum | checksumUrl, format, login, buildDate, properties}) replaces it.
+// {name, url, checksum | checksumUrl, format, compression, login, buildDate, properties}) replaces it.
+// A source without a published checksum needs checksum: "unverified", said out loud.
+//   pulumi config set maxVirtualSize 16GiB             # refuse images whose disk is larger (default 64GiB)
 // Keys are meant to be immutable, like azimuth-ops': a new build gets a new key, and a changed
 // url or checksum under the same key publishes the new image before deleting the old one.
 import * as pulumi from "@pulumi/pulumi";
@@ -25,6 +27,7 @@ interface ImageSpec {
   checksum?: string;
   checksumUrl?: string;
   format?: "qcow2" | "raw" | "vmdk";
+  compression?: "auto" | "none" | "gz" | "gzip" | "bz2" | "bzip2" | "xz" | "zst" | "zstd";
   login?: string;
   buildDate?: string;
   minDisk?: number;
@@ -81,7 +84,7 @@ const published: Record<string, CommunityImage> = {};
 for (const [key, spec] of Object.entries(images)) {
   published[key] = new CommunityImage(key, {
     name: spec.name,
-    source: { url: spec.url, checksum: spec.checksum, checksumUrl: spec.checksumUrl, format: spec.format },
+    source: { url: spec.url, checksum: spec.checksum, checksumUrl: spec.checksumUrl, format: spec.format, compression: spec.compression },
     diskFormat,
     visibility: "community",
     minDisk: spec.minDisk,
@@ -94,6 +97,7 @@ for (const [key, spec] of Object.entries(images)) {
     cloud: config.get("cloud"),
     credentials: credentials(),
     scratchDir: config.get("scratchDir"),
+    maxVirtualSize: config.get("maxVirtualSize"),
   });
 }
 

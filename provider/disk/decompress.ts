@@ -9,8 +9,16 @@ import { ImageyardError } from "../http/errors";
 import { DiskImageError, tailText } from "./errors";
 
 export type Compression = "gz" | "bz2" | "xz" | "zst";
-export type CompressionOption = "auto" | "none" | Compression;
-export const COMPRESSIONS: readonly CompressionOption[] = ["auto", "none", "gz", "bz2", "xz", "zst"];
+/** The programs' names, accepted as well as the file suffixes. */
+export type CompressionAlias = "gzip" | "bzip2" | "zstd";
+export type CompressionOption = "auto" | "none" | Compression | CompressionAlias;
+export const COMPRESSIONS: readonly CompressionOption[] = ["auto", "none", "gz", "bz2", "xz", "zst", "gzip", "bzip2", "zstd"];
+const ALIASES: Record<CompressionAlias, Compression> = { gzip: "gz", bzip2: "bz2", zstd: "zst" };
+
+/** "gzip" → "gz", "bzip2" → "bz2", "zstd" → "zst"; anything else as it is. */
+export function normalizeCompression(option: CompressionOption): Exclude<CompressionOption, CompressionAlias> {
+  return (ALIASES as Record<string, Compression>)[option] ?? (option as Exclude<CompressionOption, CompressionAlias>);
+}
 
 /** Bytes needed to recognise every supported compression. */
 export const COMPRESSION_MAGIC_BYTES = 6;
@@ -27,8 +35,9 @@ export function detectCompression(head: Buffer): Compression | undefined {
  * Decides what to decompress with: `auto` follows the magic bytes; an explicit choice must agree
  * with them, since a mismatch means the source is not what the user thinks it is.
  */
-export function chooseCompression(option: CompressionOption, head: Buffer, what: string): Compression | undefined {
+export function chooseCompression(given: CompressionOption, head: Buffer, what: string): Compression | undefined {
   const found = detectCompression(head);
+  const option = normalizeCompression(given);
   if (option === "auto") return found;
   if (option === "none") {
     if (found) throw new DiskImageError("INVALID_INPUT", `${what}: source.compression is "none" but the data starts with ${found} magic bytes. Set source.compression to "auto" or "${found}".`);

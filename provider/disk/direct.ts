@@ -11,9 +11,8 @@ import type { Compression } from "./decompress";
 import { DiskImageError } from "./errors";
 import type { ImageDigests } from "./prepare";
 import { FORMAT_PROBE_BYTES, detectFormat, type DiskFormat } from "./qemu";
-import { checkProbe, openSource, sameBytes, sourceChecksumOf, type ImageSource, type SourceOptions } from "./source";
-import { capError } from "./fetch";
-import { finalAlgos, HashingPassThrough, peek, type FinalDigests } from "./streams";
+import { checkProbe, maxVirtualSizeOf, openSource, sameBytes, sourceChecksumOf, type ImageSource, type SourceOptions } from "./source";
+import { finalAlgos, HashingPassThrough, imageBytesCap, peek, type FinalDigests } from "./streams";
 
 export interface StreamedImage {
   diskFormat: DiskFormat;
@@ -47,7 +46,7 @@ export async function streamImage(source: ImageSource, opts: SourceOptions): Pro
   if (failure) throw failure;
   const probe = detectFormat(head);
   try {
-    checkProbe(probe, source.format, what);
+    checkProbe(probe, source.format, what, maxVirtualSizeOf(opts));
     if (!sameBytes(probe.format, opts.diskFormat)) {
       throw new DiskImageError("INVALID_INPUT", `${what}: the image is ${probe.format} and diskFormat is ${opts.diskFormat}; a conversion needs scratch space. Use prepareImage, or set diskFormat to ${probe.format}.`);
     }
@@ -56,13 +55,13 @@ export async function streamImage(source: ImageSource, opts: SourceOptions): Pro
     throw e;
   }
   let counted = 0;
-  const capped = opts.maxBytes;
+  const cap = imageBytesCap(opts, what);
   const out = pipeline(
     stream,
     async function* (chunks: AsyncIterable<Buffer>) {
       for await (const c of chunks) {
         counted += c.length;
-        if (capped !== undefined && counted > capped) throw capError(`${what} (decompressed)`, capped);
+        if (counted > cap.bytes) throw cap.error();
         yield c;
       }
     },

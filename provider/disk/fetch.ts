@@ -22,6 +22,14 @@ export interface FetchOptions {
   retry?: RetryPolicy;
   /** Progress item name; defaults to the URL's file name. */
   item?: string;
+  /** Let file:// URLs read this host's files (off by default: a source URL must not expose them). */
+  allowLocalFiles?: boolean;
+  /**
+   * Longest wait for the next bytes of a body while this side is ready for them (default 120 s);
+   * then the connection is dropped and the download resumed. It also ends a body that undici
+   * left paused on a closed socket (its parser asserts in that case and never ends the body).
+   */
+  idleTimeoutMs?: number;
 }
 
 export interface Download {
@@ -34,18 +42,51 @@ export interface Download {
 }
 
 const PROGRESS_STEP = 8 * 1024 * 1024;
+const DEFAULT_IDLE_MS = 120_000;
+
+/**
+ * A body cut short is worth resuming: a dropped connection, and a server that closed it before
+ * Content-Length bytes (undici reports that as a length mismatch, not as a network error).
+ */
+function resumable(e: unknown): boolean {
+  const code = (e as { code?: string })?.code;
+  return isRetryable(e) || code === "UND_ERR_RES_CONTENT_LENGTH_MISMATCH" || code === "UND_ERR_SOCKET" || code === "IDLE_TIMEOUT";
+}
+
+/** The body's chunks, failing (resumably) when none arrives for `ms` while one is awaited. */
+async function* idleLimited(body: Readable, ms: number, what: string): AsyncGenerator<Buffer> {
+  const it = body[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(Object.assign(new Error(`${what}: no data for ${Math.round(ms / 1000)} s`), { code: "IDLE_TIMEOUT" })), ms);
+      });
+      try {
+        const r = await Promise.race([it.next(), stalled]);
+        if (r.done) return;
+        yield r.value as Buffer;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  } finally {
+    // Also on a stall: destroying the body frees its socket, whatever state undici left it in.
+    body.destroy();
+  }
+}
 
 /**
  * Opens a download. The first request is made before this resolves, so a 404 or a refused
  * connection fails here rather than in the middle of a pipeline.
  */
 export async function openDownload(url: string, opts: FetchOptions = {}): Promise<Download> {
-  const parsed = parseSourceUrl(url);
+  const parsed = parseSourceUrl(url, "source.url", opts.allowLocalFiles ?? false);
   if (parsed.protocol === "file:") return openFile(url, parsed, opts);
   return openHttp(url, opts);
 }
 
-export function parseSourceUrl(url: string, property = "source.url"): URL {
+export function parseSourceUrl(url: string, property = "source.url", allowLocalFiles = true): URL {
   let u: URL;
   try {
     u = new URL(url);
@@ -54,6 +95,12 @@ export function parseSourceUrl(url: string, property = "source.url"): URL {
   }
   if (!["http:", "https:", "file:"].includes(u.protocol)) {
     throw new DiskImageError("INVALID_INPUT", `${property} "${redactUrl(url)}": unsupported scheme ${u.protocol}. Use http://, https:// or file://.`);
+  }
+  if (u.protocol === "file:" && !allowLocalFiles) {
+    throw new DiskImageError(
+      "INVALID_INPUT",
+      `${property} "${redactUrl(url)}": file:// URLs read files of the host that runs the provider and are off by default. Use an http(s):// URL, or set allowLocalFiles: true to publish a local file on purpose.`,
+    );
   }
   return u;
 }
@@ -85,6 +132,7 @@ async function openFile(url: string, u: URL, opts: FetchOptions): Promise<Downlo
 async function openHttp(url: string, opts: FetchOptions): Promise<Download> {
   const policy = opts.retry ?? DEFAULT_RETRY;
   const what = downloadTarget(url);
+  const idleMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_MS;
   const get = (headers: Record<string, string>) =>
     send({
       method: "GET",
@@ -115,7 +163,7 @@ async function openHttp(url: string, opts: FetchOptions): Promise<Download> {
     let failures = 0;
     for (;;) {
       try {
-        for await (const raw of res.body) {
+        for await (const raw of idleLimited(res.body, idleMs, what)) {
           let chunk = raw as Buffer;
           if (skip > 0) {
             // A server that ignored Range sent the file from byte 0 again: drop what we already passed on.
@@ -129,6 +177,10 @@ async function openHttp(url: string, opts: FetchOptions): Promise<Download> {
           if (opts.maxBytes !== undefined && offset > opts.maxBytes) throw capError(what, opts.maxBytes);
           counter(chunk.length, false);
           yield chunk;
+          // Every announced byte is in: stop here rather than wait for the message's end, which
+          // undici can fail to deliver when the server closes a paused connection (its parser
+          // asserts !paused in the socket's end handler and the body then never ends).
+          if (total !== undefined && offset >= total) break;
         }
         if (total !== undefined && offset < total) {
           throw Object.assign(new Error(`body ended after ${offset} of ${total} bytes`), { code: "UND_ERR_SOCKET" });
@@ -137,7 +189,12 @@ async function openHttp(url: string, opts: FetchOptions): Promise<Download> {
         return;
       } catch (e) {
         failures++;
-        if (!isRetryable(e) || opts.signal?.aborted || failures >= policy.attempts) throw bodyError(what, offset, e);
+        if (total !== undefined && offset === total && !(e instanceof ImageyardError)) {
+          // Every byte arrived; only the connection's end went wrong (a server closing it early).
+          counter(0, true);
+          return;
+        }
+        if (!resumable(e) || opts.signal?.aborted || failures >= policy.attempts) throw bodyError(what, offset, e);
         await abortableSleep(backoffDelay(policy, failures, e), opts.signal);
         resumes++;
         opts.onProgress?.({ phase: "download", item, bytes: offset, total, message: `connection dropped; resuming at byte ${offset}` });
@@ -229,7 +286,7 @@ function progressCounter(opts: FetchOptions, item: string, total: number | undef
 /** Reads a small text document (a SUMS file) from http(s) or file://, capped. */
 export async function fetchText(url: string, opts: FetchOptions & { what?: string }, max = 4 * 1024 * 1024): Promise<string> {
   const what = opts.what ?? `read ${redactUrl(url)}`;
-  const u = parseSourceUrl(url, "source.checksumUrl");
+  const u = parseSourceUrl(url, "source.checksumUrl", opts.allowLocalFiles ?? false);
   if (u.protocol === "file:") {
     const dl = await openFile(url, u, { ...opts, maxBytes: max, onProgress: undefined });
     const chunks: Buffer[] = [];

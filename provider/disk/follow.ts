@@ -43,27 +43,25 @@ export class GrowingFile extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    this.writeAll(chunk).then(() => {
-      this.remember([chunk]);
-      this.durable += chunk.length;
-      this.wake();
-      cb();
-    }, cb);
+    this.writeBatch([chunk]).then(() => cb(), cb);
   }
 
   // Batches what queued up while the previous write ran into one writev (fewer syscalls and
   // thread-pool hops than one write per 64 KiB network chunk).
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
-    const bufs = chunks.map((c) => c.chunk);
+    // Every failure (ENOSPC above all) must reach cb: a rejection lost here left the pipeline
+    // waiting for ever, with the provider and Pulumi's cancel hanging behind it.
+    this.writeBatch(chunks.map((c) => c.chunk)).then(() => cb(), cb);
+  }
+
+  private async writeBatch(bufs: Buffer[]): Promise<void> {
     const total = bufs.reduce((n, b) => n + b.length, 0);
-    (this.fh as FileHandle).writev(bufs, this.durable).then(async ({ bytesWritten }) => {
-      // A short writev leaves the rest; write it plainly.
-      if (bytesWritten < total) await this.writeAll(Buffer.concat(bufs).subarray(bytesWritten), bytesWritten);
-      this.remember(bufs);
-      this.durable += total;
-      this.wake();
-      cb();
-    }, cb);
+    const { bytesWritten } = await (this.fh as FileHandle).writev(bufs, this.durable);
+    // A short writev leaves the rest; write it plainly.
+    if (bytesWritten < total) await this.writeAll(Buffer.concat(bufs).subarray(bytesWritten), bytesWritten);
+    this.remember(bufs);
+    this.durable += total;
+    this.wake();
   }
 
   private remember(bufs: Buffer[]): void {

@@ -21,8 +21,8 @@ import { appendRun, compareRuns, parseQcow2Header, type GuestRun, type Qcow2Head
 import { openRawStream } from "./nbd";
 import { assertSafeImage, checkImage, convertImage, estimateAllocated, FORMAT_PROBE_BYTES, imageInfo, type DiskFormat, type FormatProbe } from "./qemu";
 import { defaultScratchBase, Scratch, type StatFs } from "./scratch";
-import { checkProbe, openSource, sameBytes, sourceChecksumOf, type ImageSource, type OpenedSource, type SourceOptions } from "./source";
-import { finalAlgos, FormatSniffer, HashingPassThrough, HoldLast, type FinalDigests } from "./streams";
+import { checkProbe, checkVirtualSize, maxVirtualSizeOf, openSource, sameBytes, sourceChecksumOf, type ImageSource, type OpenedSource, type SourceOptions } from "./source";
+import { finalAlgos, FormatSniffer, HashingPassThrough, HoldLast, imageBytesCap, type FinalDigests } from "./streams";
 
 export type { ImageSource, SourceOptions } from "./source";
 export { checkImageSource, resolveChecksum } from "./source";
@@ -46,6 +46,8 @@ export interface PrepareOptions extends SourceOptions {
   convertOptions?: Record<string, string>;
   /** For tests: a statfs replacement. */
   statFs?: StatFs;
+  /** Lines worth a person's attention (a reclaimed scratch directory). */
+  log?: (line: string) => void;
 }
 
 export interface ImageDigests extends FinalDigests {
@@ -88,7 +90,7 @@ export interface PreparedImage {
 
 export async function prepareImage(source: ImageSource, opts: PrepareOptions): Promise<PreparedImage> {
   const src = await openSource(source, opts);
-  const scratch = await Scratch.create(opts.scratchDir ?? defaultScratchBase(), opts.statFs).catch((e) => {
+  const scratch = await Scratch.create(opts.scratchDir ?? defaultScratchBase(), opts.statFs, opts.log).catch((e) => {
     src.body.destroy();
     throw e;
   });
@@ -107,8 +109,8 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
   // Compressed data expands to an unknown size; the check covers the download itself, and a
   // full disk later still fails cleanly (NO_SPACE) with the scratch removed.
   await scratch.ensureSpace(src.download.total ?? 0, what, "the download");
-  const sniffer = new FormatSniffer(FORMAT_PROBE_BYTES, opts.maxBytes, what, (probe) => {
-    checkProbe(probe, source.format, what);
+  const sniffer = new FormatSniffer(FORMAT_PROBE_BYTES, imageBytesCap(opts, what), (probe) => {
+    checkProbe(probe, source.format, what, maxVirtualSizeOf(opts));
     return sameBytes(probe.format, opts.diskFormat) ? finalAlgos(opts.hashes) : [];
   });
   const file = scratch.path(`source.${compression ? "decompressed" : "img"}`);
@@ -146,6 +148,7 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
   const qopts = { what, signal: opts.signal };
   const info = await imageInfo(file, sourceFormat, qopts);
   assertSafeImage(info, sourceFormat, what);
+  checkVirtualSize({ format: sourceFormat, virtualSize: info["virtual-size"] }, maxVirtualSizeOf(opts), what);
   const check = await checkImage(file, sourceFormat, qopts);
   const virtualSize = info["virtual-size"];
   const common = { diskFormat: opts.diskFormat, sourceFormat, compression, virtualSize, sourceChecksum };

@@ -1,11 +1,13 @@
 // Scratch space for one image operation: a unique directory under a base (default
 // os.tmpdir()/imageyard), a free-space check before each step that writes, a record of the bytes
 // really allocated (sparse files count their blocks, not their length), and removal on every path.
+import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, stat, statfs } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { formatBytes } from "../http/progress";
 import { DiskImageError } from "./errors";
+import { ownerIsGone, readOwner, writeOwner } from "./owner";
 
 export function defaultScratchBase(): string {
   return join(tmpdir(), "imageyard");
@@ -53,11 +55,23 @@ export class Scratch {
     private readonly statFs: StatFs,
   ) {}
 
-  /** Creates a fresh directory under `base`; one per operation, so parallel work never collides. */
-  static async create(base: string = defaultScratchBase(), statFs: StatFs = statfs): Promise<Scratch> {
+  /**
+   * Creates a fresh directory under `base`; one per operation, so parallel work never collides.
+   * Directories that killed runs left there are reclaimed first.
+   */
+  static async create(base: string = defaultScratchBase(), statFs: StatFs = statfs, log?: (line: string) => void): Promise<Scratch> {
     await mkdir(base, { recursive: true, mode: 0o700 });
+    await reclaimStale(base, log);
     const dir = await mkdtemp(join(base, "op-"));
-    return new Scratch(dir, statFs);
+    const scratch = new Scratch(dir, statFs);
+    live.add(scratch);
+    try {
+      await writeOwner(dir);
+    } catch (e) {
+      await scratch.remove();
+      throw e;
+    }
+    return scratch;
   }
 
   path(name: string): string {
@@ -73,23 +87,8 @@ export class Scratch {
   }
 
   /** Bytes allocated on disk by everything in the directory now (blocks × 512, so holes are free). */
-  async allocated(): Promise<number> {
-    let total = 0;
-    let names: string[];
-    try {
-      names = await readdir(this.dir);
-    } catch {
-      return 0;
-    }
-    for (const n of names) {
-      try {
-        const s = await stat(join(this.dir, n));
-        if (s.isFile()) total += s.blocks * 512;
-      } catch {
-        /* removed meanwhile */
-      }
-    }
-    return total;
+  allocated(): Promise<number> {
+    return allocatedIn(this.dir);
   }
 
   /** Records the current allocation into the peak; returns it. */
@@ -125,6 +124,74 @@ export class Scratch {
     this.timer = undefined;
     if (this.removed) return;
     this.removed = true;
+    live.delete(this);
     await rm(this.dir, { recursive: true, force: true });
   }
+
+  /** For a process that is being terminated: no await, nothing left behind. */
+  removeNow(): void {
+    if (this.removed) return;
+    this.removed = true;
+    live.delete(this);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function allocatedIn(dir: string): Promise<number> {
+  let total = 0;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  for (const n of names) {
+    try {
+      const s = await stat(join(dir, n));
+      if (s.isFile()) total += s.blocks * 512;
+    } catch {
+      /* removed meanwhile */
+    }
+  }
+  return total;
+}
+
+/** Scratch directories of this process that still exist (removed on a terminating signal). */
+const live = new Set<Scratch>();
+
+/** Removes every scratch directory of this process at once (a SIGTERM/SIGINT is ending it). */
+export function removeLiveScratch(): number {
+  const all = [...live];
+  for (const s of all) {
+    try {
+      s.removeNow();
+    } catch {
+      /* best effort while exiting */
+    }
+  }
+  return all.length;
+}
+
+/**
+ * Deletes the op-* directories under `base` whose owner marker names a process of this host that
+ * is gone. Never a directory without our marker, of another host, or of a live process.
+ */
+export async function reclaimStale(base: string, log?: (line: string) => void): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(base);
+  } catch {
+    return [];
+  }
+  const reclaimed: string[] = [];
+  for (const name of names.filter((n) => n.startsWith("op-"))) {
+    const dir = join(base, name);
+    const owner = await readOwner(dir);
+    if (!owner || !ownerIsGone(owner)) continue;
+    const bytes = await allocatedIn(dir);
+    await rm(dir, { recursive: true, force: true });
+    reclaimed.push(dir);
+    log?.(`reclaimed scratch ${dir} (${formatBytes(bytes)}) left by an earlier run (pid ${owner.pid}) that is gone`);
+  }
+  return reclaimed;
 }

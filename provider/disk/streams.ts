@@ -4,6 +4,7 @@ import { Readable, Transform, type TransformCallback } from "node:stream";
 import type { HashAlgo } from "./checksum";
 import { StreamHasher } from "./hasher";
 import { capError } from "./fetch";
+import { expandedCap, maxVirtualSizeOf, tooLarge, type SourceOptions } from "./source";
 import { detectFormat, type FormatProbe } from "./qemu";
 
 /**
@@ -71,8 +72,8 @@ export class FormatSniffer extends Transform {
 
   constructor(
     private readonly headBytes: number,
-    private readonly maxBytes: number | undefined,
-    private readonly what: string,
+    /** Most bytes allowed through, and the error past it. */
+    private readonly cap: { bytes: number; error: () => Error } | undefined,
     private readonly decide: (probe: FormatProbe) => readonly HashAlgo[],
   ) {
     super({ highWaterMark: 1 << 20 });
@@ -82,7 +83,7 @@ export class FormatSniffer extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
-    if (this.maxBytes !== undefined && this.bytes > this.maxBytes) return cb(capError(`${this.what} (decompressed)`, this.maxBytes));
+    if (this.cap && this.bytes > this.cap.bytes) return cb(this.cap.error());
     if (this.probe) {
       const wait = this.hash?.update(chunk);
       if (wait) return void wait.then(() => cb(null, chunk), cb);
@@ -142,6 +143,14 @@ export class FormatSniffer extends Transform {
     if (!this.digests) throw new Error("FormatSniffer: final bytes were not hashed");
     return this.digests;
   }
+}
+
+/** The bound on image bytes after decompression: maxBytes, and what maxVirtualSize allows. */
+export function imageBytesCap(opts: Pick<SourceOptions, "maxBytes" | "maxVirtualSize">, what: string): { bytes: number; error: () => Error } {
+  const max = maxVirtualSizeOf(opts);
+  const byVirtual = expandedCap(max);
+  if (opts.maxBytes !== undefined && opts.maxBytes < byVirtual) return { bytes: opts.maxBytes, error: () => capError(`${what} (decompressed)`, opts.maxBytes as number) };
+  return { bytes: byVirtual, error: () => tooLarge(`${what} (decompressed)`, `the image grew past ${byVirtual} bytes while decompressing`, max) };
 }
 
 /** Hashes what passes and reports the digests when the stream ends. */

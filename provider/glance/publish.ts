@@ -13,7 +13,10 @@ import { resolveChecksum } from "../disk/source";
 import type { DiskFormat } from "../disk/qemu";
 import { send } from "../http/client";
 import { GlanceError, statusText } from "./errors";
-import { createImage, deleteImage, getImage, getImageTasks, importImage, listImages, patchImage, uploadImageData, type GlanceClient, type GlanceImage, type GlanceTask } from "./images";
+import { createImage, deleteImage, getImage, getImageTasks, importImage, patchImage, uploadImageData, type GlanceClient, type GlanceImage, type GlanceTask } from "./images";
+import { pollGaps, REQUEST_KEY_PROPERTY, resolveEarlierRuns, RUN_PROPERTY, runId } from "./leftovers";
+
+export { findStarted, REQUEST_KEY_PROPERTY, RUN_PROPERTY } from "./leftovers";
 import { applyAttributes, type ImageAttributes } from "./update";
 
 export type { ImageAttributes } from "./update";
@@ -30,6 +33,10 @@ export interface PublishSpec extends ImageAttributes {
   scratchDir?: string;
   /** Deadline for the whole publish. Default 1 h. */
   timeoutMs?: number;
+  /** Let a file:// source.url read this host's files. */
+  allowLocalFiles?: boolean;
+  /** Largest guest size accepted (default provider/disk's DEFAULT_MAX_VIRTUAL_SIZE). */
+  maxVirtualSize?: number;
 }
 
 export interface PublishDeps {
@@ -43,6 +50,8 @@ export interface PublishDeps {
   pollMs?: number;
   /** Set by publishImage: when waiting gives up (ms since the epoch). */
   deadline?: number;
+  /** How long to wait on an earlier run's image that is still mid-upload (default 120 s). */
+  settleMs?: number;
 }
 
 /** Time between the publish deadline and the hard abort of whatever still runs. */
@@ -58,7 +67,6 @@ export interface PublishResult {
   verified: "sha512" | "md5" | "none";
 }
 
-export const REQUEST_KEY_PROPERTY = "imageyard_request_key";
 export const SOURCE_CHECKSUM_PROPERTY = "imageyard_source_checksum";
 
 /** The failure of a publish, with the image it concerned and whether that image is still in Glance. */
@@ -84,39 +92,6 @@ export function requestKeyOf(spec: Pick<PublishSpec, "name" | "source" | "diskFo
     .slice(0, 32);
 }
 
-function pollGaps(first: number): () => number {
-  let gap = first;
-  return () => {
-    const g = gap;
-    gap = Math.min(5000, gap * 2);
-    return g;
-  };
-}
-
-// ---------------------------------------------------------------- find an earlier attempt
-
-const ADOPTABLE = ["active", "deactivated", "queued", "saving", "uploading", "importing"];
-const RANK: Record<string, number> = { active: 0, deactivated: 1, saving: 2, uploading: 2, importing: 2, queued: 3 };
-
-/** Images of this owner with this name and request key, best first (active before queued). */
-export async function findStarted(glance: GlanceClient, name: string, owner: string | undefined, key: string, signal?: AbortSignal): Promise<GlanceImage[]> {
-  const found = await listImages(glance, { name, ...(owner ? { owner } : {}), visibility: "all", properties: { [REQUEST_KEY_PROPERTY]: key } }, signal);
-  return found
-    .filter((i) => i[REQUEST_KEY_PROPERTY] === key && i.name === name && (owner === undefined || i.owner === owner) && ADOPTABLE.includes(i.status))
-    .sort((a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9));
-}
-
-/** Waits while an image is mid-upload or mid-import (an interrupted upload falls back to queued). */
-async function settle(glance: GlanceClient, img: GlanceImage, deadline: number, deps: PublishDeps): Promise<GlanceImage> {
-  const gap = pollGaps(deps.pollMs ?? 500);
-  let cur = img;
-  while (["saving", "uploading", "importing"].includes(cur.status) && Date.now() < deadline) {
-    await abortableSleep(gap(), deps.signal);
-    cur = await getImage(glance, cur.id, deps.signal);
-  }
-  return cur;
-}
-
 // ---------------------------------------------------------------- publish
 
 export async function publishImage(spec: PublishSpec, deps: PublishDeps): Promise<PublishResult> {
@@ -132,27 +107,25 @@ export async function publishImage(spec: PublishSpec, deps: PublishDeps): Promis
   const key = spec.requestKey ?? requestKeyOf(spec);
   const owner = await glance.session.projectId();
 
-  // 1. An earlier run of this request may have created (or even finished) the image.
-  let image: GlanceImage | undefined;
-  const started = await findStarted(glance, spec.name, owner, key, signal);
-  for (const candidate of started) {
-    const img = await settle(glance, candidate, Math.min(deadline, Date.now() + 120_000), d);
-    if (img.status === "active" || img.status === "deactivated") {
-      log(`${spec.name}: adopting image ${img.id} (${img.status}) that an earlier run published`);
-      const finished = await finish(glance, img, spec, d);
-      return { image: finished, adopted: true, uploadedBytes: 0, verified: "none" };
-    }
-    if (img.status === "queued" && !image) {
-      log(`${spec.name}: reusing queued image ${img.id} that an earlier run created`);
-      image = img;
-    }
-  }
+  // 1. An earlier run of this request may have created (or even finished) the image, or left one
+  //    stuck mid-upload: adopt, reuse or delete it.
+  const earlier = await resolveEarlierRuns(glance, spec.name, owner, key, deadline, { signal, log, pollMs: deps.pollMs, settleMs: deps.settleMs });
+  if (earlier.finished) return { image: await finish(glance, earlier.finished, spec, d), adopted: true, uploadedBytes: 0, verified: "none" };
+  let image: GlanceImage | undefined = earlier.queued;
 
   if (spec.importMethod === "web-download") return webDownload(spec, image, key, d);
 
   // 2. Download, verify and convert before anything new appears in Glance.
   const prepare = deps.prepare ?? prepareImage;
-  const prepared = await prepare(spec.source, { diskFormat: spec.diskFormat, scratchDir: spec.scratchDir, onProgress: deps.onProgress, signal });
+  const prepared = await prepare(spec.source, {
+    diskFormat: spec.diskFormat,
+    scratchDir: spec.scratchDir,
+    onProgress: deps.onProgress,
+    signal,
+    log,
+    allowLocalFiles: spec.allowLocalFiles,
+    maxVirtualSize: spec.maxVirtualSize,
+  });
   try {
     const checksum = `${prepared.sourceChecksum.algo}:${prepared.sourceChecksum.value}`;
     image ??= await createImage(glance, createOptions(spec, key, checksum), signal);
@@ -181,7 +154,7 @@ function createOptions(spec: PublishSpec, key: string, sourceChecksum: string | 
     min_ram: spec.minRam,
     os_hidden: spec.hidden,
     tags: [...spec.tags],
-    properties: { ...spec.properties, [REQUEST_KEY_PROPERTY]: key, ...(sourceChecksum ? { [SOURCE_CHECKSUM_PROPERTY]: sourceChecksum } : {}) },
+    properties: { ...spec.properties, [REQUEST_KEY_PROPERTY]: key, [RUN_PROPERTY]: runId(), ...(sourceChecksum ? { [SOURCE_CHECKSUM_PROPERTY]: sourceChecksum } : {}) },
   };
 }
 
@@ -292,7 +265,7 @@ async function webDownload(spec: PublishSpec, existing: GlanceImage | undefined,
   const { glance } = deps;
   const signal = deps.signal;
   const log = deps.log ?? (() => {});
-  const expected = await resolveChecksum(spec.source, { signal });
+  const expected = await resolveChecksum(spec.source, { signal, allowLocalFiles: spec.allowLocalFiles });
   const sourceFormat = spec.source.format ?? spec.diskFormat;
   const image = existing ?? (await createImage(glance, createOptions(spec, key, expected ? `${expected.algo}:${expected.value}` : undefined, sourceFormat), signal));
   const id = image.id;

@@ -8,15 +8,19 @@ import { EngineProvider } from "./forward";
 import { urnInput } from "./urn";
 
 export interface CommunityImageSourceInput {
-  /** http(s):// or file:// URL of the image, possibly compressed (gz, bz2, xz, zst). */
+  /** http(s):// URL of the image, possibly compressed (gz, bz2, xz, zst); file:// only with allowLocalFiles. */
   url: pulumi.Input<string>;
-  /** `sha256:…`, `sha512:…` or `md5:…` of the file at url. */
+  /**
+   * `sha256:…`, `sha512:…` or `md5:…` of the file at url. One of checksum and checksumUrl is
+   * required; `"unverified"` publishes without verification, on purpose and visibly.
+   */
   checksum?: pulumi.Input<string>;
   /** A SUMS file that lists the file at url (SHA256SUMS, SHA512SUMS, Fedora CHECKSUM, BSD style). */
   checksumUrl?: pulumi.Input<string>;
   /** What the (decompressed) image is; checked against its magic bytes. */
   format?: pulumi.Input<"raw" | "qcow2" | "vmdk" | "vdi" | "vhd" | "vhdx" | "iso">;
-  compression?: pulumi.Input<"auto" | "none" | "gzip" | "bzip2" | "xz" | "zstd">;
+  /** Default "auto" (by magic bytes). The file suffix or the program's name: gz/gzip, bz2/bzip2, xz, zst/zstd. */
+  compression?: pulumi.Input<"auto" | "none" | "gz" | "gzip" | "bz2" | "bzip2" | "xz" | "zst" | "zstd">;
 }
 
 /** OpenStack credentials; they override the cloud's values and the OS_* variables. Kept secret. */
@@ -81,6 +85,25 @@ export interface CommunityImageArgs {
   timeouts?: pulumi.Input<TimeoutsInput>;
   /** Keep a failed image in Glance (recorded in state) instead of deleting it. */
   keepOnFailure?: pulumi.Input<boolean>;
+  /** Let a file:// source.url read files of the host running the provider. Default false. */
+  allowLocalFiles?: pulumi.Input<boolean>;
+  /**
+   * Largest guest (virtual) size accepted, in bytes or as "64GiB"/"500MiB". Default 64 GiB. Checked
+   * in preview from the source's header when it can be read, and again before and during the
+   * download: a small file declaring a huge disk never starts an upload.
+   */
+  maxVirtualSize?: pulumi.Input<number | string>;
+  /**
+   * For components that promise a key always names the same image (CommunityImages): a changed
+   * source (URL, checksum, or the build a checksumUrl lists) fails the preview with this key and hint.
+   */
+  immutableSource?: pulumi.Input<{ key: pulumi.Input<string>; hint?: pulumi.Input<string> }>;
+  /** The image's name while its data is uploaded; it takes `name` once active (ImageCatalog's rotation). */
+  publishName?: pulumi.Input<string>;
+  /** Project IDs to share the image with (visibility "shared"); removing one revokes it. */
+  members?: pulumi.Input<pulumi.Input<string>[]>;
+  /** Per member project ID, its credentials: the membership is accepted as that project (kept secret). */
+  memberCredentials?: pulumi.Input<Record<string, pulumi.Input<OpenStackCredentialsInput>>>;
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
@@ -113,6 +136,8 @@ export class CommunityImage extends pulumi.dynamic.Resource {
   declare readonly active: pulumi.Output<boolean>;
   declare readonly createdAt: pulumi.Output<string>;
   declare readonly updatedAt: pulumi.Output<string>;
+  /** Members as Glance has them: "projectId" when accepted, "projectId:pending" otherwise. */
+  declare readonly observedMembers: pulumi.Output<string[] | undefined>;
 
   constructor(name: string, args: CommunityImageArgs, opts?: pulumi.CustomResourceOptions) {
     super(
@@ -122,6 +147,8 @@ export class CommunityImage extends pulumi.dynamic.Resource {
         ...urnInput("CommunityImage", name, opts),
         ...args,
         credentials: args.credentials === undefined ? undefined : pulumi.secret(args.credentials),
+        memberCredentials: args.memberCredentials === undefined ? undefined : pulumi.secret(args.memberCredentials),
+        observedMembers: undefined,
         imageId: undefined,
         status: undefined,
         checksum: undefined,
@@ -134,7 +161,7 @@ export class CommunityImage extends pulumi.dynamic.Resource {
         createdAt: undefined,
         updatedAt: undefined,
       },
-      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["credentials"] }),
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["credentials", "memberCredentials"] }),
       "imageyard",
       "CommunityImage",
     );

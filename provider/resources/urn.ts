@@ -4,5 +4,9 @@ import * as pulumi from "@pulumi/pulumi";
 import { URN_KEY } from "./forward";
 
 export function urnInput(typeName: string, name: string, opts: pulumi.CustomResourceOptions | undefined): Record<string, pulumi.Output<string>> {
-  return { [URN_KEY]: pulumi.createUrn(name, `pulumi-nodejs:dynamic/imageyard:${typeName}`, opts?.parent) };
+  const urn = pulumi.createUrn(name, `pulumi-nodejs:dynamic/imageyard:${typeName}`, opts?.parent);
+  // Only the value, not createUrn's dependency on the parent: depending on a component means
+  // waiting for all of its children, so two children of one component would wait for each other
+  // forever. (A URN is known in preview too, so the promise always settles.)
+  return { [URN_KEY]: pulumi.output(new Promise<string>((resolve) => urn.apply(resolve))) };
 }

@@ -132,6 +132,38 @@ describe.sequential("CommunityImage with the real pulumi engine", () => {
     expect((await main.stack.preview({ onOutput: main.onOutput("preview-after-drift") })).changeSummary).toEqual({ same: 3 });
   }, STEP_TIMEOUT);
 
+  it("preview fails on what an up would fail on: a wrong Keystone password, a file:// source, a 100 TiB qcow2, a missing checksum", async () => {
+    const good = catalogue();
+    const cases: Array<[string, () => Promise<void>, RegExp]> = [
+      ["wrong password", () => main.stack.setConfig("password", { value: "not-the-password", secret: true }), /property credentials .*has a problem: .*(401 Unauthorized)/],
+      ["file://", () => setImages({ ...good, b: { ...good.b, url: "file:///etc/passwd", checksum: "unverified" } }), /file:\/\/ URLs read files of the host .* allowLocalFiles: true/],
+      ["size bomb", () => setImages({ ...good, b: { ...good.b, url: imageUrl("huge.qcow2"), checksum: "unverified" } }), /property maxVirtualSize .*declares a virtual size of 100(\.0)? TiB/],
+      ["no checksum", () => setImages({ ...good, b: { ...good.b, checksum: undefined as never } }), /source\.checksum or source\.checksumUrl is required/],
+    ];
+    try {
+      for (const [label, set, expected] of cases) {
+        await set();
+        const out: string[] = [];
+        const err = await main.stack.preview({ onOutput: (l) => out.push(l) }).then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+        expect(err, `${label}: preview should fail`).toBeDefined();
+        expect(`${out.join("")}\n${err?.message}`, label).toMatch(expected);
+        await main.stack.setConfig("password", { value: tb.accounts.demo.password, secret: true });
+        await setImages(catalogue({ aProps: { os_distro: "cirros", os_version: "0.6" }, bUrl: imageUrl("disk.qcow2.gz"), bChecksum: `sha256:${disks().files["disk.qcow2.gz"]!.sha256}` }));
+      }
+      // checksum "unverified" is accepted, and the preview says so.
+      await setImages(catalogue({ aProps: { os_distro: "cirros", os_version: "0.6" }, bUrl: imageUrl("disk.qcow2.gz"), bChecksum: "unverified" }));
+      const diags: string[] = [];
+      await main.stack.preview({ onEvent: (e: EngineEvent) => e.diagnosticEvent && diags.push(e.diagnosticEvent.message) });
+      expect(diags.join("")).toMatch(/source\.checksum is "unverified"/);
+    } finally {
+      await main.stack.setConfig("password", { value: tb.accounts.demo.password, secret: true });
+      await setImages(catalogue({ aProps: { os_distro: "cirros", os_version: "0.6" }, bUrl: imageUrl("disk.qcow2.gz"), bChecksum: `sha256:${disks().files["disk.qcow2.gz"]!.sha256}` }));
+    }
+  }, STEP_TIMEOUT);
+
   it("destroy deletes both images from Glance", async () => {
     const out = await ids();
     const res = await main.stack.destroy({ onOutput: main.onOutput("destroy") });

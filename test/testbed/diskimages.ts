@@ -13,7 +13,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { dirname, join, resolve } from "node:path";
 
 /** Bump when the generated set changes, so a cached set is regenerated. */
-const GENERATION = "5";
+const GENERATION = "6";
 const MiB = 1024 * 1024;
 
 export interface DiskImageFile {
@@ -141,9 +141,17 @@ function generateInto(dir: string): Record<string, DiskImageFile> {
   run("qemu-img", ["convert", "-c", "-f", "raw", "-O", "qcow2", p("compressible.raw"), p("compressed.qcow2")]);
   // Random bytes that happen to look like nothing: a "raw" disk with no structure.
   writeFileSync(p("tiny.raw"), randomBytes(64 * 1024));
+  // Size bombs: a few hundred KiB declaring 100 TiB of guest, and 64 MiB of zeros in a small gzip.
+  run("qemu-img", ["create", "-q", "-f", "qcow2", p("huge.qcow2"), "100T"]);
+  run("gzip", ["-c", "-1", p("huge.qcow2")], { stdoutTo: p("huge.qcow2.gz") });
+  const zfd = openSync(p("zeros.raw"), "w");
+  for (let i = 0; i < 64; i++) writeSync(zfd, Buffer.alloc(MiB), 0, MiB, i * MiB);
+  closeSync(zfd);
+  run("gzip", ["-c", "-1", p("zeros.raw")], { stdoutTo: p("zeros.raw.gz") });
+  rmSync(p("zeros.raw"));
 
   const files: Record<string, DiskImageFile> = {};
-  for (const n of ["disk.raw", "disk.qcow2", "disk.vmdk", "disk.qcow2.gz", "disk.qcow2.bz2", "disk.qcow2.xz", "disk.qcow2.zst", "raw-xz-named.img", "damaged.qcow2.gz", "corrupt.qcow2", "truncated.qcow2", "backing.qcow2", "datafile.qcow2", "tiny.raw", "compressible.raw", "compressed.qcow2"]) {
+  for (const n of ["disk.raw", "disk.qcow2", "disk.vmdk", "disk.qcow2.gz", "disk.qcow2.bz2", "disk.qcow2.xz", "disk.qcow2.zst", "raw-xz-named.img", "damaged.qcow2.gz", "corrupt.qcow2", "truncated.qcow2", "backing.qcow2", "datafile.qcow2", "tiny.raw", "compressible.raw", "compressed.qcow2", "huge.qcow2", "huge.qcow2.gz", "zeros.raw.gz"]) {
     files[n] = digestFile(p(n), n);
   }
   const f = (n: string) => files[n] as DiskImageFile;
@@ -186,6 +194,9 @@ function generateInto(dir: string): Record<string, DiskImageFile> {
  *   /norange-drop/<token>/<name>    like drop-once, and Range is always ignored (200 from byte 0)
  *   /badrange-drop/<token>/<name>   like drop-once, then answers 206 for the wrong range
  *   /slow/<name>                    64 KiB every 50 ms
+ *   /chunked/<name>                 no Content-Length (chunked), as streaming servers send
+ *   /close-mid/<token>/<name>       "Connection: close" on every answer; the first per token is cut half way
+ *   /stall-once/<token>/<name>      first request per token: half the body, then silence on an open socket
  *   /count/<name>                   requests seen per path (JSON), for tests
  *   anything else                   404
  */
@@ -209,6 +220,14 @@ export function serveDiskImages(dir: string): Server {
       return serveFile(req, res, join(dir, parts[2] as string), { dropHalfway: drop, ignoreRange: route === "norange-drop", wrongRange: route === "badrange-drop" && !drop });
     }
     if (route === "slow" && parts.length === 2) return serveFile(req, res, join(dir, parts[1] as string), { slow: true });
+    if (route === "chunked" && parts.length === 2) return serveFile(req, res, join(dir, parts[1] as string), { chunked: true });
+    if ((route === "close-mid" || route === "stall-once") && parts.length === 3) {
+      const key = `${route}/${parts[1]}`;
+      const first = !dropped.has(key);
+      dropped.add(key);
+      const close = route === "close-mid";
+      return serveFile(req, res, join(dir, parts[2] as string), { dropHalfway: first && close, stallHalfway: first && !close, connectionClose: close });
+    }
     res.writeHead(404, { "content-type": "text/plain" });
     res.end("not found\n");
   });
@@ -219,6 +238,9 @@ interface ServeMode {
   ignoreRange?: boolean;
   wrongRange?: boolean;
   slow?: boolean;
+  chunked?: boolean;
+  stallHalfway?: boolean;
+  connectionClose?: boolean;
 }
 
 function serveFile(req: IncomingMessage, res: ServerResponse, path: string, mode: ServeMode): void {
@@ -245,7 +267,8 @@ function serveFile(req: IncomingMessage, res: ServerResponse, path: string, mode
     status = 206;
     headers["content-range"] = `bytes ${start}-${end}/${st.size}`;
   }
-  headers["content-length"] = String(end - start + 1);
+  if (!mode.chunked) headers["content-length"] = String(end - start + 1);
+  if (mode.connectionClose) headers.connection = "close";
   res.writeHead(status, headers);
   if (req.method === "HEAD") return void res.end();
   if (mode.dropHalfway) {
@@ -253,6 +276,13 @@ function serveFile(req: IncomingMessage, res: ServerResponse, path: string, mode
     const s = createReadStream(path, { start, end: start + half - 1 });
     s.on("data", (c) => res.write(c));
     s.on("end", () => res.socket?.destroy());
+    return;
+  }
+  if (mode.stallHalfway) {
+    const half = Math.floor((end - start + 1) / 2);
+    const s = createReadStream(path, { start, end: start + half - 1 });
+    s.on("data", (c) => res.write(c));
+    // Nothing more is sent; the socket stays open until the client gives up.
     return;
   }
   if (mode.slow) {

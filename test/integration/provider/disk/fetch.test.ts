@@ -52,7 +52,7 @@ describe("openDownload", () => {
   });
 
   it("fails a missing file:// path with the path and a hint", async () => {
-    await expect(openDownload("file:///nonexistent/disk.qcow2")).rejects.toThrow(/cannot read \/nonexistent\/disk\.qcow2 \(ENOENT\)\. Check source\.url\./);
+    await expect(openDownload("file:///nonexistent/disk.qcow2", { allowLocalFiles: true })).rejects.toThrow(/cannot read \/nonexistent\/disk\.qcow2 \(ENOENT\)\. Check source\.url\./);
   });
 
   it("fails an unreachable port as a network error naming the host", async () => {

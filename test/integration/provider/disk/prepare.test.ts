@@ -153,7 +153,7 @@ describe("prepareImage: formats and conversion", () => {
 
   it("reads a file:// URL", async () => {
     const tb = testbed();
-    const img = await prepared(pathToFileURL(join(tb.dir, "disk.qcow2")).href, { checksum: tb.files["disk.qcow2"]!.sha512 }, { hashes: ["sha256"] });
+    const img = await prepared(pathToFileURL(join(tb.dir, "disk.qcow2")).href, { checksum: tb.files["disk.qcow2"]!.sha512 }, { hashes: ["sha256"], allowLocalFiles: true });
     expect(img.sourceChecksum.algo).toBe("sha512");
     expect(img.sha256).toBe(tb.files["disk.qcow2"]!.sha256);
     await img.cleanup();

@@ -146,7 +146,7 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
     process.env.OS_CLIENT_CONFIG_FILE = join(configDir, "clouds.yaml");
     process.env.OS_CLIENT_SECURE_FILE = join(configDir, "secure.yaml");
     try {
-      const i = await checked(inputs({ credentials: undefined, cloud: "testbed", importMethod: "web-download", diskFormat: "raw", source: { url: imageUrl("disk.qcow2"), format: "qcow2" } }));
+      const i = await checked(inputs({ credentials: undefined, cloud: "testbed", importMethod: "web-download", diskFormat: "raw", source: { url: imageUrl("disk.qcow2"), format: "qcow2", checksum: "unverified" } }));
       const { id, outs } = await createCommunityImage(i, deps);
       expect(outs.diskFormat).toBe("raw");
       expect(outs.osHashValue).toBe(disks().files["disk.raw"]!.sha512);
@@ -181,7 +181,7 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
   });
 
   it("a create that fails after the image exists (web-download of a missing file) throws and leaves nothing in Glance", async () => {
-    const i = await checked(inputs({ importMethod: "web-download", source: { url: `${disks().url}/images/missing.qcow2` } }));
+    const i = await checked(inputs({ importMethod: "web-download", source: { url: `${disks().url}/images/missing.qcow2`, checksum: "unverified" } }));
     const err = await createCommunityImage(i, deps).catch((e: unknown) => e);
     expect(isImageyardError(err, "GLANCE_IMPORT_FAILED")).toBe(true);
     expect((err as { id?: string }).id).toBeUndefined();

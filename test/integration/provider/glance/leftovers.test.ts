@@ -1,0 +1,99 @@
+// Glance killed mid-upload, for real: a provider process (the compiled engine in a child node
+// process, as `pulumi up` runs it) streams an image into the test bed's Glance, Glance is killed
+// with SIGKILL and restarted, and the image stays `saving` for ever. The next run must delete that
+// leftover (and say so) before publishing, so nothing survives `destroy`.
+// Runs alone: it stops the shared Glance of this worktree's test bed for ~15 s.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { findImage, listImages, type GlanceClient } from "../../../../provider/glance/images";
+import { publishImage, type PublishSpec } from "../../../../provider/glance/publish";
+import { startGlanceTestbed, type GlanceTestbed } from "../../../testbed/glance";
+import { waitUntil } from "../../../testbed/processes";
+import { authFor, bed, disks, glanceAs, sweep, uniqueName } from "./helpers";
+
+const PREFIX = "iy-test-left";
+let tb: GlanceTestbed;
+let demo: GlanceClient;
+
+beforeAll(async () => {
+  tb = await bed();
+  demo = await glanceAs(tb, "demo");
+}, 300_000);
+
+afterAll(async () => {
+  if (demo) await sweep(demo, PREFIX);
+}, 120_000);
+
+function spec(): PublishSpec {
+  const f = disks().files["disk.qcow2"]!;
+  return {
+    name: uniqueName("left"),
+    // Slow (64 KiB per 50 ms), qcow2 → raw with a checksum: the upload streams while downloading.
+    source: { url: `${disks().url}/slow/disk.qcow2`, checksum: `sha256:${f.sha256}` },
+    diskFormat: "raw",
+    containerFormat: "bare",
+    importMethod: "upload",
+    visibility: "private",
+    minDisk: 0,
+    minRam: 0,
+    properties: {},
+    tags: [],
+    protected: false,
+    hidden: false,
+    active: true,
+  };
+}
+
+/** publishImage in its own node process (the compiled engine); resolves with its exit code and output. */
+function publishInChild(s: PublishSpec): { done: Promise<{ code: number | null; out: string }> } {
+  const dist = join(__dirname, "../../../../dist/provider/glance");
+  if (!existsSync(join(dist, "publish.js"))) throw new Error(`${dist}/publish.js is missing: build first (npx tsc -p tsconfig.json)`);
+  const script = `
+    const { publishImage } = require(${JSON.stringify(join(dist, "publish.js"))});
+    const { glanceClient } = require(${JSON.stringify(join(dist, "images.js"))});
+    const { KeystoneSession } = require(${JSON.stringify(join(dist, "keystone.js"))});
+    (async () => {
+      const glance = await glanceClient(new KeystoneSession(JSON.parse(process.env.IY_AUTH)));
+      await publishImage(JSON.parse(process.env.IY_SPEC), { glance, log: (l) => console.log(l) });
+    })().then(() => process.exit(0), (e) => { console.log("FAILED " + e.message); process.exit(3); });
+  `;
+  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, IY_AUTH: JSON.stringify(authFor(tb, "demo")), IY_SPEC: JSON.stringify(s) }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  return { done: new Promise((ok) => child.on("exit", (code) => ok({ code, out }))) };
+}
+
+describe("an image left `saving` by a Glance killed mid-upload", () => {
+  it("the next run deletes the leftover, says so, and publishes one active image (was: waited 120 s silently and left the orphan for ever)", async () => {
+    const s = spec();
+    const run = publishInChild(s);
+    // The upload is under way once Glance has the image in `saving`.
+    let leftoverId = "";
+    await waitUntil("image saving in Glance", 60_000, async () => {
+      const img = (await listImages(demo, { name: s.name, visibility: "all" }))[0];
+      if (img?.status === "saving") leftoverId = img.id;
+      return leftoverId !== "";
+    });
+    process.kill(tb.pids.glance, "SIGKILL");
+    const first = await run.done;
+    expect(first.code).toBe(3);
+    await startGlanceTestbed();
+    // Glance itself never finishes or fails an upload it lost: the image stays saving.
+    expect((await findImage(demo, leftoverId))?.status).toBe("saving");
+
+    const lines: string[] = [];
+    const t0 = Date.now();
+    const glance = await glanceAs(tb, "demo");
+    const r = await publishImage(s, { glance, log: (l) => lines.push(l) });
+    expect(r.image.status).toBe("active");
+    expect(r.image.id).not.toBe(leftoverId);
+    expect(lines.join("\n")).toMatch(new RegExp(`deleted image ${leftoverId}, left saving by an interrupted run \\(pid \\d+ on .*, no longer running\\)`));
+    expect(await findImage(demo, leftoverId)).toBeUndefined();
+    expect((await listImages(demo, { name: s.name, visibility: "all" })).map((i) => i.id)).toEqual([r.image.id]);
+    // No 120 s wait: the slow download itself takes ~10 s.
+    expect(Date.now() - t0).toBeLessThan(60_000);
+  }, 240_000);
+});
