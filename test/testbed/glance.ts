@@ -3,9 +3,10 @@
 // A vitest run starts it in the background (glance.setup.ts) and tests wait for it here, so the
 // ~25 s cold start overlaps with everything that does not need Glance.
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { defaultStateDir } from "./processes";
+import { defaultStateDir, freePort } from "./processes";
 
 export interface GlanceAccount {
   username: string;
@@ -111,4 +112,50 @@ export async function glanceTestbed(timeoutMs = 240_000): Promise<GlanceTestbed>
   const outcome = JSON.parse(readFileSync(ready, "utf8")) as { ok: boolean; error?: string };
   if (!outcome.ok) throw new Error(outcome.error ?? "Glance test bed failed to start");
   return loadGlanceTestbed();
+}
+
+export interface ExtraGlanceApi {
+  /** http://127.0.0.1:PORT, the Glance root (not in the catalog: give it as the endpoint). */
+  url: string;
+  pid: number;
+  /** SIGKILLs the process (if still alive) and waits for its exit. */
+  kill(): Promise<void>;
+}
+
+/**
+ * A second glance-api process over the same database and image store, on its own port, for tests
+ * that kill Glance mid-request: killing it leaves exactly what a dead Glance API worker leaves,
+ * while the test bed's own Glance keeps serving every other test.
+ */
+export async function startExtraGlanceApi(tb: GlanceTestbed, timeoutMs = 60_000): Promise<ExtraGlanceApi> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "iy-glance-extra-"));
+  const override = join(dir, "override.conf");
+  writeFileSync(override, `[DEFAULT]\nbind_port = ${port}\nlog_file = ${join(dir, "glance-api.log")}\n`);
+  const out = openSync(join(dir, "stdout.log"), "a");
+  const child = spawn("/usr/bin/python3", ["-m", "glance.cmd.api", "--config-file", join(tb.dir, "etc", "glance-api.conf"), "--config-file", override], { stdio: ["ignore", out, out] });
+  closeSync(out);
+  const exited = new Promise<void>((ok) => child.on("exit", () => ok()));
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (gone) throw new Error(`extra glance-api exited before answering on ${url}; see ${dir}`);
+    const ok = await fetch(`${url}/healthcheck`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`extra glance-api not answering on ${url}/healthcheck after ${timeoutMs} ms; see ${dir}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url,
+    pid: child.pid as number,
+    kill: async () => {
+      if (!gone) child.kill("SIGKILL");
+      await exited;
+    },
+  };
 }

@@ -1,15 +1,15 @@
 // Glance killed mid-upload, for real: a provider process (the compiled engine in a child node
-// process, as `pulumi up` runs it) streams an image into the test bed's Glance, Glance is killed
-// with SIGKILL and restarted, and the image stays `saving` for ever. The next run must delete that
-// leftover (and say so) before publishing, so nothing survives `destroy`.
-// Runs alone: it stops the shared Glance of this worktree's test bed for ~15 s.
+// process, as `pulumi up` runs it) streams an image into a glance-api process, which is killed
+// with SIGKILL, and the image stays `saving` for ever. The next run must delete that leftover (and
+// say so) before publishing, so nothing survives `destroy`. The killed glance-api is a second one
+// over the test bed's database and store, so the test bed's Glance keeps serving other tests.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { findImage, listImages, type GlanceClient } from "../../../../provider/glance/images";
 import { publishImage, type PublishSpec } from "../../../../provider/glance/publish";
-import { startGlanceTestbed, type GlanceTestbed } from "../../../testbed/glance";
+import { startExtraGlanceApi, type GlanceTestbed } from "../../../testbed/glance";
 import { waitUntil } from "../../../testbed/processes";
 import { authFor, bed, disks, glanceAs, sweep, uniqueName } from "./helpers";
 
@@ -47,19 +47,18 @@ function spec(): PublishSpec {
 }
 
 /** publishImage in its own node process (the compiled engine); resolves with its exit code and output. */
-function publishInChild(s: PublishSpec): { done: Promise<{ code: number | null; out: string }> } {
+function publishInChild(s: PublishSpec, glanceUrl: string): { done: Promise<{ code: number | null; out: string }> } {
   const dist = join(__dirname, "../../../../dist/provider/glance");
   if (!existsSync(join(dist, "publish.js"))) throw new Error(`${dist}/publish.js is missing: build first (npx tsc -p tsconfig.json)`);
   const script = `
     const { publishImage } = require(${JSON.stringify(join(dist, "publish.js"))});
-    const { glanceClient } = require(${JSON.stringify(join(dist, "images.js"))});
     const { KeystoneSession } = require(${JSON.stringify(join(dist, "keystone.js"))});
     (async () => {
-      const glance = await glanceClient(new KeystoneSession(JSON.parse(process.env.IY_AUTH)));
+      const glance = { session: new KeystoneSession(JSON.parse(process.env.IY_AUTH)), endpoint: process.env.IY_GLANCE };
       await publishImage(JSON.parse(process.env.IY_SPEC), { glance, log: (l) => console.log(l) });
     })().then(() => process.exit(0), (e) => { console.log("FAILED " + e.message); process.exit(3); });
   `;
-  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, IY_AUTH: JSON.stringify(authFor(tb, "demo")), IY_SPEC: JSON.stringify(s) }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, IY_AUTH: JSON.stringify(authFor(tb, "demo")), IY_SPEC: JSON.stringify(s), IY_GLANCE: glanceUrl }, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
@@ -69,18 +68,21 @@ function publishInChild(s: PublishSpec): { done: Promise<{ code: number | null; 
 describe("an image left `saving` by a Glance killed mid-upload", () => {
   it("the next run deletes the leftover, says so, and publishes one active image (was: waited 120 s silently and left the orphan for ever)", async () => {
     const s = spec();
-    const run = publishInChild(s);
-    // The upload is under way once Glance has the image in `saving`.
+    const extra = await startExtraGlanceApi(tb);
+    const run = publishInChild(s, extra.url);
+    // The upload is under way once Glance has the image in `saving`; then glance-api dies.
     let leftoverId = "";
-    await waitUntil("image saving in Glance", 60_000, async () => {
-      const img = (await listImages(demo, { name: s.name, visibility: "all" }))[0];
-      if (img?.status === "saving") leftoverId = img.id;
-      return leftoverId !== "";
-    });
-    process.kill(tb.pids.glance, "SIGKILL");
+    try {
+      await waitUntil("image saving in Glance", 60_000, async () => {
+        const img = (await listImages(demo, { name: s.name, visibility: "all" }))[0];
+        if (img?.status === "saving") leftoverId = img.id;
+        return leftoverId !== "";
+      });
+    } finally {
+      await extra.kill();
+    }
     const first = await run.done;
     expect(first.code).toBe(3);
-    await startGlanceTestbed();
     // Glance itself never finishes or fails an upload it lost: the image stays saving.
     expect((await findImage(demo, leftoverId))?.status).toBe("saving");
 
