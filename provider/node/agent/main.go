@@ -24,7 +24,14 @@ import (
 )
 
 // appliedMarker tells the probe (a separate process in the same container) that serve is done.
-const appliedMarker = "/tmp/imageyard-applied"
+var appliedMarker = filepath.Join(envOr("IMAGEYARD_STATE_DIR", "/tmp"), "imageyard-applied")
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
 
 // Image is one entry of IMAGEYARD_IMAGES.
 type Image struct {
@@ -135,10 +142,7 @@ func mustImages() []Image {
 }
 
 func socketPath() string {
-	s := os.Getenv("CONTAINERD_SOCKET")
-	if s == "" {
-		s = "/run/containerd/containerd.sock"
-	}
+	s := envOr("CONTAINERD_SOCKET", "/run/containerd/containerd.sock")
 	return os.Expand(s, func(k string) string { return os.Getenv(k) })
 }
 

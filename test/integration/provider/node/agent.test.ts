@@ -1,0 +1,123 @@
+// The node agent (provider/node/agent, Go) against a real containerd 1.6 (Debian's) with its CRI
+// plugin, started on its own socket: retag, pin reporting, the readiness check seeing a lost name,
+// re-running over existing names, tarball import and removal. Every effect is checked with ctr,
+// not through the agent.
+import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentBinaryPath } from "../../../../provider/node/agentimage";
+import { seedImage, type SeededImage } from "../../../testbed/images";
+import { loadRegistryTestbed } from "../../../testbed/registry";
+import { runSkopeo, skopeoFlags, dockerRef } from "../../../testbed/skopeo";
+import { freePort, waitUntil } from "../../../testbed/processes";
+
+const run = promisify(execFile);
+const tb = loadRegistryTestbed();
+const { upstream } = tb.registries;
+const id = `agent-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
+const dir = mkdtempSync(join(tmpdir(), "iy-agent-"));
+const sock = join(dir, "containerd.sock");
+const agent = agentBinaryPath();
+let containerd: ChildProcess;
+let image: SeededImage;
+let pinnedRef: string;
+const RETAG = `registry.k8s.io/${id}/app:v2.0.0`;
+
+const ctr = async (...args: string[]) => (await run("ctr", ["--address", sock, "-n", "k8s.io", ...args], { encoding: "utf8" })).stdout;
+/** name → target digest, as containerd itself lists them. */
+async function ctrImages(): Promise<Map<string, string>> {
+  const out = await ctr("images", "ls");
+  return new Map(out.split("\n").slice(1).filter(Boolean).map((l) => l.split(/\s+/)).map((f) => [f[0]!, f[2]!]));
+}
+function runAgent(cmd: string[], images: unknown, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = execFile(agent, cmd, { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir }, encoding: "utf8" }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+    if (input) createReadStream(input).pipe(p.stdin!);
+    else p.stdin!.end();
+  });
+}
+
+beforeAll(async () => {
+  if (!existsSync(agent)) throw new Error(`no agent binary at ${agent}: run scripts/build-agent.sh`);
+  const stream = await freePort();
+  const cri = '[plugins."io.containerd.grpc.v1.cri"';
+  writeFileSync(join(dir, "config.toml"), [
+    "version = 2", `root = "${dir}/root"`, `state = "${dir}/state"`,
+    "[grpc]", `  address = "${sock}"`, "[ttrpc]", `  address = "${sock}.ttrpc"`,
+    '[plugins."io.containerd.internal.v1.opt"]', `  path = "${dir}/opt"`,
+    `${cri}]`, "  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"', `  stream_server_port = "${stream}"`,
+    `${cri}.containerd]`, '  snapshotter = "native"',
+    `${cri}.cni]`, `  bin_dir = "${dir}/cni"`, `  conf_dir = "${dir}/cni"`, "",
+  ].join("\n"));
+  mkdirSync(join(dir, "cni"));
+  containerd = spawn("/usr/bin/containerd", ["--config", join(dir, "config.toml")], { stdio: ["ignore", "ignore", "pipe"], detached: false });
+  await waitUntil(`containerd on ${sock}`, 60_000, async () => existsSync(sock) && (await ctr("version").then(() => true, () => false)));
+  image = await seedImage(upstream, `${id}/app:v1`, { layers: 1, layerSize: "64K", seed: id });
+  pinnedRef = `${upstream.host}/${id}/app@${image.digest}`;
+  await ctr("images", "pull", "--plain-http", "--snapshotter", "native", pinnedRef);
+}, 180_000);
+
+afterAll(async () => {
+  containerd?.kill("SIGTERM");
+  await new Promise((r) => containerd?.once("exit", r));
+  execFileSync("sh", ["-c", `umount -R ${dir}/root 2>/dev/null; true`]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("prepull agent on containerd 1.6", () => {
+  it("serve retags the pulled image, reports that 1.6 cannot pin, and check then passes", async () => {
+    const images = [{ ref: pinnedRef, retagAs: [RETAG], pin: true }];
+    const serve = spawn(agent, ["serve"], { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir } });
+    let out = "";
+    serve.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    await waitUntil("agent serve's report", 30_000, () => out.includes("\n"));
+    const report = JSON.parse(out) as { runtime: string; images: { digest: string; pinned: boolean; warning?: string }[] };
+    expect(report.runtime).toMatch(/^1\.6\./);
+    expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: false, warning: expect.stringMatching(/pin not supported by containerd 1\.6/) });
+    serve.kill("SIGTERM");
+    await new Promise((r) => serve.once("exit", r));
+    expect((await ctrImages()).get(RETAG)).toBe(image.digest);
+    expect((await runAgent(["check"], images)).code).toBe(0);
+  });
+
+  it("check fails naming the name removed by hand; serve puts it back over the existing names", async () => {
+    const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
+    await ctr("images", "rm", RETAG);
+    const lost = await runAgent(["check"], images);
+    expect(lost.code).toBe(1);
+    expect(lost.stderr).toContain(`missing from the runtime: ${RETAG}`);
+    const serve = spawn(agent, ["serve"], { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir } });
+    await waitUntil("retag restored", 30_000, async () => (await ctrImages()).get(RETAG) === image.digest);
+    serve.kill("SIGTERM");
+    expect((await runAgent(["check"], images)).code).toBe(0);
+  });
+
+  it("imports a docker-archive from stdin under its own name plus retagAs", async () => {
+    const file = join(dir, "app.tar");
+    const name = `registry.local/${id}/offline:v1`;
+    await runSkopeo(["copy", "-q", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${id}/app:v1`), `docker-archive:${file}:${name}`]);
+    const r = await runAgent(["import"], [{ ref: name, retagAs: [`registry.k8s.io/${id}/offline:v1`], archive: true }], file);
+    expect(r.code, r.stderr).toBe(0);
+    const stored = JSON.parse(r.stdout) as { name: string; digest: string; config: string }[];
+    const seen = await ctrImages();
+    expect(stored.map((s) => s.name)).toContain(name);
+    expect(seen.get(name)).toBe(stored.find((s) => s.name === name)!.digest);
+    expect(seen.get(`registry.k8s.io/${id}/offline:v1`)).toBe(seen.get(name));
+  });
+
+  it("remove deletes only the set's names and reports them", async () => {
+    const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
+    const r = await runAgent(["remove"], images);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).removed).toEqual([pinnedRef, RETAG]);
+    const seen = await ctrImages();
+    expect(seen.has(pinnedRef) || seen.has(RETAG)).toBe(false);
+    expect(seen.has(`registry.local/${id}/offline:v1`)).toBe(true);
+  });
+});
