@@ -345,16 +345,48 @@ async function controlPlaneHealthy(tb: K8sTestbed): Promise<boolean> {
 async function stopUnlocked(stateDir: string): Promise<void> {
   const tb = readTestbed(stateDir);
   const dir = bedDir(stateDir);
+  // Every step runs even when one fails; the failures are reported together at the end.
+  const errors: string[] = [];
+  const step = async (fn: () => unknown) => {
+    try {
+      await fn();
+    } catch (e) {
+      errors.push((e as Error).message);
+    }
+  };
   if (tb) {
-    for (const n of Object.values(tb.nodes)) await stopNode(n);
+    for (const n of Object.values(tb.nodes)) await step(() => stopNode(n));
     const { scheduler, controllerManager, apiserver, etcd } = tb.processes;
-    for (const p of [scheduler, controllerManager, apiserver, etcd]) await terminate(p.pid, p.marker);
+    for (const p of [scheduler, controllerManager, apiserver, etcd]) await step(() => terminate(p.pid, p.marker));
   }
-  restoreSysctls(dir);
-  cleanKubeletHostPaths();
+  await step(() => restoreSysctls(dir));
+  await step(() => cleanKubeletHostPaths());
   rmSync(testbedJson(stateDir), { force: true });
   rmSync(join(dir, "leases"), { recursive: true, force: true });
-  if (tb) await releaseRegistryTestbed(stateDir, REGISTRY_LEASE);
+  if (tb) await step(() => releaseRegistryTestbed(stateDir, REGISTRY_LEASE));
+  if (errors.length) throw new Error(`Kubernetes test bed: stop left work undone:\n${errors.join("\n")}`);
+}
+
+/** Control-plane processes a failed cold start spawned before testbed.json named them. */
+async function stopStrays(dir: string): Promise<void> {
+  const run = join(dir, "run");
+  if (!existsSync(run)) return;
+  for (const f of readdirSync(run)) {
+    const pid = Number(readFileSync(join(run, f), "utf8"));
+    // Our own spawns only: their command lines name this bed's directory.
+    const mine = (() => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir);
+      } catch {
+        return false;
+      }
+    })();
+    if (pid && mine && isAlive(pid)) {
+      process.kill(pid, "SIGKILL");
+      await waitUntil(`stray pid ${pid} (${f}) to die after SIGKILL`, 5_000, () => !isAlive(pid));
+    }
+  }
+  await releaseRegistryTestbed(resolve(dir, ".."), REGISTRY_LEASE).catch(() => undefined);
 }
 
 async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRuntime }[]): Promise<K8sTestbed> {
@@ -460,7 +492,14 @@ export async function startK8sTestbed(stateDir = defaultStateDir(), opts: StartK
         }
       } else {
         if (tb) await stopUnlocked(stateDir);
-        tb = await coldStart(stateDir, nodes);
+        try {
+          tb = await coldStart(stateDir, nodes);
+        } catch (e) {
+          // Leave nothing half-started behind (what ran is in testbed.json or in run/*.pid).
+          await stopUnlocked(stateDir).catch(() => undefined);
+          await stopStrays(dir);
+          throw e;
+        }
       }
       if (opts.lease) {
         mkdirSync(join(dir, "leases"), { recursive: true });
