@@ -359,12 +359,14 @@ async function stopUnlocked(stateDir: string): Promise<void> {
     const { scheduler, controllerManager, apiserver, etcd } = tb.processes;
     for (const p of [scheduler, controllerManager, apiserver, etcd]) await step(() => terminate(p.pid, p.marker));
   }
+  // testbed.json stays while something may still run, so that `down` can be tried again.
+  if (errors.length) throw new Error(`Kubernetes test bed: stop left work undone (run scripts/k8sbed.sh down again):\n${errors.join("\n")}`);
   await step(() => restoreSysctls(dir));
   await step(() => cleanKubeletHostPaths());
   rmSync(testbedJson(stateDir), { force: true });
   rmSync(join(dir, "leases"), { recursive: true, force: true });
   if (tb) await step(() => releaseRegistryTestbed(stateDir, REGISTRY_LEASE));
-  if (errors.length) throw new Error(`Kubernetes test bed: stop left work undone:\n${errors.join("\n")}`);
+  if (errors.length) throw new Error(`Kubernetes test bed: stopped, but: ${errors.join("; ")}`);
 }
 
 /** Control-plane processes a failed cold start spawned before testbed.json named them. */
