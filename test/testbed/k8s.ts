@@ -307,7 +307,6 @@ async function bringUpNode(tb: K8sTestbed, api: KubeApi, name: string, opts: K8s
   const old = tb.nodes[name];
   const kubeconfig = ensureNodeKubeconfig(pkiOf(tb), name, tb.server);
   const n = await planNode(nodeContext(tb), name, opts, kubeconfig, old);
-  if (old && old.runtime !== n.runtime) throw new Error(`node ${name} exists with runtime ${old.runtime}; remove it first (removeK8sNode) to add it with ${n.runtime}`);
   tb.nodes[name] = n;
   await startNode(n, nodeContext(tb));
   await waitNodeReady(api, n);
@@ -400,7 +399,8 @@ async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRu
   requireBinaries(binDir);
   // A fresh cluster: no objects or node data from an earlier run.
   for (const d of ["etcd", "nodes", "logs", "run"]) {
-    if (mountsUnder(join(dir, d)).length) throw new Error(`Kubernetes test bed: mounts left under ${join(dir, d)} (${mountsUnder(join(dir, d)).join(", ")}); run scripts/k8sbed.sh down`);
+    // A bed that died without a stop leaves the kubelet's mounts; rm -rf would stop at them.
+    for (const m of mountsUnder(join(dir, d))) execFileSync("umount", ["-l", m]);
     rmSync(join(dir, d), { recursive: true, force: true });
   }
   mkdirSync(join(dir, "logs"), { recursive: true });
@@ -554,7 +554,8 @@ export async function addK8sNode(name: string, opts: K8sNodeOptions = {}, stateD
     async () => {
       const tb = loadK8sTestbed(stateDir);
       const old = tb.nodes[name];
-      if (old && nodeRunning(old) && (!opts.runtime || opts.runtime === old.runtime)) return old;
+      if (old && opts.runtime && opts.runtime !== old.runtime) throw new Error(`node ${name} exists with runtime ${old.runtime}; remove it first (removeK8sNode) to add it with ${opts.runtime}`);
+      if (old && nodeRunning(old)) return old;
       if (old) await stopNode(old);
       saveSysctls(tb.dir);
       const api = adminApi(tb);
