@@ -156,15 +156,20 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
     await kubectl(tb, ["apply", "-f", "-"], daemonSet("private", spec(true)));
     await kubectl(tb, ["apply", "-f", "-"], daemonSet("private-nosecret", spec(false)));
     await readyOnEveryNode(tb, "private", ["node1", "node2"]);
+    // The waiting message alternates between the pull error (ErrImagePull) and a back-off notice.
     const refused = new Map<string, string>();
-    await waitUntil("pull without the secret to fail on node1 and node2", POD_MS, async () => {
+    const last = new Map<string, string>();
+    await waitUntil("pull without the secret to fail with 401 on node1 and node2", POD_MS, async () => {
       for (const p of await pods(tb, "private-nosecret")) {
-        const msg = p.status.initContainerStatuses?.[0]?.state?.waiting?.message;
-        if (p.spec.nodeName && msg) refused.set(p.spec.nodeName, msg);
+        const w = p.status.initContainerStatuses?.[0]?.state?.waiting;
+        if (!p.spec.nodeName || !w?.message) continue;
+        last.set(p.spec.nodeName, `${w.reason}: ${w.message}`);
+        if (/401 Unauthorized/.test(w.message)) refused.set(p.spec.nodeName, w.message);
       }
       return refused.has("node1") && refused.has("node2");
-    });
-    for (const [node, msg] of refused) expect(msg, node).toMatch(/401 Unauthorized/);
+    }).catch((e: Error) => Promise.reject(new Error(`${e.message}; last: ${JSON.stringify(Object.fromEntries(last))}`)));
+    expect([...refused.keys()].sort()).toEqual(["node1", "node2"]);
+    expect((await pods(tb, "private-nosecret")).every((p) => p.status.phase === "Pending")).toBe(true);
   });
 
   it("shows the pulled images in crictl and ctr on each node (the runtime is the authority)", async () => {
