@@ -307,7 +307,6 @@ async function bringUpNode(tb: K8sTestbed, api: KubeApi, name: string, opts: K8s
   const old = tb.nodes[name];
   const kubeconfig = ensureNodeKubeconfig(pkiOf(tb), name, tb.server);
   const n = await planNode(nodeContext(tb), name, opts, kubeconfig, old);
-  if (old && old.runtime !== n.runtime) throw new Error(`node ${name} exists with runtime ${old.runtime}; remove it first (removeK8sNode) to add it with ${n.runtime}`);
   tb.nodes[name] = n;
   await startNode(n, nodeContext(tb));
   await waitNodeReady(api, n);
@@ -345,16 +344,50 @@ async function controlPlaneHealthy(tb: K8sTestbed): Promise<boolean> {
 async function stopUnlocked(stateDir: string): Promise<void> {
   const tb = readTestbed(stateDir);
   const dir = bedDir(stateDir);
+  // Every step runs even when one fails; the failures are reported together at the end.
+  const errors: string[] = [];
+  const step = async (fn: () => unknown) => {
+    try {
+      await fn();
+    } catch (e) {
+      errors.push((e as Error).message);
+    }
+  };
   if (tb) {
-    for (const n of Object.values(tb.nodes)) await stopNode(n);
+    for (const n of Object.values(tb.nodes)) await step(() => stopNode(n));
     const { scheduler, controllerManager, apiserver, etcd } = tb.processes;
-    for (const p of [scheduler, controllerManager, apiserver, etcd]) await terminate(p.pid, p.marker);
+    for (const p of [scheduler, controllerManager, apiserver, etcd]) await step(() => terminate(p.pid, p.marker));
   }
-  restoreSysctls(dir);
-  cleanKubeletHostPaths();
+  // testbed.json stays while something may still run, so that `down` can be tried again.
+  if (errors.length) throw new Error(`Kubernetes test bed: stop left work undone (run scripts/k8sbed.sh down again):\n${errors.join("\n")}`);
+  await step(() => restoreSysctls(dir));
+  await step(() => cleanKubeletHostPaths());
   rmSync(testbedJson(stateDir), { force: true });
   rmSync(join(dir, "leases"), { recursive: true, force: true });
-  if (tb) await releaseRegistryTestbed(stateDir, REGISTRY_LEASE);
+  if (tb) await step(() => releaseRegistryTestbed(stateDir, REGISTRY_LEASE));
+  if (errors.length) throw new Error(`Kubernetes test bed: stopped, but: ${errors.join("; ")}`);
+}
+
+/** Control-plane processes a failed cold start spawned before testbed.json named them. */
+async function stopStrays(dir: string): Promise<void> {
+  const run = join(dir, "run");
+  if (!existsSync(run)) return;
+  for (const f of readdirSync(run)) {
+    const pid = Number(readFileSync(join(run, f), "utf8"));
+    // Our own spawns only: their command lines name this bed's directory.
+    const mine = (() => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir);
+      } catch {
+        return false;
+      }
+    })();
+    if (pid && mine && isAlive(pid)) {
+      process.kill(pid, "SIGKILL");
+      await waitUntil(`stray pid ${pid} (${f}) to die after SIGKILL`, 5_000, () => !isAlive(pid));
+    }
+  }
+  await releaseRegistryTestbed(resolve(dir, ".."), REGISTRY_LEASE).catch(() => undefined);
 }
 
 async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRuntime }[]): Promise<K8sTestbed> {
@@ -366,7 +399,8 @@ async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRu
   requireBinaries(binDir);
   // A fresh cluster: no objects or node data from an earlier run.
   for (const d of ["etcd", "nodes", "logs", "run"]) {
-    if (mountsUnder(join(dir, d)).length) throw new Error(`Kubernetes test bed: mounts left under ${join(dir, d)} (${mountsUnder(join(dir, d)).join(", ")}); run scripts/k8sbed.sh down`);
+    // A bed that died without a stop leaves the kubelet's mounts; rm -rf would stop at them.
+    for (const m of mountsUnder(join(dir, d))) execFileSync("umount", ["-l", m]);
     rmSync(join(dir, d), { recursive: true, force: true });
   }
   mkdirSync(join(dir, "logs"), { recursive: true });
@@ -460,7 +494,14 @@ export async function startK8sTestbed(stateDir = defaultStateDir(), opts: StartK
         }
       } else {
         if (tb) await stopUnlocked(stateDir);
-        tb = await coldStart(stateDir, nodes);
+        try {
+          tb = await coldStart(stateDir, nodes);
+        } catch (e) {
+          // Leave nothing half-started behind (what ran is in testbed.json or in run/*.pid).
+          await stopUnlocked(stateDir).catch(() => undefined);
+          await stopStrays(dir);
+          throw e;
+        }
       }
       if (opts.lease) {
         mkdirSync(join(dir, "leases"), { recursive: true });
@@ -513,7 +554,8 @@ export async function addK8sNode(name: string, opts: K8sNodeOptions = {}, stateD
     async () => {
       const tb = loadK8sTestbed(stateDir);
       const old = tb.nodes[name];
-      if (old && nodeRunning(old) && (!opts.runtime || opts.runtime === old.runtime)) return old;
+      if (old && opts.runtime && opts.runtime !== old.runtime) throw new Error(`node ${name} exists with runtime ${old.runtime}; remove it first (removeK8sNode) to add it with ${opts.runtime}`);
+      if (old && nodeRunning(old)) return old;
       if (old) await stopNode(old);
       saveSysctls(tb.dir);
       const api = adminApi(tb);
