@@ -49,8 +49,11 @@ async function upsert<T extends KubeObject>(client: KubeClient, collection: stri
   return client.replace<T>(path, next, `update ${what}`);
 }
 
-/** Reads nodes, pods and (for pods whose agent is not ready) the probe's last message. */
-export async function observeSet(client: KubeClient, spec: Pick<SetSpec, "name" | "namespace" | "images" | "nodeSelector" | "tolerations" | "pin">): Promise<SetState> {
+/**
+ * Reads nodes, pods and (for pods whose agent is not ready) the probe's last message. `currentHash`
+ * (while waiting on a rollout): pods of an older spec count as being replaced.
+ */
+export async function observeSet(client: KubeClient, spec: Pick<SetSpec, "name" | "namespace" | "images" | "nodeSelector" | "tolerations" | "pin">, currentHash?: string): Promise<SetState> {
   const [nodes, pods] = await Promise.all([
     client.list<Node>(paths.nodes(), "list nodes"),
     client.list<Pod>(paths.pods(spec.namespace), `list pods of ${dsTarget(spec)}`, selector(spec.name)),
@@ -64,7 +67,7 @@ export async function observeSet(client: KubeClient, spec: Pick<SetSpec, "name" 
       if (msg) probes.set(p.metadata.name, msg);
     }
   }
-  return setState(covered, pods, spec.images, spec.pin, probes);
+  return setState(covered, pods, spec.images, spec.pin, probes, currentHash);
 }
 
 interface KubeEvent extends KubeObject {
@@ -106,7 +109,7 @@ export async function waitForSet(client: KubeClient, spec: SetSpec, deadline: nu
   for (;;) {
     const ds = await client.get<DaemonSet>(paths.daemonSet(spec.namespace, spec.name), `read ${dsTarget(spec)}`);
     if (!ds) throw new ImageyardError("KUBE_NOT_FOUND", `wait for ${dsTarget(spec)}: it was deleted while waiting (404). Run again.`);
-    const state = await observeSet(client, spec);
+    const state = await observeSet(client, spec, imagesHash(spec));
     const line = progressLine(state);
     if (line !== last) log(line);
     last = line;

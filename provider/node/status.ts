@@ -130,8 +130,11 @@ function initState(st: ContainerStatus | undefined, image: NodeImage, before: st
   return { state: "pending", reason: before ? `waiting for ${before}` : `pulling ${image.key}` };
 }
 
-/** Builds one node's state from its pod (or its absence). */
-export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[], pin: boolean, probe?: string): NodeState {
+/**
+ * Builds one node's state from its pod (or its absence). With `currentHash`, a pod of an older
+ * spec or one being deleted only means "being replaced": what it reports is no longer the answer.
+ */
+export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[], pin: boolean, probe?: string, currentHash?: string): NodeState {
   const runtime = node.status?.nodeInfo?.containerRuntimeVersion;
   const out: NodeState = { node: node.metadata.name, images: {}, ready: false, warnings: [] };
   if (runtime) out.runtime = runtime;
@@ -143,6 +146,10 @@ export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[],
   out.pod = pod.metadata.name;
   const hash = pod.metadata.annotations?.[ANNOTATION_IMAGES];
   if (hash) out.podHash = hash;
+  if (pod.metadata.deletionTimestamp || (currentHash !== undefined && hash !== currentHash)) {
+    for (const img of images) out.images[img.key] = { state: "pending", reason: "pod being replaced" };
+    return out;
+  }
   const inits = new Map((pod.status?.initContainerStatuses ?? []).map((s) => [s.name, s]));
   const agent = (pod.status?.containerStatuses ?? []).find((s) => s.name === AGENT_CONTAINER);
   out.ready = !!agent?.ready && !pod.metadata.deletionTimestamp;
@@ -172,7 +179,7 @@ export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[],
 }
 
 /** The whole set: every covered node, in name order. */
-export function setState(nodes: Node[], pods: Pod[], images: NodeImage[], pin: boolean, probes: Map<string, string> = new Map()): SetState {
+export function setState(nodes: Node[], pods: Pod[], images: NodeImage[], pin: boolean, probes: Map<string, string> = new Map(), currentHash?: string): SetState {
   const byNode = new Map<string, Pod>();
   for (const p of pods) {
     const n = p.spec.nodeName;
@@ -185,7 +192,7 @@ export function setState(nodes: Node[], pods: Pod[], images: NodeImage[], pin: b
     .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
     .map((n) => {
       const pod = byNode.get(n.metadata.name);
-      return nodeState(n, pod, images, pin, pod ? probes.get(pod.metadata.name) : undefined);
+      return nodeState(n, pod, images, pin, pod ? probes.get(pod.metadata.name) : undefined, currentHash);
     });
   return { nodes: states, ready: states.filter((s) => s.ready).length, total: states.length };
 }

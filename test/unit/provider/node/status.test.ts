@@ -82,3 +82,13 @@ describe("helpers", () => {
     expect(classifyPullError("write /var/lib/containerd/…: no space left on device")).toBe("no space left on the node");
   });
 });
+
+describe("pods being replaced", () => {
+  it("do not count as failures while a rollout or repair replaces them", () => {
+    const p = pod("n1", [done("image-0", `r/busybox@${D1}`), { name: "image-1", ready: false, state: { waiting: { reason: "ErrImagePull", message: "401 Unauthorized" } } }], false);
+    expect(failuresOf(setState([node("n1")], [p], images, false))).toHaveLength(1);
+    expect(failuresOf(setState([node("n1")], [p], images, false, new Map(), "newer-spec"))).toEqual([]);
+    const deleting = { ...p, metadata: { ...p.metadata, deletionTimestamp: "2026-11-29T05:00:00Z" } };
+    expect(nodesOutput(setState([node("n1")], [deleting], images, false))).toEqual({ n1: { "r/busybox:1": "pending: pod being replaced", "r/app:v1": "pending: pod being replaced" } });
+  });
+});
