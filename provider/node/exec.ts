@@ -87,7 +87,7 @@ export async function execInPod(client: KubeClient, req: ExecRequest): Promise<E
   if (!status) throw new ImageyardError("NETWORK_ERROR", `${op}: the connection closed without an exit status. Run again.`, { retryable: true });
   if (status.status !== "Success") {
     const code = status.details?.causes?.find((c) => c.reason === "ExitCode")?.message;
-    throw new ImageyardError("NODE_PULL_FAILED", `${op}: ${stderr || status.message || "failed"} (${code ? `exit ${code}` : status.reason ?? "Failure"}). Check the agent's message above.`);
+    throw new ImageyardError("NODE_PULL_FAILED", `${op}: ${stderr || status.message || "failed"} (${code ? `exit ${code}` : status.reason ?? "Failure"}). Fix what the agent reports and run again.`);
   }
   return { stdout, stderr };
 }
