@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -247,7 +248,9 @@ func (r *Runtime) Import(ctx context.Context, archive io.Reader) ([]Stored, erro
 		return nil, err
 	}
 	imgs, err := r.client.Import(ctx, archive,
-		containerd.WithImageLabels(map[string]string{managedLabel: "managed"}))
+		containerd.WithImageLabels(map[string]string{managedLabel: "managed"}),
+		// An oci-archive's ref.name is stored as written: normalise it as docker-archive names are.
+		containerd.WithImageRefTranslator(normaliseName))
 	if err != nil {
 		return nil, fmt.Errorf("import into containerd: %w", err)
 	}
@@ -267,6 +270,13 @@ func (r *Runtime) Import(ctx context.Context, archive io.Reader) ([]Stored, erro
 		return nil, fmt.Errorf("the archive names no image (no RepoTags, no org.opencontainers.image.ref.name)")
 	}
 	return out, nil
+}
+
+func normaliseName(name string) string {
+	if n, err := reference.ParseDockerRef(name); err == nil {
+		return n.String()
+	}
+	return name
 }
 
 // criSnapshotter reads the snapshotter from CRI's verbose status: images must be unpacked where

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentBinaryPath } from "../../../../provider/node/agentimage";
+import { readArchive } from "../../../../provider/node/archive";
 import { seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 import { runSkopeo, skopeoFlags, dockerRef } from "../../../testbed/skopeo";
@@ -109,6 +110,19 @@ describe("prepull agent on containerd 1.6", () => {
     expect(stored.map((s) => s.name)).toContain(name);
     expect(seen.get(name)).toBe(stored.find((s) => s.name === name)!.digest);
     expect(seen.get(`registry.k8s.io/${id}/offline:v1`)).toBe(seen.get(name));
+    // what the provider verifies after an import: the config digest it read from the archive itself
+    expect(stored.find((s) => s.name === name)!.config).toBe((await readArchive({ format: "docker-archive", path: file })).digest);
+  });
+
+  it("imports an oci-archive under its ref.name, normalised, with the manifest digest readArchive expects", async () => {
+    const file = join(dir, "app-oci.tar");
+    const name = `registry.local/${id}/oci:v1`;
+    await runSkopeo(["copy", "-q", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${id}/app:v1`), `oci-archive:${file}:${name}`]);
+    const expected = await readArchive({ format: "oci-archive", path: file });
+    expect(expected.names).toEqual([name]);
+    const r = await runAgent(["import"], [{ ref: name, archive: true }], file);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await ctrImages()).get(name)).toBe(expected.digest);
   });
 
   it("remove deletes only the set's names and reports them", async () => {
