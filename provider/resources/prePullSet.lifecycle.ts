@@ -127,6 +127,14 @@ export async function checkPrePull(olds: Partial<PrePullInputs>, news: PrePullIn
       }
       return undefined;
     } catch (e) {
+      // A registry that is down must not break every preview of a set that already holds the
+      // image: keep the digest the nodes have and say so. New images must resolve.
+      const known = olds.digests?.[img.key];
+      if (known && isImageyardError(e) && (e.code === "NETWORK_ERROR" || e.code === "TIMEOUT" || e.retryable)) {
+        logOf(deps)(`warning: ${img.key}: ${messageOf(e)}; keeping the digest the nodes hold, ${known}`);
+        digests[img.key] = known;
+        return undefined;
+      }
       const auth = isImageyardError(e) && (e.code === "REGISTRY_UNAUTHORIZED" || e.code === "REGISTRY_DENIED");
       return { property: `images[${i}]${auth ? ".auth" : ""}`, reason: `${img.key}: ${messageOf(e)}` };
     }
