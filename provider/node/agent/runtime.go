@@ -279,17 +279,36 @@ func normaliseName(name string) string {
 	return name
 }
 
-// criSnapshotter reads the snapshotter from CRI's verbose status: images must be unpacked where
-// the kubelet's containers will look for them.
+// criSnapshotter finds the snapshotter CRI unpacks with, so imports land where the kubelet's
+// containers look: the snapshot label CRI left on an image it pulled (the agent's own image,
+// at least), else containerd 1.x's verbose CRI status, else containerd's default.
 func (r *Runtime) criSnapshotter(ctx context.Context) (string, error) {
-	st, err := cri.NewRuntimeServiceClient(r.cri).Status(ctx, &cri.StatusRequest{Verbose: true})
+	imgs, err := r.client.ImageService().List(ctx)
 	if err != nil {
-		return "", fmt.Errorf("CRI status: %w", err)
+		return "", fmt.Errorf("list images: %w", err)
 	}
-	var cfg any
-	if err := json.Unmarshal([]byte(st.Info["config"]), &cfg); err == nil {
-		if s := findKey(cfg, "snapshotter"); s != "" {
-			return s, nil
+	for _, img := range imgs {
+		cfg, err := containerd.NewImage(r.client, img).Config(ctx)
+		if err != nil {
+			continue
+		}
+		info, err := r.client.ContentStore().Info(ctx, cfg.Digest)
+		if err != nil {
+			continue
+		}
+		for k := range info.Labels {
+			if s, ok := strings.CutPrefix(k, "containerd.io/gc.ref.snapshot."); ok && s != "" {
+				return strings.SplitN(s, "/", 2)[0], nil
+			}
+		}
+	}
+	st, err := cri.NewRuntimeServiceClient(r.cri).Status(ctx, &cri.StatusRequest{Verbose: true})
+	if err == nil {
+		var cfg any
+		if json.Unmarshal([]byte(st.Info["config"]), &cfg) == nil {
+			if s := findKey(cfg, "snapshotter"); s != "" {
+				return s, nil
+			}
 		}
 	}
 	return "overlayfs", nil

@@ -1,12 +1,13 @@
-// The node agent (provider/node/agent, Go) against a real containerd 1.6 (Debian's) with its CRI
-// plugin, started on its own socket: retag, pin reporting, the readiness check seeing a lost name,
-// re-running over existing names, tarball import and removal. Every effect is checked with ctr,
-// not through the agent.
+// The node agent (provider/node/agent, Go) against real containerds with their CRI plugin, each
+// started on its own socket: Debian's 1.6 and, when built (scripts/k8s-build.sh, or
+// IY_CONTAINERD2_DIR), v2.4.2. Retag, pin (labelled on v2, reported unsupported on 1.6), the
+// readiness check seeing a lost name, re-running over existing names, tarball import, removal.
+// Every effect is checked with the runtime's own ctr, not through the agent.
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentBinaryPath } from "../../../../provider/node/agentimage";
@@ -19,68 +20,99 @@ import { freePort, waitUntil } from "../../../testbed/processes";
 const run = promisify(execFile);
 const tb = loadRegistryTestbed();
 const { upstream } = tb.registries;
-const id = `agent-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
-const dir = mkdtempSync(join(tmpdir(), "iy-agent-"));
-const sock = join(dir, "containerd.sock");
 const agent = agentBinaryPath();
-let containerd: ChildProcess;
-let image: SeededImage;
-let pinnedRef: string;
-const RETAG = `registry.k8s.io/${id}/app:v2.0.0`;
 
-const ctr = async (...args: string[]) => (await run("ctr", ["--address", sock, "-n", "k8s.io", ...args], { encoding: "utf8" })).stdout;
-/** name → target digest, as containerd itself lists them. */
-async function ctrImages(): Promise<Map<string, string>> {
-  const out = await ctr("images", "ls");
-  return new Map(out.split("\n").slice(1).filter(Boolean).map((l) => l.split(/\s+/)).map((f) => [f[0]!, f[2]!]));
+interface RuntimeSpec {
+  label: string;
+  containerd: string;
+  ctr: string;
+  v2: boolean;
 }
-function runAgent(cmd: string[], images: unknown, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = execFile(agent, cmd, { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir }, encoding: "utf8" }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-    if (input) createReadStream(input).pipe(p.stdin!);
-    else p.stdin!.end();
+
+/** containerd v2 from $IY_CONTAINERD2_DIR or the k8s bed's build, if there. */
+function containerd2Dir(): string | undefined {
+  const candidates = [process.env.IY_CONTAINERD2_DIR, join(process.env.HOME ?? "", ".cache/imageyard/k8s/v1.37.2/bin/containerd2"), "/tmp/prepull-containerd2"];
+  return candidates.find((d) => d && existsSync(join(d, "containerd")) && existsSync(join(d, "ctr")));
+}
+
+const runtimes: RuntimeSpec[] = [{ label: "containerd 1.6", containerd: "/usr/bin/containerd", ctr: "/usr/bin/ctr", v2: false }];
+const c2 = containerd2Dir();
+if (c2) runtimes.push({ label: "containerd 2.4", containerd: join(c2, "containerd"), ctr: join(c2, "ctr"), v2: true });
+
+function configToml(rt: RuntimeSpec, dir: string, sock: string, stream: number): string {
+  const common = [`root = "${dir}/root"`, `state = "${dir}/state"`, "[grpc]", `  address = "${sock}"`, "[ttrpc]", `  address = "${sock}.ttrpc"`];
+  if (!rt.v2) {
+    const cri = '[plugins."io.containerd.grpc.v1.cri"';
+    return ["version = 2", ...common, '[plugins."io.containerd.internal.v1.opt"]', `  path = "${dir}/opt"`,
+      `${cri}]`, "  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"', `  stream_server_port = "${stream}"`,
+      `${cri}.containerd]`, '  snapshotter = "native"', `${cri}.cni]`, `  bin_dir = "${dir}/cni"`, `  conf_dir = "${dir}/cni"`, ""].join("\n");
+  }
+  return ["version = 3", ...common, "[plugins.'io.containerd.internal.v1.opt']", `  path = "${dir}/opt"`,
+    "[plugins.'io.containerd.nri.v1.nri']", "  disable = true",
+    "[plugins.'io.containerd.cri.v1.images']", '  snapshotter = "native"',
+    "[plugins.'io.containerd.cri.v1.runtime'.cni]", `  bin_dirs = ["${dir}/cni"]`, `  conf_dir = "${dir}/cni"`,
+    "[plugins.'io.containerd.grpc.v1.cri']", "  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"', `  stream_server_port = "${stream}"`,
+    "[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]", '  platform = "linux/amd64"', '  snapshotter = "native"', '  differ = "walking"', ""].join("\n");
+}
+
+for (const rt of runtimes) describe(`prepull agent on ${rt.label}`, () => {
+  const id = `agent-${rt.v2 ? "v2" : "v1"}-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
+  const dir = mkdtempSync(join(tmpdir(), "iy-agent-"));
+  const sock = join(dir, "containerd.sock");
+  let containerd: ChildProcess;
+  let image: SeededImage;
+  let pinnedRef: string;
+  const RETAG = `registry.k8s.io/${id}/app:v2.0.0`;
+
+  const ctr = async (...args: string[]) => (await run(rt.ctr, ["--address", sock, "-n", "k8s.io", ...args], { encoding: "utf8" })).stdout;
+  /** name → target digest (and labels), as containerd itself lists them. */
+  async function ctrImages(): Promise<Map<string, string>> {
+    const out = await ctr("images", "ls");
+    return new Map(out.split("\n").slice(1).filter(Boolean).map((l) => l.split(/\s+/)).map((f) => [f[0]!, f[2]!]));
+  }
+  function runAgent(cmd: string[], images: unknown, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const p = execFile(agent, cmd, { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir }, encoding: "utf8" }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+      if (input) createReadStream(input).pipe(p.stdin!);
+      else p.stdin!.end();
+    });
+  }
+
+  beforeAll(async () => {
+    if (!existsSync(agent)) throw new Error(`no agent binary at ${agent}: run scripts/build-agent.sh`);
+    writeFileSync(join(dir, "config.toml"), configToml(rt, dir, sock, await freePort()));
+    mkdirSync(join(dir, "cni"));
+    containerd = spawn(rt.containerd, ["--config", join(dir, "config.toml")], { stdio: "ignore", env: { ...process.env, PATH: `${dirname(rt.containerd)}:${process.env.PATH}` } });
+    await waitUntil(`${rt.label} on ${sock}`, 60_000, async () => existsSync(sock) && (await ctr("version").then(() => true, () => false)));
+    image = await seedImage(upstream, `${id}/app:v1`, { layers: 1, layerSize: "64K", seed: id });
+    pinnedRef = `${upstream.host}/${id}/app@${image.digest}`;
+    await ctr("images", "pull", "--plain-http", "--snapshotter", "native", pinnedRef);
+  }, 180_000);
+
+  afterAll(async () => {
+    containerd?.kill("SIGTERM");
+    await new Promise((r) => containerd?.once("exit", r));
+    execFileSync("sh", ["-c", `umount -R ${dir}/root 2>/dev/null; true`]);
+    rmSync(dir, { recursive: true, force: true });
   });
-}
 
-beforeAll(async () => {
-  if (!existsSync(agent)) throw new Error(`no agent binary at ${agent}: run scripts/build-agent.sh`);
-  const stream = await freePort();
-  const cri = '[plugins."io.containerd.grpc.v1.cri"';
-  writeFileSync(join(dir, "config.toml"), [
-    "version = 2", `root = "${dir}/root"`, `state = "${dir}/state"`,
-    "[grpc]", `  address = "${sock}"`, "[ttrpc]", `  address = "${sock}.ttrpc"`,
-    '[plugins."io.containerd.internal.v1.opt"]', `  path = "${dir}/opt"`,
-    `${cri}]`, "  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"', `  stream_server_port = "${stream}"`,
-    `${cri}.containerd]`, '  snapshotter = "native"',
-    `${cri}.cni]`, `  bin_dir = "${dir}/cni"`, `  conf_dir = "${dir}/cni"`, "",
-  ].join("\n"));
-  mkdirSync(join(dir, "cni"));
-  containerd = spawn("/usr/bin/containerd", ["--config", join(dir, "config.toml")], { stdio: ["ignore", "ignore", "pipe"], detached: false });
-  await waitUntil(`containerd on ${sock}`, 60_000, async () => existsSync(sock) && (await ctr("version").then(() => true, () => false)));
-  image = await seedImage(upstream, `${id}/app:v1`, { layers: 1, layerSize: "64K", seed: id });
-  pinnedRef = `${upstream.host}/${id}/app@${image.digest}`;
-  await ctr("images", "pull", "--plain-http", "--snapshotter", "native", pinnedRef);
-}, 180_000);
-
-afterAll(async () => {
-  containerd?.kill("SIGTERM");
-  await new Promise((r) => containerd?.once("exit", r));
-  execFileSync("sh", ["-c", `umount -R ${dir}/root 2>/dev/null; true`]);
-  rmSync(dir, { recursive: true, force: true });
-});
-
-describe("prepull agent on containerd 1.6", () => {
-  it("serve retags the pulled image, reports that 1.6 cannot pin, and check then passes", async () => {
+  it("serve retags the pulled image, pins where the runtime can (1.6: says it cannot), and check then passes", async () => {
     const images = [{ ref: pinnedRef, retagAs: [RETAG], pin: true }];
     const serve = spawn(agent, ["serve"], { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir } });
     let out = "";
     serve.stdout.on("data", (b: Buffer) => (out += b.toString()));
     await waitUntil("agent serve's report", 30_000, () => out.includes("\n"));
     const report = JSON.parse(out) as { runtime: string; images: { digest: string; pinned: boolean; warning?: string }[] };
-    expect(report.runtime).toMatch(/^1\.6\./);
-    expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: false, warning: expect.stringMatching(/pin not supported by containerd 1\.6/) });
+    if (rt.v2) {
+      expect(report.runtime).toMatch(/^v?2\./);
+      expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: true });
+      expect(await ctr("images", "ls", `name==${pinnedRef}`)).toContain("io.cri-containerd.pinned=pinned");
+    } else {
+      expect(report.runtime).toMatch(/^1\.6\./);
+      expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: false, warning: expect.stringMatching(/pin not supported by containerd 1\.6/) });
+    }
     serve.kill("SIGTERM");
     await new Promise((r) => serve.once("exit", r));
     expect((await ctrImages()).get(RETAG)).toBe(image.digest);
