@@ -14,13 +14,13 @@ import { basename, join, resolve } from "node:path";
 import { createDispatcher, drain, send } from "../../provider/http/client";
 import { buildAndPushImages, imagesPresent, type K8sImage, type K8sImages } from "./k8simages";
 import { ensureK8sPki, ensureNodeKubeconfig, kubeconfigOf, type K8sPki } from "./k8spki";
-import { mountsUnder, nodeLeftovers, planNode, shimsOf, startNode, stopNode, terminate, type K8sNode, type K8sNodeOptions, type K8sRuntime, type NodeContext } from "./k8snode";
+import { mountsUnder, planNode, shimsOf, startNode, stopNode, terminate, type K8sNode, type K8sNodeOptions, type K8sRuntime, type NodeContext } from "./k8snode";
 import { KubeApi, readyCondition } from "./kubeapi";
 import { defaultStateDir, freePort, isAlive, isOurProcess, liveLeases, logTail, repoRoot, spawnLogged, waitHttp, waitUntil, withLock } from "./processes";
 import { releaseRegistryTestbed, startRegistryTestbed, type RegistryEndpoint } from "./registry";
 
 export type { K8sImage, K8sImages, K8sNode, K8sNodeOptions, K8sRuntime };
-export { nodeLeftovers };
+export { nodeLeftovers, NODE_RUNTIME_LABEL } from "./k8snode";
 
 /** Bump when configs or layout change, so a running older bed is replaced. */
 const GENERATION = "1";

@@ -61,6 +61,8 @@ export interface NodeContext {
   sandboxImage: string;
 }
 
+/** Every node carries its runtime as this label (containerd1 | containerd2), for nodeSelectors. */
+export const NODE_RUNTIME_LABEL = "imageyard.dev/runtime";
 const CGROUP_FS = "/sys/fs/cgroup";
 const CNI_BIN = "/usr/lib/cni";
 const NODE_READY_MS = 180_000;
@@ -284,7 +286,7 @@ export async function startNode(n: K8sNode, ctx: NodeContext): Promise<void> {
   for (const h of cgroupHierarchies()) mkdirSync(join(h, n.cgroupRoot), { recursive: true });
   n.kubeletPid = spawnLogged(
     join(ctx.binDir, "kubelet"),
-    [`--config=${n.kubeletConfig}`, `--kubeconfig=${n.kubeconfig}`, `--root-dir=${join(n.dir, "kubelet")}`, `--cert-dir=${join(n.dir, "kubelet", "pki")}`, `--hostname-override=${n.name}`, "--node-ip=127.0.0.1", "--v=1"],
+    [`--config=${n.kubeletConfig}`, `--kubeconfig=${n.kubeconfig}`, `--root-dir=${join(n.dir, "kubelet")}`, `--cert-dir=${join(n.dir, "kubelet", "pki")}`, `--hostname-override=${n.name}`, "--node-ip=127.0.0.1", `--node-labels=${NODE_RUNTIME_LABEL}=${n.runtime}`, "--v=1"],
     n.kubeletLog,
     join(n.dir, "kubelet.pid"),
   );
