@@ -412,6 +412,8 @@ async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRu
   mark("pki");
   // Images build and push while the control plane starts.
   const imagesDone = buildAndPushImages(join(dir, "images"), binDir, plain, auth).then((i) => (mark("images"), i));
+  // Awaited below; this only keeps a failure from being unhandled while etcd or the apiserver fail first.
+  imagesDone.catch(() => undefined);
   const etcd = await startEtcd(dir);
   mark("etcd");
   const apiserver = await startApiserver(dir, binDir, pki, etcd, apiPort);
