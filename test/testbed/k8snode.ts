@@ -336,6 +336,28 @@ export function shimsOf(n: K8sNode): number[] {
   return out;
 }
 
+/**
+ * The sockets of this node's shims: containerd names them /run/containerd/s/<sha256 of
+ * "<containerd address>/<namespace>/<id>">, the same in 1.6 and 2.x.
+ */
+function shimSockets(n: K8sNode): string[] {
+  const out: string[] = [];
+  for (const pid of shimsOf(n)) {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      const arg = (flag: string) => argv[argv.indexOf(flag) + 1];
+      const ns = arg("-namespace");
+      const id = arg("-id");
+      if (!ns || !id) continue;
+      const key = join(n.containerdSocket, ns, id);
+      for (const k of [key, join(key, "debug")]) out.push(join("/run/containerd/s", createHash("sha256").update(k).digest("hex")));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
 function removeDirDeepestFirst(d: string): void {
   if (!existsSync(d)) return;
   for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) removeDirDeepestFirst(join(d, e.name));
@@ -398,6 +420,7 @@ export async function stopNode(n: K8sNode, opts: { purge?: boolean } = {}): Prom
     }
     await waitUntil(`node ${n.name}: containers in ${root} to die after SIGKILL`, 15_000, () => pidsIn(root).every((p) => !isAlive(p)));
   }
+  const sockets = shimSockets(n);
   for (const pid of shimsOf(n)) {
     try {
       process.kill(pid, "SIGKILL");
@@ -406,6 +429,8 @@ export async function stopNode(n: K8sNode, opts: { purge?: boolean } = {}): Prom
     }
   }
   await waitUntil(`node ${n.name}: shims to die`, 10_000, () => shimsOf(n).every((p) => !isAlive(p)));
+  // A killed shim leaves its socket in /run/containerd/s, shared by every containerd on the host.
+  for (const s of sockets) rmSync(s, { force: true });
   await terminate(n.containerdPid, n.containerdConfig);
   // The kubelet bind-mounts its root dir onto itself and pods' volumes under it.
   for (const m of mountsUnder(n.dir)) {
