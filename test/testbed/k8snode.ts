@@ -345,7 +345,7 @@ function shimSockets(n: K8sNode): string[] {
   for (const pid of shimsOf(n)) {
     try {
       const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-      const arg = (flag: string) => argv[argv.indexOf(flag) + 1];
+      const arg = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
       const ns = arg("-namespace");
       const id = arg("-id");
       if (!ns || !id) continue;
