@@ -14,13 +14,13 @@ import { basename, join, resolve } from "node:path";
 import { createDispatcher, drain, send } from "../../provider/http/client";
 import { buildAndPushImages, imagesPresent, type K8sImage, type K8sImages } from "./k8simages";
 import { ensureK8sPki, ensureNodeKubeconfig, kubeconfigOf, type K8sPki } from "./k8spki";
-import { mountsUnder, nodeLeftovers, planNode, shimsOf, startNode, stopNode, terminate, type K8sNode, type K8sNodeOptions, type K8sRuntime, type NodeContext } from "./k8snode";
+import { mountsUnder, planNode, shimsOf, startNode, stopNode, terminate, type K8sNode, type K8sNodeOptions, type K8sRuntime, type NodeContext } from "./k8snode";
 import { KubeApi, readyCondition } from "./kubeapi";
 import { defaultStateDir, freePort, isAlive, isOurProcess, liveLeases, logTail, repoRoot, spawnLogged, waitHttp, waitUntil, withLock } from "./processes";
 import { releaseRegistryTestbed, startRegistryTestbed, type RegistryEndpoint } from "./registry";
 
 export type { K8sImage, K8sImages, K8sNode, K8sNodeOptions, K8sRuntime };
-export { nodeLeftovers };
+export { nodeLeftovers, NODE_RUNTIME_LABEL } from "./k8snode";
 
 /** Bump when configs or layout change, so a running older bed is replaced. */
 const GENERATION = "1";
@@ -412,6 +412,8 @@ async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRu
   mark("pki");
   // Images build and push while the control plane starts.
   const imagesDone = buildAndPushImages(join(dir, "images"), binDir, plain, auth).then((i) => (mark("images"), i));
+  // Awaited below; this only keeps a failure from being unhandled while etcd or the apiserver fail first.
+  imagesDone.catch(() => undefined);
   const etcd = await startEtcd(dir);
   mark("etcd");
   const apiserver = await startApiserver(dir, binDir, pki, etcd, apiPort);

@@ -61,6 +61,8 @@ export interface NodeContext {
   sandboxImage: string;
 }
 
+/** Every node carries its runtime as this label (containerd1 | containerd2), for nodeSelectors. */
+export const NODE_RUNTIME_LABEL = "imageyard.dev/runtime";
 const CGROUP_FS = "/sys/fs/cgroup";
 const CNI_BIN = "/usr/lib/cni";
 const NODE_READY_MS = 180_000;
@@ -284,7 +286,7 @@ export async function startNode(n: K8sNode, ctx: NodeContext): Promise<void> {
   for (const h of cgroupHierarchies()) mkdirSync(join(h, n.cgroupRoot), { recursive: true });
   n.kubeletPid = spawnLogged(
     join(ctx.binDir, "kubelet"),
-    [`--config=${n.kubeletConfig}`, `--kubeconfig=${n.kubeconfig}`, `--root-dir=${join(n.dir, "kubelet")}`, `--cert-dir=${join(n.dir, "kubelet", "pki")}`, `--hostname-override=${n.name}`, "--node-ip=127.0.0.1", "--v=1"],
+    [`--config=${n.kubeletConfig}`, `--kubeconfig=${n.kubeconfig}`, `--root-dir=${join(n.dir, "kubelet")}`, `--cert-dir=${join(n.dir, "kubelet", "pki")}`, `--hostname-override=${n.name}`, "--node-ip=127.0.0.1", `--node-labels=${NODE_RUNTIME_LABEL}=${n.runtime}`, "--v=1"],
     n.kubeletLog,
     join(n.dir, "kubelet.pid"),
   );
@@ -327,6 +329,28 @@ export function shimsOf(n: K8sNode): number[] {
     try {
       const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
       if (basename(argv[0] ?? "").startsWith("containerd-shim") && argv.includes(n.containerdSocket)) out.push(pid);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/**
+ * The sockets of this node's shims: containerd names them /run/containerd/s/<sha256 of
+ * "<containerd address>/<namespace>/<id>">, the same in 1.6 and 2.x.
+ */
+function shimSockets(n: K8sNode): string[] {
+  const out: string[] = [];
+  for (const pid of shimsOf(n)) {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      const arg = (flag: string) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : undefined);
+      const ns = arg("-namespace");
+      const id = arg("-id");
+      if (!ns || !id) continue;
+      const key = join(n.containerdSocket, ns, id);
+      for (const k of [key, join(key, "debug")]) out.push(join("/run/containerd/s", createHash("sha256").update(k).digest("hex")));
     } catch {
       /* gone */
     }
@@ -396,6 +420,7 @@ export async function stopNode(n: K8sNode, opts: { purge?: boolean } = {}): Prom
     }
     await waitUntil(`node ${n.name}: containers in ${root} to die after SIGKILL`, 15_000, () => pidsIn(root).every((p) => !isAlive(p)));
   }
+  const sockets = shimSockets(n);
   for (const pid of shimsOf(n)) {
     try {
       process.kill(pid, "SIGKILL");
@@ -404,6 +429,8 @@ export async function stopNode(n: K8sNode, opts: { purge?: boolean } = {}): Prom
     }
   }
   await waitUntil(`node ${n.name}: shims to die`, 10_000, () => shimsOf(n).every((p) => !isAlive(p)));
+  // A killed shim leaves its socket in /run/containerd/s, shared by every containerd on the host.
+  for (const s of sockets) rmSync(s, { force: true });
   await terminate(n.containerdPid, n.containerdConfig);
   // The kubelet bind-mounts its root dir onto itself and pods' volumes under it.
   for (const m of mountsUnder(n.dir)) {

@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addK8sNode, crictl, ctr, k8sTestbedRss, kubectl, nodeLeftovers, removeK8sNode, startK8sTestbed, stopK8sTestbed, useK8sTestbed, type K8sNode, type K8sTestbed } from "../../testbed/k8s";
+import { addK8sNode, crictl, ctr, k8sTestbedRss, kubectl, NODE_RUNTIME_LABEL, nodeLeftovers, removeK8sNode, startK8sTestbed, stopK8sTestbed, useK8sTestbed, type K8sNode, type K8sTestbed } from "../../testbed/k8s";
 import { isOurProcess, waitUntil } from "../../testbed/processes";
 
 const POD_MS = 120_000;
@@ -106,7 +106,7 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
     if (tb) await kubectl(tb, ["delete", "namespace", NS, "--wait=false"]).catch(() => undefined);
   });
 
-  it("runs node1 on containerd 1.6 and node2 on containerd v2, both Ready with InternalIP 127.0.0.1", async () => {
+  it("runs node1 on containerd 1.6 and node2 on containerd v2, both Ready with InternalIP 127.0.0.1 and their runtime as a label", async () => {
     const nodes = (await json<{ items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[]; addresses: { type: string; address: string }[]; nodeInfo: { containerRuntimeVersion: string; kubeletVersion: string } } }[] }>(tb, ["get", "nodes"])).items;
     const byName = new Map(nodes.map((n) => [n.metadata.name, n]));
     for (const name of ["node1", "node2"]) {
@@ -118,6 +118,7 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
       // What the node reports is what the bed says it started.
       expect(n!.status.nodeInfo.containerRuntimeVersion).toContain(tb.nodes[name]!.runtimeVersion.split("~")[0]);
     }
+    expect((await kubectl(tb, ["get", "nodes", "-l", `${NODE_RUNTIME_LABEL}=containerd2`, "-o", "name"])).stdout.trim().split("\n")).toContain("node/node2");
     expect(tb.nodes.node1!.runtime).toBe("containerd1");
     expect(tb.nodes.node1!.runtimeVersion).toMatch(/^1\./);
     expect(tb.nodes.node2!.runtime).toBe("containerd2");
