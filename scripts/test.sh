@@ -8,4 +8,6 @@ cd "$IY_ROOT"
 # Kubernetes binaries before the engine toolchain: pulumi.sh links the provider plugin it builds.
 "$IY_ROOT/scripts/k8s-build.sh" ensure
 "$IY_ROOT/scripts/pulumi.sh" ensure
+# PrePullSet's node agent (Go, static): its image is packed from this build.
+"$IY_ROOT/scripts/build-agent.sh" >/dev/null
 exec vitest run "$@"
