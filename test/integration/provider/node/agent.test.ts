@@ -131,10 +131,14 @@ for (const rt of runtimes) describe(`prepull agent on ${rt.label}`, () => {
     expect((await runAgent(["check"], images)).code).toBe(0);
   });
 
-  it("imports a docker-archive from stdin under its own name plus retagAs", async () => {
+  // Regression: on containerd v2 the snapshotter was read from CRI's status, which no longer names
+  // it, so imports were unpacked to overlayfs where CRI (native here) never looks.
+  it("imports a docker-archive from stdin under its own name plus retagAs, unpacked where CRI looks (v2 too)", async () => {
     const file = join(dir, "app.tar");
     const name = `registry.local/${id}/offline:v1`;
-    await runSkopeo(["copy", "-q", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${id}/app:v1`), `docker-archive:${file}:${name}`]);
+    // content this containerd has never unpacked, so what labels it can only come from the import
+    await seedImage(upstream, `${id}/offline-src:v1`, { layers: 1, layerSize: "32K", seed: `${id}-offline` });
+    await runSkopeo(["copy", "-q", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${id}/offline-src:v1`), `docker-archive:${file}:${name}`]);
     const r = await runAgent(["import"], [{ ref: name, retagAs: [`registry.k8s.io/${id}/offline:v1`], archive: true }], file);
     expect(r.code, r.stderr).toBe(0);
     const stored = JSON.parse(r.stdout) as { name: string; digest: string; config: string }[];
@@ -142,6 +146,10 @@ for (const rt of runtimes) describe(`prepull agent on ${rt.label}`, () => {
     expect(stored.map((s) => s.name)).toContain(name);
     expect(seen.get(name)).toBe(stored.find((s) => s.name === name)!.digest);
     expect(seen.get(`registry.k8s.io/${id}/offline:v1`)).toBe(seen.get(name));
+    // unpacked with the snapshotter CRI uses here (native), so pods can start from it: containerd
+    // labels the config blob with the snapshotter it unpacked to (v2's CRI status no longer names it)
+    const configRow = (await ctr("content", "ls")).split("\n").find((l) => l.startsWith(stored.find((s) => s.name === name)!.config));
+    expect(configRow).toMatch(/containerd\.io\/gc\.ref\.snapshot\.native/);
     // what the provider verifies after an import: the config digest it read from the archive itself
     expect(stored.find((s) => s.name === name)!.config).toBe((await readArchive({ format: "docker-archive", path: file })).digest);
   });
