@@ -193,15 +193,11 @@ func (r *Runtime) Remove(ctx context.Context, imgs []Image) (RemoveReport, error
 	is := r.client.ImageService()
 	for _, want := range imgs {
 		names := append([]string{want.Ref}, want.RetagAs...)
-		img, err := is.Get(ctx, want.Ref)
-		if err == nil {
-			cfg, cerr := containerd.NewImage(r.client, img).Config(ctx)
-			if cerr == nil && inUse[cfg.Digest.String()] {
-				for _, n := range names {
-					report.Kept[n] = "in use by a running container"
-				}
-				continue
+		if r.anyInUse(ctx, names, inUse) {
+			for _, n := range names {
+				report.Kept[n] = "in use by a running container"
 			}
+			continue
 		}
 		for _, n := range names {
 			if err := is.Delete(ctx, n); err != nil && !errdefs.IsNotFound(err) {
@@ -213,7 +209,26 @@ func (r *Runtime) Remove(ctx context.Context, imgs []Image) (RemoveReport, error
 	return report, nil
 }
 
-// imagesInUse: image IDs (config digests) of the containers CRI reports running.
+// anyInUse: whether the image behind any of these names (by manifest or config digest) is used.
+func (r *Runtime) anyInUse(ctx context.Context, names []string, inUse map[string]bool) bool {
+	for _, n := range names {
+		img, err := r.client.ImageService().Get(ctx, n)
+		if err != nil {
+			continue
+		}
+		if inUse[img.Target.Digest.String()] {
+			return true
+		}
+		if cfg, err := containerd.NewImage(r.client, img).Config(ctx); err == nil && inUse[cfg.Digest.String()] {
+			return true
+		}
+	}
+	return false
+}
+
+// imagesInUse: digests (image IDs, manifest digests) and names of the images running containers
+// use: those CRI reports (the kubelet's), and any other container with a running task in the
+// namespace (ctr run, other tools).
 func (r *Runtime) imagesInUse(ctx context.Context) (map[string]bool, error) {
 	res, err := cri.NewRuntimeServiceClient(r.cri).ListContainers(ctx, &cri.ListContainersRequest{
 		Filter: &cri.ContainerFilter{State: &cri.ContainerStateValue{State: cri.ContainerState_CONTAINER_RUNNING}},
@@ -226,6 +241,26 @@ func (r *Runtime) imagesInUse(ctx context.Context) (map[string]bool, error) {
 		used[c.ImageRef] = true
 		if c.Image != nil {
 			used[c.Image.Image] = true
+		}
+	}
+	containers, err := r.client.Containers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range containers {
+		task, err := c.Task(ctx, nil)
+		if err != nil {
+			continue // no task: not running
+		}
+		st, err := task.Status(ctx)
+		if err != nil || st.Status != containerd.Running {
+			continue
+		}
+		if img, err := c.Image(ctx); err == nil {
+			used[img.Target().Digest.String()] = true
+			if cfg, err := img.Config(ctx); err == nil {
+				used[cfg.Digest.String()] = true
+			}
 		}
 	}
 	return used, nil

@@ -12,6 +12,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentBinaryPath } from "../../../../provider/node/agentimage";
 import { readArchive } from "../../../../provider/node/archive";
+import { ensureAgentImage } from "../../../../provider/node/agentpush";
 import { seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 import { runSkopeo, skopeoFlags, dockerRef } from "../../../testbed/skopeo";
@@ -164,6 +165,29 @@ for (const rt of runtimes) describe(`prepull agent on ${rt.label}`, () => {
     expect(r.code, r.stderr).toBe(0);
     expect((await ctrImages()).get(name)).toBe(expected.digest);
   });
+
+  // Regression: only CRI's containers counted, so an image a non-CRI container ran was removed.
+  it("remove keeps an image a running container uses, and removes it once the container stopped", async () => {
+    const agentRef = await ensureAgentImage(upstream.host, undefined, undefined, () => {});
+    await ctr("images", "pull", "--plain-http", "--snapshotter", "native", agentRef);
+    const cid = `inuse-${id}`;
+    // a long-running container of that image: the agent's own serve, with nothing to apply
+    await ctr("run", "-d", "--snapshotter", "native", "--env", "IMAGEYARD_IMAGES=[]", "--env", "CONTAINERD_SOCKET=/run/c.sock", "--mount", `type=bind,src=${sock},dst=/run/c.sock,options=rbind`, agentRef, cid, "/agent", "serve");
+    try {
+      const kept = await runAgent(["remove"], [{ ref: agentRef }]);
+      expect(kept.code, kept.stderr).toBe(0);
+      expect(JSON.parse(kept.stdout)).toEqual({ removed: [], kept: { [agentRef]: "in use by a running container" } });
+      expect((await ctrImages()).has(agentRef)).toBe(true);
+    } finally {
+      await ctr("tasks", "kill", "-s", "SIGKILL", cid).catch(() => undefined);
+      await waitUntil(`task ${cid} to stop`, 30_000, async () => !(await ctr("tasks", "ls")).includes(`${cid} `) || (await ctr("tasks", "ls")).includes("STOPPED"));
+      await ctr("tasks", "delete", cid).catch(() => undefined);
+      await ctr("containers", "delete", cid).catch(() => undefined);
+    }
+    const gone = await runAgent(["remove"], [{ ref: agentRef }]);
+    expect(JSON.parse(gone.stdout).removed).toEqual([agentRef]);
+    expect((await ctrImages()).has(agentRef)).toBe(false);
+  }, 120_000);
 
   it("remove deletes only the set's names and reports them", async () => {
     const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
