@@ -32,6 +32,11 @@ export class FakeKube {
     return this;
   }
 
+  /** A kubeconfig document for this server (token auth), as users pass `kubeconfig`. */
+  kubeconfig(server = this.url): string {
+    return kubeconfigFor(server);
+  }
+
   close(): Promise<void> {
     return new Promise((r) => this.server.close(() => r()));
   }
@@ -127,6 +132,11 @@ export class FakeKube {
     }
     return notFound();
   }
+}
+
+/** A one-context kubeconfig document for `server`. */
+export function kubeconfigFor(server: string): string {
+  return JSON.stringify({ "current-context": "c", clusters: [{ name: "c", cluster: { server } }], contexts: [{ name: "c", context: { cluster: "c", user: "u" } }], users: [{ name: "u", user: { token: "t" } }] });
 }
 
 /** A kubelet whose pulls all succeed: imageID = the pulled reference. */

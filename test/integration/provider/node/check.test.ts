@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkPrePull, diffPrePull, type PrePullInputs, type PrePullOutputs } from "../../../../provider/resources/prePullSet.lifecycle";
 import { seedImage, type SeededImage } from "../../../testbed/images";
 import { defaultStateDir, loadRegistryTestbed, readRequests, requestLogMark, startRegistry, type RegistryHandle } from "../../../testbed/registry";
-import { FakeKube, pullsSucceed } from "../../../support/fakekube";
+import { FakeKube, kubeconfigFor, pullsSucceed } from "../../../support/fakekube";
 
 const { upstream, mirror } = loadRegistryTestbed().registries;
 const run = `chk-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
@@ -18,13 +18,11 @@ let priv: SeededImage;
 const lines: string[] = [];
 const deps = { log: (l: string) => lines.push(l) };
 
-const kubeconfigFor = (server: string) =>
-  JSON.stringify({ "current-context": "c", clusters: [{ name: "c", cluster: { server } }], contexts: [{ name: "c", context: { cluster: "c", user: "u" } }], users: [{ name: "u", user: { token: "t" } }] });
 const base = (over: Partial<PrePullInputs> = {}): PrePullInputs => ({ name: "core", agentRegistry: upstream.host, kubeconfig, images: [], ...over });
 
 beforeAll(async () => {
   kube = await new FakeKube(pullsSucceed).start();
-  kubeconfig = kubeconfigFor(kube.url);
+  kubeconfig = kube.kubeconfig();
   [v1, priv] = await Promise.all([
     seedImage(upstream, `${run}/app:v1`, { layers: 1, layerSize: "16K", seed: `${run}-1` }),
     seedImage(mirror, `${run}/private:v1`, { layers: 1, layerSize: "16K", seed: `${run}-p` }),

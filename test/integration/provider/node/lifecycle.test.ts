@@ -24,7 +24,7 @@ beforeAll(async () => {
   kube = await new FakeKube(pullsSucceed).start();
   kube.addNode("node1", "containerd://1.6.20");
   kube.addNode("node2");
-  const kubeconfig = JSON.stringify({ "current-context": "c", clusters: [{ name: "c", cluster: { server: kube.url } }], contexts: [{ name: "c", context: { cluster: "c", user: "u" } }], users: [{ name: "u", user: { token: "t" } }] });
+  const kubeconfig = kube.kubeconfig();
   [app, priv] = await Promise.all([
     seedImage(upstream, `${run}/app:v1`, { layers: 1, layerSize: "16K", seed: `${run}-a` }),
     seedImage(mirror, `${run}/private:v1`, { layers: 1, layerSize: "16K", seed: `${run}-p` }),
