@@ -10,6 +10,8 @@ APT_PKGS=(
   docker-registry skopeo apache2-utils openssl jq curl time ca-certificates
   qemu-utils gzip bzip2 xz-utils zstd
   python3-keystone python3-glance python3-keystonemiddleware python3-openstackclient
+  # the Kubernetes test bed: node runtimes, etcd, CNI loopback, images, the pause compile
+  containerd runc etcd-server etcd-client conntrack socat containernetworking-plugins busybox-static gcc libc6-dev
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do

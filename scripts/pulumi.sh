@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Pulumi toolchain, offline: the `pulumi` CLI and a Node.js language host at the version of the
 # @pulumi/pulumi SDK in node_modules, plus the dynamic-provider shim and Node 22, in one bin dir
-# ($IY_STATE_DIR/pulumi/bin, links only).
+# ($IY_STATE_DIR/pulumi/bin, links only), and the @pulumi/kubernetes provider plugin once
+# scripts/k8s-build.sh has built it.
 #
 #   scripts/pulumi.sh ensure     build or reuse the toolchain, say which (idempotent)
 #   scripts/pulumi.sh env        print `export …` lines for an offline engine (eval them)
@@ -157,6 +158,11 @@ link_engine_bin() {
   ln -sfn "$BIN/pulumi-language-nodejs" "$ENGINE_BIN/pulumi-language-nodejs"
   ln -sfn "$shim" "$ENGINE_BIN/pulumi-resource-pulumi-nodejs"
   ln -sfn "$(readlink -f "$IY_ROOT/node_modules/.bin/node")" "$ENGINE_BIN/node"
+  # The @pulumi/kubernetes provider, when scripts/k8s-build.sh has built it: the engine takes
+  # provider plugins from PATH before PULUMI_HOME, so no `pulumi plugin install` per test home.
+  local k8s_plugin
+  k8s_plugin=$("$IY_ROOT/scripts/k8s-build.sh" plugin-bin)
+  if [ -x "$k8s_plugin" ]; then ln -sfn "$k8s_plugin" "$ENGINE_BIN/pulumi-resource-kubernetes"; else rm -f "$ENGINE_BIN/pulumi-resource-kubernetes"; fi
   link_self
 }
 

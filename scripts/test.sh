@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds, then runs unit, integration (real
-# registries, Keystone + Glance on 127.0.0.1) and end-to-end (real pulumi CLI) tests.
+# registries, Keystone + Glance, a Kubernetes cluster on 127.0.0.1) and end-to-end (real pulumi CLI) tests.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$IY_ROOT/scripts/bootstrap.sh"
 cd "$IY_ROOT"
+# Kubernetes binaries before the engine toolchain: pulumi.sh links the provider plugin it builds.
+"$IY_ROOT/scripts/k8s-build.sh" ensure
 "$IY_ROOT/scripts/pulumi.sh" ensure
+# PrePullSet's node agent (Go, static): its image is packed from this build.
+"$IY_ROOT/scripts/build-agent.sh" >/dev/null
 exec vitest run "$@"

@@ -42,6 +42,12 @@ export type ErrorCode =
   | "UNSAFE_IMAGE"
   | "NO_SPACE"
   | "NODE_PULL_FAILED"
+  | "KUBE_CONFIG"
+  | "KUBE_UNAUTHORIZED"
+  | "KUBE_FORBIDDEN"
+  | "KUBE_NOT_FOUND"
+  | "KUBE_CONFLICT"
+  | "KUBE_ERROR"
   | "CANCELLED";
 
 export interface ImageyardErrorOptions {

@@ -3,7 +3,7 @@
 // Docker schema-2 media types, cosign-style signatures, and skopeo (the independent peer) to push
 // them and to read digests back.
 import { createCipheriv, createHash, createPrivateKey, createPublicKey, randomBytes, sign } from "node:crypto";
-import { copyFileSync, createWriteStream, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
@@ -98,20 +98,30 @@ function randomSource(seed: string | number | undefined, name: string): (n: numb
   return (n) => cipher.update(zeros.subarray(0, n));
 }
 
-/** A ustar header for one regular file, every field fixed so the bytes are reproducible. */
-function tarHeader(name: string, size: number): Buffer {
+/** One entry of a layer built from real files (rootfs-relative paths, no leading slash). */
+export type LayerEntry =
+  | { type: "file"; path: string; source: string; mode?: number }
+  | { type: "dir"; path: string; mode?: number }
+  | { type: "symlink"; path: string; target: string };
+
+const TAR_TYPE = { file: "0", symlink: "2", dir: "5" } as const;
+
+/** A ustar header, every field fixed (owner root, mtime 0) so the bytes are reproducible. */
+function tarHeader(name: string, size: number, opts: { type?: keyof typeof TAR_TYPE; mode?: number; link?: string } = {}): Buffer {
   const h = Buffer.alloc(512);
   const field = (off: number, len: number, value: string) => h.write(value, off, len, "ascii");
   const octal = (off: number, len: number, n: number) => field(off, len, n.toString(8).padStart(len - 1, "0") + "\0");
   if (Buffer.byteLength(name) > 100) throw new Error(`tar entry name too long: ${name}`);
+  if (opts.link && Buffer.byteLength(opts.link) > 100) throw new Error(`tar link target too long: ${opts.link}`);
   field(0, 100, name);
-  octal(100, 8, 0o644);
+  octal(100, 8, opts.mode ?? 0o644);
   octal(108, 8, 0);
   octal(116, 8, 0);
   octal(124, 12, size);
   octal(136, 12, 0);
   field(148, 8, "        ");
-  field(156, 1, "0");
+  field(156, 1, TAR_TYPE[opts.type ?? "file"]);
+  if (opts.link) field(157, 100, opts.link);
   field(257, 6, "ustar\0");
   field(263, 2, "00");
   field(265, 32, "root");
@@ -179,6 +189,51 @@ export class OciLayoutWriter {
       const digest = `sha256:${packed.digest("hex")}`;
       renameSync(tmp, this.blobPath(digest));
       return { descriptor: { mediaType: opts.mediaType ?? MEDIA.ociLayer, digest, size: packedSize }, diffId: `sha256:${diff.digest("hex")}` };
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  }
+
+  /**
+   * A gzip'd tar of real files (a rootfs: binaries, dirs, symlinks), streamed from disk; returns
+   * the descriptor and the diff ID like writeLayer.
+   */
+  async writeFilesLayer(entries: LayerEntry[], opts: { gzipLevel?: number } = {}): Promise<{ descriptor: Descriptor; diffId: string }> {
+    const diff = createHash("sha256");
+    const packed = createHash("sha256");
+    let packedSize = 0;
+    async function* tar(): AsyncGenerator<Buffer> {
+      const emit = (b: Buffer) => (diff.update(b), b);
+      for (const e of entries) {
+        if (e.type === "dir") yield emit(tarHeader(e.path.endsWith("/") ? e.path : `${e.path}/`, 0, { type: "dir", mode: e.mode ?? 0o755 }));
+        else if (e.type === "symlink") yield emit(tarHeader(e.path, 0, { type: "symlink", mode: 0o777, link: e.target }));
+        else {
+          const size = statSync(e.source).size;
+          yield emit(tarHeader(e.path, size, { mode: e.mode ?? 0o755 }));
+          let n = 0;
+          for await (const c of createReadStream(e.source)) {
+            n += (c as Buffer).length;
+            yield emit(c as Buffer);
+          }
+          if (n !== size) throw new Error(`layer file ${e.source} changed size while read (${size} → ${n} bytes)`);
+          yield emit(Buffer.alloc((512 - (size % 512)) % 512));
+        }
+      }
+      yield emit(Buffer.alloc(1024));
+    }
+    async function* count(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+      for await (const c of source) {
+        packed.update(c);
+        packedSize += c.length;
+        yield c;
+      }
+    }
+    const tmp = join(this.blobDir, `.tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
+    try {
+      await pipeline(tar(), createGzip({ level: opts.gzipLevel ?? 6 }), count, createWriteStream(tmp));
+      const digest = `sha256:${packed.digest("hex")}`;
+      renameSync(tmp, this.blobPath(digest));
+      return { descriptor: { mediaType: MEDIA.ociLayer, digest, size: packedSize }, diffId: `sha256:${diff.digest("hex")}` };
     } finally {
       rmSync(tmp, { force: true });
     }

@@ -25,7 +25,7 @@ const tryListen = (port: number) =>
   });
 
 /** The checkout this runs from (test/testbed or dist/test/testbed alike). */
-function repoRoot(): string {
+export function repoRoot(): string {
   let dir = __dirname;
   for (;;) {
     const pkg = join(dir, "package.json");
@@ -99,12 +99,13 @@ export async function signalAndWait(pid: number | undefined, marker: string, sig
   await waitUntil(`stop pid ${pid}`, 15_000, () => !isOurProcess(pid, marker));
 }
 
-export function spawnLogged(cmd: string, args: string[], logFile: string, pidFile: string): number {
+/** `extraEnv` is added to (and overrides) this process's environment. */
+export function spawnLogged(cmd: string, args: string[], logFile: string, pidFile: string, extraEnv: Record<string, string> = {}): number {
   mkdirSync(dirname(logFile), { recursive: true });
   mkdirSync(dirname(pidFile), { recursive: true });
   const fd = openSync(logFile, "a");
   // REGISTRY_* variables would override the config file.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("REGISTRY_")));
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("REGISTRY_"))), ...extraEnv };
   try {
     // Detached: the test bed outlives the process that started it (scripts/testbed.sh up).
     const child = spawn(cmd, args, { detached: true, stdio: ["ignore", fd, fd], env });
@@ -125,10 +126,10 @@ export function logTail(file: string, lines = 15): string {
   }
 }
 
-export async function waitHttp(url: string, ok: number[], pid: number, marker: string, logFile: string, ca?: string): Promise<void> {
+export async function waitHttp(url: string, ok: number[], pid: number, marker: string, logFile: string, ca?: string, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
   const dispatcher = createDispatcher({ tls: ca ? { ca: [readFileSync(ca, "utf8")] } : undefined, connections: 1, connectTimeoutMs: 2_000 });
   try {
-    await waitUntil(`wait for ${url}`, READY_TIMEOUT_MS, async () => {
+    await waitUntil(`wait for ${url}`, timeoutMs, async () => {
       // Between fork and exec /proc shows the parent's command line, so only a dead child counts as gone.
       if (!isAlive(pid)) throw new Error(`${marker} exited before answering ${url}:\n${logTail(logFile)}`);
       try {
@@ -152,10 +153,10 @@ export function sha256File(file: string): string {
 // ---------------------------------------------------------------------------------------------
 // Lock and leases
 
-export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(dir: string, fn: () => Promise<T>, timeoutMs = LOCK_TIMEOUT_MS): Promise<T> {
   const lock = join(dir, ".lock");
   mkdirSync(dir, { recursive: true });
-  const deadline = Date.now() + LOCK_TIMEOUT_MS;
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       mkdirSync(lock);
@@ -169,7 +170,7 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T>
         /* being created or removed */
       }
       if (holder && !isAlive(holder)) rmSync(lock, { recursive: true, force: true });
-      if (Date.now() > deadline) throw new Error(`registry test bed: lock ${lock} held by pid ${holder} for ${LOCK_TIMEOUT_MS} ms`);
+      if (Date.now() > deadline) throw new Error(`test bed lock ${lock}: held by pid ${holder} for ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }
