@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { Duplex } from "node:stream";
 import * as zlib from "node:zlib";
+import { ImageyardError } from "../http/errors";
 import { DiskImageError, tailText } from "./errors";
 
 export type Compression = "gz" | "bz2" | "xz" | "zst";
@@ -59,10 +60,11 @@ export function createDecompressor(kind: Compression, what: string): Duplex {
 }
 
 function wrapZlib(stream: Duplex, kind: Compression, what: string): Duplex {
-  // zlib errors say "incorrect header check"; say which file and what to do.
+  // zlib errors say "incorrect header check"; say which file and what to do. Our own errors (a
+  // failed download or a cancel, destroying the pipeline) pass through as they are.
   const orig = stream.destroy.bind(stream);
   stream.destroy = (err?: Error) => {
-    if (err && !(err instanceof DiskImageError)) {
+    if (err && !(err instanceof ImageyardError)) {
       err = new DiskImageError("INVALID_INPUT", `${what}: ${kind} decompression failed (${(err as NodeJS.ErrnoException).code ?? err.message}). The file is damaged or not ${kind}; check source.url and source.compression.`, { cause: err });
     }
     return orig(err);

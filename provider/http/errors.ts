@@ -1,7 +1,14 @@
 // One error family for every engine. Branded the undici way: a serialized dynamic provider
-// may load its own copy of this module, and `instanceof` must still hold across copies.
+// may load its own copy of this module, and `instanceof` must still hold across copies. Every
+// class gets its own brand (Symbol.for of its brand name) on its prototype, so `instanceof` a
+// subclass matches that subclass and its descendants, never its siblings.
 
-const kImageyardError = Symbol.for("imageyard.error");
+const BRAND_PREFIX = "imageyard.error.";
+
+/** The global symbol that marks instances of a class with this brand name. */
+function brandSymbol(brand: string): symbol {
+  return Symbol.for(`${BRAND_PREFIX}${brand}`);
+}
 
 export type ErrorCode =
   | "INVALID_INPUT"
@@ -62,14 +69,30 @@ export class ImageyardError extends Error {
     this.status = opts.status;
     this.body = opts.body;
     this.retryAfterMs = opts.retryAfterMs;
+    brandChain(new.target);
   }
 
-  get [kImageyardError](): true {
-    return true;
+  /**
+   * The name that brands instances of this class; the class name unless a subclass overrides it.
+   * Names must be unique across the package (a test checks), and a bundler must keep class names.
+   */
+  static get brand(): string {
+    return this.name;
   }
 
   static override [Symbol.hasInstance](instance: unknown): boolean {
-    return typeof instance === "object" && instance !== null && (instance as Record<symbol, unknown>)[kImageyardError] === true;
+    if (typeof instance !== "object" || instance === null) return false;
+    return (instance as Record<symbol, unknown>)[brandSymbol((this as typeof ImageyardError).brand)] === true;
+  }
+}
+
+/** Puts the brand of every class from `leaf` up to ImageyardError on its prototype, once per class. */
+function brandChain(leaf: Function): void {
+  for (let c: Function | null = leaf; c && c !== Object && c !== Error; c = Object.getPrototypeOf(c) as Function | null) {
+    const key = brandSymbol((c as typeof ImageyardError).brand ?? c.name);
+    if (Object.prototype.hasOwnProperty.call(c.prototype, key)) return; // this class and its parents are done
+    Object.defineProperty(c.prototype, key, { value: true, enumerable: false });
+    if (c === ImageyardError) return;
   }
 }
 

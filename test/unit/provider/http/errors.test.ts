@@ -22,6 +22,55 @@ describe("ImageyardError", () => {
     expect(isImageyardError(null)).toBe(false);
   });
 
+  it("brands every subclass on its own: siblings never match, parents always do", async () => {
+    const { RegistryError } = await import("../../../../provider/oci/errors");
+    const { GlanceError, KeystoneError } = await import("../../../../provider/glance/errors");
+    const { DiskImageError } = await import("../../../../provider/disk/errors");
+    const base = new ImageyardError("TIMEOUT", "t");
+    const disk = new DiskImageError("QEMU_FAILED", "q");
+    const glance = new GlanceError("GLANCE_ERROR", "g");
+    const http = new HttpStatusError("HTTP_ERROR", "h", "GET", "http://h/x");
+    expect(base instanceof DiskImageError).toBe(false);
+    expect(glance instanceof DiskImageError).toBe(false);
+    expect(disk instanceof GlanceError).toBe(false);
+    expect(disk instanceof KeystoneError).toBe(false);
+    expect(http instanceof RegistryError).toBe(false);
+    expect(disk instanceof DiskImageError && disk instanceof ImageyardError).toBe(true);
+    expect(glance instanceof GlanceError && glance instanceof ImageyardError).toBe(true);
+    expect(http instanceof HttpStatusError && !(http instanceof GlanceError)).toBe(true);
+  });
+
+  it("keeps each subclass's brand across two loaded copies of the modules", async () => {
+    const { DiskImageError } = await import("../../../../provider/disk/errors");
+    const { RegistryError } = await import("../../../../provider/oci/errors");
+    vi.resetModules();
+    const otherDisk = await import("../../../../provider/disk/errors");
+    const otherOci = await import("../../../../provider/oci/errors");
+    const otherHttp = await import("../../../../provider/http/errors");
+    expect(otherDisk.DiskImageError).not.toBe(DiskImageError);
+    const foreignDisk = new otherDisk.DiskImageError("QEMU_FAILED", "q");
+    expect(foreignDisk instanceof DiskImageError).toBe(true);
+    expect(foreignDisk instanceof ImageyardError).toBe(true);
+    expect(foreignDisk instanceof RegistryError).toBe(false);
+    expect(new otherHttp.ImageyardError("TIMEOUT", "x") instanceof DiskImageError).toBe(false);
+    expect(new DiskImageError("QEMU_FAILED", "q") instanceof otherDisk.DiskImageError).toBe(true);
+    expect(new ImageyardError("TIMEOUT", "x") instanceof otherOci.RegistryError).toBe(false);
+    expect(new HttpStatusError("HTTP_ERROR", "h", "GET", "http://h/") instanceof otherHttp.HttpStatusError).toBe(true);
+  });
+
+  it("gives every error class of the package a distinct brand name", async () => {
+    const classes = [
+      ImageyardError,
+      HttpStatusError,
+      (await import("../../../../provider/oci/errors")).RegistryError,
+      (await import("../../../../provider/glance/errors")).GlanceError,
+      (await import("../../../../provider/glance/errors")).KeystoneError,
+      (await import("../../../../provider/disk/errors")).DiskImageError,
+    ];
+    const brands = classes.map((c) => c.brand);
+    expect(new Set(brands).size).toBe(brands.length);
+  });
+
   it("isImageyardError filters by code", () => {
     const e = new ImageyardError("DIGEST_MISMATCH", "x");
     expect(isImageyardError(e, "DIGEST_MISMATCH")).toBe(true);
