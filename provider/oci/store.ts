@@ -22,7 +22,7 @@ export interface BlobWrite {
 }
 
 export interface ImageStore {
-  readonly kind: "registry" | "layout";
+  readonly kind: "registry" | "layout" | "archive";
   /** "127.0.0.1:5001/team/app" or "oci:/srv/images" */
   readonly name: string;
   /** Registry host and repository, for mounts and the known-locations map; layouts have none. */
