@@ -2,3 +2,14 @@
 // into the resources of provider/resources and export the maps users wire into other stacks.
 // Every component follows the convention in ./component.ts.
 export { childName, ImageyardComponent, InputPropertyError } from "./component";
+export {
+  ImageManifest,
+  manifestYaml,
+  parseManifestYaml,
+  resolveManifest,
+  type ImageManifestArgs,
+  type ManifestShape,
+} from "./imageManifest";
+export { mirrorTarget, rewriteReference, type MirrorOptions } from "./mirrorOptions";
+export { imageKey, RegistryPreload, type RegistryPreloadArgs } from "./registryPreload";
+export { collectWorkloadImages, imagesOfYaml, type FoundImage } from "./workloadImages";
