@@ -96,6 +96,6 @@ export function collectWorkloadImages(files: string[], manifests: string[], comp
     const i = files.indexOf(f);
     imagesOfYaml(readFileSync(f, "utf8"), i >= 0 ? `files[${i}] (${f})` : `files (${f})`, component, found);
   }
-  manifests.forEach((text, i) => imagesOfYaml(text, `manifests[${i}]`, component, found));
+  for (const [i, text] of manifests.entries()) imagesOfYaml(text, `manifests[${i}]`, component, found);
   return [...found.values()];
 }
