@@ -1,6 +1,5 @@
 // What every component that makes MirroredImages passes through to them, and the one place that
 // rewrites an upstream reference onto a mirror registry (keeping the repository path).
-import type * as pulumi from "@pulumi/pulumi";
 import { formatReference, parseReference, type ImageReference } from "../provider/oci/reference";
 import type { MirroredImageArgs } from "../provider/resources/mirroredImage";
 
