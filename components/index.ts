@@ -13,3 +13,5 @@ export {
 export { mirrorTarget, rewriteReference, type MirrorOptions } from "./mirrorOptions";
 export { imageKey, RegistryPreload, type RegistryPreloadArgs } from "./registryPreload";
 export { collectWorkloadImages, imagesOfYaml, type FoundImage } from "./workloadImages";
+export { compareVersions, parseVersion, selectTags, semverRange, type TagFilter } from "./tagFilter";
+export { TagSync, type TagSyncArgs } from "./tagSync";
