@@ -11,8 +11,8 @@
 // `pulumi up` copies every image (or `only` those) and outputs key → host/repo@sha256:… and the
 // manifest as YAML in the same shape, pinned by digest, ready to include in the inventory.
 import * as pulumi from "@pulumi/pulumi";
-// In a project of your own: import { ImageManifest } from "imageyard/components";
-import { ImageManifest } from "../../components";
+// In a project of your own: import { ImageManifest } from "imageyard";
+import { ImageManifest } from "../../index";
 
 const config = new pulumi.Config();
 const username = config.get("targetUsername");
