@@ -1,6 +1,7 @@
 // xcluster's `images lreg_preload` and `images mkimage` as one Pulumi stack:
 //
 //   pulumi config set registry localhost:5000                       # the local registry
+//   pulumi config set registryUsername robot                        # optional, with --secret registryPassword
 //   pulumi config set --path 'manifests[0]' ./ovl/metallb/default    # YAML files or directories
 //   pulumi config set ovlTar ./ovl/metallb/image/ovl.tar             # optional: FROM scratch + ADD ovl.tar
 //   pulumi config set ovlImage library/metallb:latest
@@ -13,11 +14,14 @@ import { ImageFromTar, RegistryPreload } from "../../index";
 
 const config = new pulumi.Config();
 const registry = config.require("registry");
+const username = config.get("registryUsername");
+const targetAuth = username === undefined ? undefined : { username, password: config.requireSecret("registryPassword") };
 
 const preload = new RegistryPreload("lreg", {
   files: config.requireObject<string[]>("manifests"),
   registry,
   platforms: config.getObject<string[]>("platforms"),
+  targetAuth,
 });
 
 export const images = preload.images;
@@ -31,6 +35,7 @@ const ovl = ovlTar
       source: ovlTar,
       target: `${registry}/${config.require("ovlImage")}`,
       chown: "0:0",
+      targetAuth,
       cmd: config.getObject<string[]>("ovlCmd") ?? ["/bin/controller"],
     })
   : undefined;

@@ -8,9 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { digestOf, dockerRef, runSkopeo, seedImage, skopeoFlags, type SeededImage } from "../testbed/images";
+import { digestOf, seedImage, servesImage, type SeededImage } from "../testbed/images";
 import { loadRegistryTestbed, type RegistryEndpoint } from "../testbed/registry";
-import { exampleStack, MIRRORED_IMAGE_TYPE, resourcesOfType, type ProjectStack } from "./harness";
+import { destroyLeftovers, exampleStack, MIRRORED_IMAGE_TYPE, resourcesOfType, type ProjectStack } from "./harness";
 
 const STEP_TIMEOUT = 300_000;
 const run = `e2e-am-${randomBytes(3).toString("hex")}`;
@@ -44,24 +44,7 @@ beforeAll(async () => {
   });
 }, STEP_TIMEOUT);
 
-afterAll(async () => {
-  try {
-    if (main && (await resourcesOfType(main.stack, MIRRORED_IMAGE_TYPE)).length > 0) await main.stack.destroy();
-  } finally {
-    main?.cleanup();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}, STEP_TIMEOUT);
-
-async function mirrorHas(ref: string): Promise<boolean> {
-  try {
-    await runSkopeo(["inspect", "--raw", ...skopeoFlags(mirror), dockerRef(mirror, ref)], { timeoutMs: 60_000 });
-    return true;
-  } catch (e) {
-    if (/manifest unknown|not found|name unknown/i.test((e as Error).message)) return false;
-    throw e;
-  }
-}
+afterAll(() => destroyLeftovers(main, MIRRORED_IMAGE_TYPE, () => rmSync(dir, { recursive: true, force: true })), STEP_TIMEOUT);
 
 describe.sequential("ImageManifest with the real pulumi engine", () => {
   it(
@@ -103,7 +86,7 @@ describe.sequential("ImageManifest with the real pulumi engine", () => {
       expect((res.outputs.images!.value as Record<string, string>).keystone_api).toBe(
         `${mirror.host}/atmo/${run}/me/keystone@${seeded.patched!.digest}`,
       );
-      expect(await mirrorHas(`atmo/${run}/vexxhost/keystone:zed`)).toBe(false);
+      expect(await servesImage(mirror, `atmo/${run}/vexxhost/keystone:zed`)).toBe(false);
     },
     STEP_TIMEOUT,
   );
@@ -113,7 +96,7 @@ describe.sequential("ImageManifest with the real pulumi engine", () => {
     async () => {
       await main.stack.destroy({ onOutput: main.onOutput("destroy"), onEvent: main.onEvent });
       for (const ref of [`atmo/${run}/me/keystone:patched`, `atmo/${run}/vexxhost/glance:zed`, `atmo/${run}/library/memcached:zed`])
-        expect(await mirrorHas(ref)).toBe(false);
+        expect(await servesImage(mirror, ref)).toBe(false);
       expect(await digestOf(upstream, `${run}/vexxhost/glance:zed`)).toBe(seeded.glance_api!.digest);
       expect(await resourcesOfType(main.stack, MIRRORED_IMAGE_TYPE)).toEqual([]);
     },
