@@ -12,6 +12,7 @@ import type { RegistryOptions } from "../../../../provider/oci/registry";
 import { digestOf, dockerRef, runSkopeo, seedImage, skopeoFlags, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 import { caught } from "../../../support/caught";
+import { checkMirror, createMirror, deleteMirror, diffMirror, readMirror } from "../../../../provider/resources/mirroredImage.lifecycle";
 
 const { upstream, mirror } = loadRegistryTestbed().registries;
 const run = `arc-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
@@ -172,6 +173,36 @@ describe("docker-archive", () => {
     expect((await inspectImage(`docker-archive:${file}`))?.digest).toBe(r.digest);
     const { stdout } = await runSkopeo(["inspect", "--config", "--raw", `docker-archive:${file}`]);
     expect(JSON.parse(stdout.toString()).architecture).toBe("arm64");
+  });
+});
+
+describe("MirroredImage with archives", () => {
+  it("goes registry → oci-archive (check, create, no-change diff, read, delete removes the file) and reads an archive as a source", async () => {
+    const file = join(dir, "lifecycle.tar");
+    const quiet = { log: (_: string) => {} };
+    const checked = await checkMirror({}, { source: multi.ref, target: `oci-archive:${file}` }, quiet);
+    expect(checked.failures).toEqual([]);
+    const { id, outs } = await createMirror(checked.inputs, quiet);
+    expect(id).toBe(`oci-archive:${file}:v1`);
+    expect(outs.digest).toBe(multi.digest);
+    const again = await checkMirror(checked.inputs, { source: multi.ref, target: `oci-archive:${file}` }, quiet);
+    expect(diffMirror(outs, again.inputs).changes).toBe(false);
+    expect((await readMirror(id, outs)).props?.targetDigest).toBe(multi.digest);
+
+    const fromArchive = await checkMirror(
+      {},
+      {
+        source: `oci-archive:${file}:v1`,
+        target: `${mirror.host}/${run}/lc-from-archive`,
+        targetAuth: { username: mirror.username!, password: mirror.password! },
+      },
+      quiet,
+    );
+    expect(fromArchive.failures).toEqual([]);
+    expect(fromArchive.inputs.sourceDigest).toBe(multi.digest);
+
+    await deleteMirror(id, outs, quiet);
+    expect((await readMirror(id, outs)).props?.targetDigest).toBe("");
   });
 });
 
