@@ -1,14 +1,16 @@
 // Command-line parsing for `imageyard`: skopeo's flag names mapped onto the engine's request, and
 // nothing else (crane style: the CLI is a thin shell over provider/oci/copy).
 import type { CopyRequest } from "../provider/oci/copy";
+import { hasUserinfo } from "../provider/oci/reference";
 import type { RegistryOptions } from "../provider/oci/registry";
+import { timeoutSeconds } from "../provider/resources/timeouts";
 
 export class UsageError extends Error {
   override name = "UsageError";
 }
 
 export type Command =
-  | { kind: "copy" | "plan"; request: CopyRequest; quiet: boolean; json: boolean }
+  | { kind: "copy" | "plan"; request: CopyRequest; quiet: boolean; json: boolean; timeoutMs?: number }
   | { kind: "inspect"; ref: string; options: RegistryOptions; json: boolean }
   | { kind: "help" }
   | { kind: "version" };
@@ -35,6 +37,12 @@ Copy and plan flags:
   --src-cert-dir / --dest-cert-dir DIR    CA files (*.crt) and client certificate (*.cert + *.key)
   --no-signatures                do not copy cosign signatures/attestations or referrers
   --concurrency N                blobs in flight at once (default 4)
+  --timeout DURATION             give up after this long, naming what stalled (90s, 20m, 1h30m;
+                                 default 1h)
+  --rate-limit-wait DURATION     how long each registry may keep us waiting by rate limits (429,
+                                 RateLimit headers) before the copy fails (default 10m)
+  --insecure-host HOST[:PORT]    a token service host that may get credentials over plain http
+                                 (repeat); other hosts never do
   --quiet, -q                    no progress lines on stderr
   --json                         print the result (or plan) as JSON on stdout
 Inspect flags: --creds USER:PASS, --authfile PATH, --no-creds, --tls-verify=false, --cert-dir DIR, --json
@@ -58,6 +66,9 @@ const COPY_SPEC: Spec = {
     "src-authfile": false,
     "dest-authfile": false,
     concurrency: false,
+    timeout: false,
+    "rate-limit-wait": false,
+    "insecure-host": true,
   },
   booleans: ["all", "src-tls-verify", "dest-tls-verify", "src-no-creds", "dest-no-creds", "no-signatures", "quiet", "json"],
 };
@@ -108,6 +119,34 @@ function one(p: Parsed, name: string): string | undefined {
   return p.values.get(name)?.[0];
 }
 
+/** "90s", "20m", "1h30m" or plain seconds, in ms. */
+function duration(p: Parsed, name: string): number | undefined {
+  const v = one(p, name);
+  if (v === undefined) return undefined;
+  const s = timeoutSeconds(v);
+  if (s === undefined) throw new UsageError(`--${name} takes a duration like 90s, 20m or 1h30m (or seconds), not "${v}"`);
+  return s * 1000;
+}
+
+/**
+ * Every secret on a command line: passwords of --*creds and user info typed into references.
+ * Messages are scrubbed of them before they are printed, whatever produced the message.
+ */
+export function secretsOf(argv: string[]): string[] {
+  const out: string[] = [];
+  argv.forEach((arg, i) => {
+    const m = /^--(?:src-|dest-)?creds(?:=(.*))?$/.exec(arg);
+    const creds = m ? (m[1] ?? argv[i + 1]) : undefined;
+    if (creds !== undefined && creds.includes(":")) out.push(creds.slice(creds.indexOf(":") + 1));
+    if (!arg.startsWith("--") && hasUserinfo(arg)) {
+      const bare = arg.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "");
+      const info = bare.slice(0, bare.lastIndexOf("@"));
+      out.push(info.includes(":") ? info.slice(info.indexOf(":") + 1) : info);
+    }
+  });
+  return out.filter((s) => s.length >= 3);
+}
+
 /** "USER:PASS" (the password may hold ':'); never echoed back in messages. */
 export function parseCreds(value: string, flag: string): { username: string; password: string } {
   const colon = value.indexOf(":");
@@ -153,13 +192,18 @@ export function parseCommand(argv: string[]): Command {
     };
     if (platforms.length > 0) request.platforms = platforms;
     if (p.booleans.get("no-signatures")) request.copySignatures = false;
+    const rateLimit = duration(p, "rate-limit-wait");
+    if (rateLimit !== undefined) request.rateLimitBudgetMs = rateLimit;
+    const insecureHosts = p.values.get("insecure-host");
+    if (insecureHosts) for (const o of [request.sourceOptions!, request.targetOptions!]) o.insecureHosts = insecureHosts;
     const concurrency = one(p, "concurrency");
     if (concurrency !== undefined) {
       const n = Number(concurrency);
       if (!Number.isInteger(n) || n < 1 || n > 64) throw new UsageError("--concurrency takes a whole number from 1 to 64");
       request.concurrency = n;
     }
-    return { kind: cmd, request, quiet: p.booleans.get("quiet") ?? false, json: p.booleans.get("json") ?? false };
+    const timeoutMs = duration(p, "timeout");
+    return { kind: cmd, request, quiet: p.booleans.get("quiet") ?? false, json: p.booleans.get("json") ?? false, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
   }
   if (cmd === "inspect") {
     const p = parseFlags(rest, INSPECT_SPEC);

@@ -4,8 +4,11 @@
 import "./startup";
 import { isImageyardError } from "../provider/http/errors";
 import { lineProgress } from "../provider/http/progress";
-import { copyImage, inspectImage, planCopy, summarizePlan, type CopyPlan } from "../provider/oci/copy";
-import { parseCommand, UsageError, USAGE } from "./args";
+import { copyImage, inspectImage, planCopy, summarizePlan, withDeadline, type CopyPlan } from "../provider/oci/copy";
+import { parseCommand, secretsOf, UsageError, USAGE } from "./args";
+
+/** A copy without --timeout still ends: the same hour a MirroredImage gets by default. */
+const DEFAULT_TIMEOUT_MS = 3600_000;
 
 export interface CliIo {
   stdout: (text: string) => void;
@@ -16,7 +19,11 @@ export interface CliIo {
 const defaultIo: CliIo = { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) };
 
 /** Runs one command; resolves to the exit status. */
-export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
+export async function main(argv: string[], realIo: CliIo = defaultIo): Promise<number> {
+  // Whatever says it, no password typed on the command line is printed back.
+  const secrets = secretsOf(argv);
+  const scrub = (t: string) => secrets.reduce((acc, s) => acc.split(s).join("***"), t);
+  const io: CliIo = { ...realIo, stdout: (t) => realIo.stdout(scrub(t)), stderr: (t) => realIo.stderr(scrub(t)) };
   let cmd;
   try {
     cmd = parseCommand(argv);
@@ -44,9 +51,13 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
       }
       case "plan":
       case "copy": {
-        const deps = { ...(cmd.quiet ? {} : { onProgress: lineProgress((line) => io.stderr(`${line}\n`)) }), ...(io.signal ? { signal: io.signal } : {}) };
+        const deps = {
+          ...(cmd.quiet ? {} : { onProgress: lineProgress((line) => io.stderr(`${line}\n`)) }),
+          ...(io.signal ? { signal: io.signal } : {}),
+          timeoutMs: cmd.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+        };
         if (cmd.kind === "plan") {
-          const plan = await planCopy(cmd.request, deps);
+          const plan = await withDeadline(cmd.request, deps, (d) => planCopy(cmd.request, d));
           io.stdout(cmd.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : describePlan(plan));
           return 0;
         }

@@ -19,6 +19,10 @@ function request(url: string, opts: { dispatcher: Dispatcher } & Record<string, 
   return apiRequest.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}` });
 }
 import { capBody, HttpStatusError, ImageyardError, isRetryableNetworkError, isRetryableStatus, redactUrl, type ErrorCode } from "./errors";
+import { header, parseRetryAfter, type HttpHeaders } from "./headers";
+import { awaitHost, formatSeconds, isRateLimited, limitedWait, noteQuota, pauseHost, type Pace } from "./ratelimit";
+
+export { header, parseRetryAfter, type HttpHeaders } from "./headers";
 
 export interface TlsOptions {
   /** Extra CA certificates (PEM), trusted in addition to the system roots. */
@@ -80,6 +84,10 @@ export interface HttpRequest {
   signal?: AbortSignal;
   /** Turns an unaccepted status into a typed error; the default gives HTTP_ERROR. */
   mapError?: (res: HttpErrorContext) => ImageyardError;
+  /** Who answers, for messages: "the target registry 127.0.0.1:5002" (default: the URL's host). */
+  peer?: string;
+  /** Waits out rate limits within the host's shared budget (ratelimit.ts); replayable bodies are resent. */
+  pace?: Pace;
 }
 
 export interface HttpErrorContext {
@@ -89,9 +97,10 @@ export interface HttpErrorContext {
   /** Capped, whitespace-folded body text. */
   body: string;
   retryAfterMs: number | undefined;
+  /** The rate limiter has scheduled the wait for this answer (a 429 on a streamed body). */
+  paced?: boolean;
 }
 
-export type HttpHeaders = Record<string, string | string[] | undefined>;
 
 export interface HttpResponse {
   status: number;
@@ -101,28 +110,61 @@ export interface HttpResponse {
 
 /** Sends one request; returns the response only when its status is in `ok`. */
 export async function send(req: HttpRequest): Promise<HttpResponse> {
-  let res: Dispatcher.ResponseData<unknown>;
-  try {
-    res = await request(req.url, {
-      method: req.method,
-      headers: req.headers,
-      body: req.body ?? null,
-      dispatcher: req.dispatcher ?? defaultDispatcher(),
-      signal: req.signal,
-    } as Parameters<typeof request>[1]);
-  } catch (e) {
-    throw networkError(req, e);
+  for (;;) {
+    if (req.pace) await awaitHost(req.pace.host, req.signal);
+    let res: Dispatcher.ResponseData<unknown>;
+    try {
+      res = await request(req.url, {
+        method: req.method,
+        headers: req.headers,
+        body: req.body ?? null,
+        dispatcher: req.dispatcher ?? defaultDispatcher(),
+        signal: req.signal,
+      } as Parameters<typeof request>[1]);
+    } catch (e) {
+      throw networkError(req, e);
+    }
+    let paced = false;
+    if (req.pace && !req.ok.includes(res.statusCode) && isRateLimited(res.statusCode, res.headers)) {
+      const { waitMs, reason } = limitedWait(req.pace.host, res.headers);
+      const outcome = pauseHost(req.pace, waitMs, `${res.statusCode} ${reason}`);
+      if (!outcome.ok) {
+        await res.body.dump().catch(() => undefined);
+        throw budgetSpent(req, res.statusCode, outcome.info);
+      }
+      // A body we can send again goes round once the pause is over; a stream goes back to its caller.
+      if (!isStreamBody(req.body)) {
+        await res.body.dump().catch(() => undefined);
+        continue;
+      }
+      paced = true;
+    } else if (req.pace) {
+      noteQuota(req.pace, res.headers);
+    }
+    if (req.ok.includes(res.statusCode)) return { status: res.statusCode, headers: res.headers, body: res.body };
+    const text = req.method === "HEAD" ? "" : await readCapped(res.body, 64 * 1024).catch(() => "");
+    const ctx: HttpErrorContext = {
+      request: req,
+      status: res.statusCode,
+      headers: res.headers,
+      body: capBody(text),
+      retryAfterMs: parseRetryAfter(header(res.headers, "retry-after")),
+      ...(paced ? { paced } : {}),
+    };
+    throw (req.mapError ?? defaultHttpError)(ctx);
   }
-  if (req.ok.includes(res.statusCode)) return { status: res.statusCode, headers: res.headers, body: res.body };
-  const text = req.method === "HEAD" ? "" : await readCapped(res.body, 64 * 1024).catch(() => "");
-  const ctx: HttpErrorContext = {
-    request: req,
-    status: res.statusCode,
-    headers: res.headers,
-    body: capBody(text),
-    retryAfterMs: parseRetryAfter(header(res.headers, "retry-after")),
-  };
-  throw (req.mapError ?? defaultHttpError)(ctx);
+}
+
+function isStreamBody(body: HttpBody | undefined): boolean {
+  return typeof body === "object" && body !== null && typeof (body as { pipe?: unknown }).pipe === "function";
+}
+
+function budgetSpent(req: HttpRequest, status: number, info: { spentMs: number; budgetMs: number; reason: string }): ImageyardError {
+  return new ImageyardError(
+    "TOO_MANY_REQUESTS",
+    `${req.operation}: ${req.peer ?? safeHost(req.url)} keeps rate-limiting requests (${info.reason}); waiting again would bring the time it has kept us waiting to ${formatSeconds(info.spentMs)}, past the rate-limit budget of ${formatSeconds(info.budgetMs)} (${status === 429 ? "429 TOOMANYREQUESTS" : status}). Run again later, authenticate for a higher limit, or allow more waiting (--rate-limit-wait, rateLimitBudgetMs).`,
+    { status, retryable: false },
+  );
 }
 
 export function defaultHttpError(ctx: HttpErrorContext, code: ErrorCode = "HTTP_ERROR", hint = ""): HttpStatusError {
@@ -133,7 +175,7 @@ export function defaultHttpError(ctx: HttpErrorContext, code: ErrorCode = "HTTP_
     `${req.operation}: ${req.method} ${redactUrl(req.url)} answered ${status}${detail}${hint ? `. ${hint}` : ""}`,
     req.method,
     req.url,
-    { status, body: ctx.body, retryable: isRetryableStatus(status), retryAfterMs: ctx.retryAfterMs },
+    { status, body: ctx.body, retryable: isRetryableStatus(status), retryAfterMs: ctx.retryAfterMs, paced: ctx.paced ?? false },
   );
 }
 
@@ -147,7 +189,7 @@ function networkError(req: HttpRequest, e: unknown): ImageyardError {
   const code = err?.code ? ` (${err.code})` : "";
   return new ImageyardError(
     err?.code?.includes("TIMEOUT") ? "TIMEOUT" : "NETWORK_ERROR",
-    `${req.operation}: cannot reach ${host}${code}: ${err?.message ?? String(e)}. Check that the endpoint is up and the address is right.`,
+    `${req.operation}: cannot reach ${req.peer ?? host}${code}: ${err?.message ?? String(e)}. Check that ${req.peer ?? "the endpoint"} is up and the address is right.`,
     { cause: e, retryable: isRetryableNetworkError(e) },
   );
 }
@@ -158,21 +200,6 @@ function safeHost(url: string): string {
   } catch {
     return url;
   }
-}
-
-export function header(headers: HttpHeaders, name: string): string | undefined {
-  const v = headers[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-/** Retry-After is either delta-seconds or an HTTP date. */
-export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
-  const v = value?.trim();
-  // Number("") and Number(" ") are 0: a blank header must not mean "retry at once, skip backoff".
-  if (!v) return undefined;
-  if (/^-?\d+(\.\d+)?$/.test(v)) return Math.max(0, Number(v) * 1000);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** Reads at most `max` bytes of text, discarding the rest. */

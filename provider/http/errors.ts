@@ -52,6 +52,11 @@ export interface ImageyardErrorOptions {
   body?: string;
   /** Server-requested wait before a retry (Retry-After), in ms. */
   retryAfterMs?: number;
+  /**
+   * A rate limit the per-host limiter (ratelimit.ts) has already scheduled the wait for: a retry
+   * waits there and is charged to the host's time budget, not counted as an attempt.
+   */
+  paced?: boolean;
 }
 
 export class ImageyardError extends Error {
@@ -60,6 +65,7 @@ export class ImageyardError extends Error {
   readonly status: number | undefined;
   readonly body: string | undefined;
   readonly retryAfterMs: number | undefined;
+  readonly paced: boolean;
 
   constructor(code: ErrorCode, message: string, opts: ImageyardErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -69,6 +75,7 @@ export class ImageyardError extends Error {
     this.status = opts.status;
     this.body = opts.body;
     this.retryAfterMs = opts.retryAfterMs;
+    this.paced = opts.paced ?? false;
     brandChain(new.target);
   }
 

@@ -2,7 +2,7 @@
 // where lines go (the CLI's stderr, a dynamic provider's output) and how often.
 
 export interface ProgressEvent {
-  /** "plan", "blob", "manifest", "download", "convert", "upload", … */
+  /** "plan", "blob", "manifest", "download", "convert", "upload", …; "notice" for a sentence of its own. */
   phase: string;
   /** What the bytes belong to: a digest, a file name. */
   item?: string;
@@ -63,6 +63,8 @@ export function lineProgress(write: (line: string) => void, opts: LineProgressOp
 }
 
 export function formatEvent(ev: ProgressEvent): string {
+  // A notice is a sentence of its own ("waiting for … from …: 30 s").
+  if (ev.phase === "notice") return ev.message ?? "";
   const parts = [ev.phase];
   if (ev.item) parts.push(ev.item.startsWith("sha256:") ? shortDigest(ev.item) : ev.item);
   if (ev.bytes !== undefined) {

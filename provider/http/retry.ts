@@ -26,6 +26,11 @@ export function isRetryable(e: unknown): boolean {
   return isRetryableNetworkError(e);
 }
 
+/** A rate limit whose wait the per-host limiter has scheduled: not an attempt, no backoff of our own. */
+export function isPaced(e: unknown): boolean {
+  return e instanceof ImageyardError && e.paced && e.retryable;
+}
+
 export function backoffDelay(policy: RetryPolicy, attempt: number, error: unknown, random = Math.random): number {
   const hinted = error instanceof ImageyardError ? error.retryAfterMs : undefined;
   if (hinted !== undefined) return hinted;
@@ -40,6 +45,11 @@ export async function withRetry<T>(op: (attempt: number) => Promise<T>, policy: 
     try {
       return await op(attempt);
     } catch (e) {
+      // The per-host limiter already scheduled this wait and charges it to its budget.
+      if (isPaced(e) && !opts.signal?.aborted) {
+        attempt--;
+        continue;
+      }
       if (attempt >= policy.attempts || !isRetryable(e) || opts.signal?.aborted) throw e;
       const delayMs = backoffDelay(policy, attempt, e);
       if (delayMs > policy.maxRetryAfterMs) throw e;

@@ -31,6 +31,8 @@ type Format = ArchiveLocation["format"];
 export class ArchiveStore implements ImageStore {
   readonly kind = "archive" as const;
   readonly name: string;
+  /** Who answers, for messages. */
+  readonly peer: string;
   private contents: Promise<ArchiveContents | undefined> | undefined;
   private staging: LayoutStore | undefined;
 
@@ -41,6 +43,7 @@ export class ArchiveStore implements ImageStore {
     private readonly side: "source" | "target",
   ) {
     this.name = `${format}:${path}`;
+    this.peer = `the archive ${path}`;
   }
 
   /** The archive as it is on disk (undefined for a target that does not exist yet). */

@@ -200,6 +200,8 @@ export interface AuthenticatorOptions {
   onRequest?: (method: string, url: string, status: number) => void;
   /** Names the input to check in auth errors when no credentials were found. */
   credentialsHint: string;
+  /** Hosts besides the registry's own that may receive credentials over plain http. */
+  insecureHosts?: string[];
   now?: () => number;
 }
 
@@ -327,6 +329,8 @@ export class Authenticator {
     } catch {
       throw new ImageyardError("REGISTRY_UNAUTHORIZED", `${who.operation} ${who.target}: the token realm "${realm}" is not a URL (401 UNAUTHORIZED). Check the registry's auth configuration.`);
     }
+    const sendsSecrets = c?.identityToken !== undefined || (c?.username !== undefined && c.password !== undefined);
+    if (sendsSecrets) this.checkRealm(url, who);
     const service = ch.params.service;
     const target = { operation: who.operation, target: who.target, registry: this.opts.registry, object: "registry" as const, ...this.describe() };
     const common = {
@@ -366,6 +370,25 @@ export class Authenticator {
     list.push(entry);
     tokenCache.set(this.key(), list.slice(-MAX_TOKENS_PER_KEY));
     return entry.header;
+  }
+
+  /**
+   * Credentials go over plain http only to the registry's own host (same machine name) or to a
+   * host the user named insecure: a challenge must not be able to send them, unencrypted, to a
+   * host nobody chose.
+   */
+  private checkRealm(realm: URL, who: AuthSubject): void {
+    if (realm.protocol !== "http:") return;
+    const registryHost = new URL(`http://${this.opts.origin}`).hostname;
+    const insecure = this.opts.insecureHosts ?? [];
+    if (realm.hostname === registryHost || insecure.includes(realm.host) || insecure.includes(realm.hostname)) return;
+    throw new ImageyardError(
+      "REGISTRY_UNAUTHORIZED",
+      `${who.operation} ${who.target}: the registry's challenge sends the credentials to the token service ${realm.origin}, another host over plain http; ` +
+        `imageyard refuses, because they would travel unencrypted to a host nobody named (401 UNAUTHORIZED). ` +
+        `Serve the token service over https, or, if you trust ${realm.host}, mark it insecure (--insecure-host ${realm.host}, insecureHosts).`,
+      { status: 401 },
+    );
   }
 
   private async observe(method: string, url: string, fn: () => Promise<HttpResponse>): Promise<HttpResponse> {

@@ -4,6 +4,7 @@
 import { existsSync } from "node:fs";
 import { isImageyardError } from "../http/errors";
 import { mapLimit } from "../http/retry";
+import { withDeadline } from "./deadline";
 import { executeCopy, type CopyResult } from "./execute";
 import { ArchiveStore, removeArchive } from "./archive";
 import { LayoutStore } from "./layout";
@@ -13,15 +14,18 @@ import { parseManifest } from "./manifest";
 import { RegistryClient, type ManifestInfo, type RegistryOptions } from "./registry";
 import { isSignatureTag, signatureTags } from "./walk";
 
+export { withDeadline } from "./deadline";
 export { executeCopy, type CopyResult } from "./execute";
 export { forgetKnownLocations, planCopy, summarizePlan, type BlobAction, type CopyDeps, type CopyPlan, type CopyRequest, type ManifestRole, type PlannedBlob, type PlannedManifest, type PlanTotals, type StoreSide } from "./plan";
 export { formatLocation, parseLocation, resolveTarget, type ImageLocation } from "./location";
 
-/** Plans, then executes: the whole copy. */
+/** Plans, then executes: the whole copy, within deps.timeoutMs (or the deadline of deps.signal). */
 export async function copyImage(request: CopyRequest, deps: CopyDeps = {}): Promise<CopyResult> {
-  const plan = await planCopy(request, deps);
-  if (!plan.upToDate) deps.onProgress?.({ phase: "plan", item: plan.tagRef, message: summarizePlan(plan) });
-  return executeCopy(plan, deps);
+  return withDeadline(request, deps, async (d) => {
+    const plan = await planCopy(request, d);
+    if (!plan.upToDate) d.onProgress?.({ phase: "plan", item: plan.tagRef, message: summarizePlan(plan) });
+    return executeCopy(plan, d);
+  });
 }
 
 /** Digest, media type and size of an image (one HEAD); undefined when it is not there. */

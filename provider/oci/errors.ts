@@ -7,7 +7,7 @@ export class RegistryError extends HttpStatusError {
   /** The distribution spec code, when the registry sent one ("MANIFEST_UNKNOWN"). */
   readonly specCode: string | undefined;
   constructor(code: ErrorCode, message: string, ctx: HttpErrorContext, specCode: string | undefined, retryable: boolean) {
-    super(code, message, ctx.request.method, ctx.request.url, { status: ctx.status, body: ctx.body, retryable, retryAfterMs: ctx.retryAfterMs });
+    super(code, message, ctx.request.method, ctx.request.url, { status: ctx.status, body: ctx.body, retryable, retryAfterMs: ctx.retryAfterMs, paced: (ctx.paced ?? false) && retryable });
     this.name = "RegistryError";
     this.specCode = specCode;
   }
@@ -25,26 +25,48 @@ export interface RegistryTarget {
   credentialsHint: string;
   /** Whether any credentials were sent. */
   hadCredentials: boolean;
+  /** Which side answered, for messages: "the target registry 127.0.0.1:5002". */
+  peer?: string;
 }
 
 interface SpecError {
   code?: unknown;
   message?: unknown;
+  detail?: unknown;
 }
 
-/** The first spec error code and message in a body, if the body is the distribution JSON shape. */
-export function parseErrorBody(body: string): { code?: string; message?: string } {
+export interface SpecBody {
+  code?: string;
+  message?: string;
+  /** The registry's own words on what went wrong (a storage driver's error, a missing blob), capped. */
+  detail?: string;
+  /** Whether the detail was a sentence rather than a JSON object (`{"Tag":"v9"}` says nothing new). */
+  detailIsText?: boolean;
+}
+
+const MAX_DETAIL = 300;
+
+/** The first spec error code, message and detail in a body, if the body is the distribution JSON shape. */
+export function parseErrorBody(body: string): SpecBody {
   try {
     const doc = JSON.parse(body) as { errors?: SpecError[] };
     const first = Array.isArray(doc?.errors) ? doc.errors[0] : undefined;
-    const out: { code?: string; message?: string } = {};
+    const out: SpecBody = {};
     if (typeof first?.code === "string") out.code = first.code.toUpperCase();
     if (typeof first?.message === "string") out.message = first.message;
+    const detail = typeof first?.detail === "string" ? first.detail : first?.detail !== undefined && first.detail !== null ? JSON.stringify(first.detail) : "";
+    if (detail.trim() !== "" && detail !== "{}" && detail !== "[]") {
+      out.detail = detail.length > MAX_DETAIL ? `${detail.slice(0, MAX_DETAIL)}…` : detail;
+      out.detailIsText = typeof first?.detail === "string";
+    }
     return out;
   } catch {
     return {};
   }
 }
+
+/** A storage driver's "disk full" in whatever words the registry passed on. */
+const NO_SPACE = /no space left on device|\bENOSPC\b|disk quota exceeded|\bEDQUOT\b|insufficient storage/i;
 
 interface Mapping {
   code: ErrorCode;
@@ -68,7 +90,8 @@ function byStatus(status: number, t: RegistryTarget): Mapping {
   if (status === 405) return { code: "UNSUPPORTED", what: "the registry does not support this operation", hint: "Enable it on the registry (e.g. storage.delete.enabled for deletes) or skip it" };
   if (status === 429) return tooMany();
   if (status === 416) return { code: "HTTP_ERROR", what: "the registry rejected the byte range", hint: "Restart the transfer from the beginning" };
-  if (status >= 500) return { code: "HTTP_ERROR", what: "the registry failed", hint: "Retry later; check the registry's logs if it persists", retryable: true };
+  if (status === 507) return noSpace(t);
+  if (status >= 500) return { code: "HTTP_ERROR", what: `${t.peer ?? "the registry"} failed`, hint: "Retry later; check the registry's logs if it persists", retryable: true };
   return { code: "HTTP_ERROR", what: "unexpected answer", hint: "Check the registry address and its logs" };
 }
 
@@ -84,6 +107,15 @@ function denied(t: RegistryTarget): Mapping {
     spec: "DENIED",
     what: "registry denied access",
     hint: t.hadCredentials ? `Check that the account in ${t.credentialsHint} for ${t.registry} may ${t.operation} this repository` : `Set ${t.credentialsHint} for ${t.registry}`,
+  };
+}
+
+function noSpace(t: RegistryTarget): Mapping {
+  return {
+    code: "NO_SPACE",
+    what: `${t.peer ?? "the registry"} is out of storage`,
+    hint: "Free space on the registry's storage (this copy cancelled its unfinished uploads), then run again",
+    retryable: false,
   };
 }
 
@@ -113,9 +145,18 @@ const BY_SPEC_CODE: Record<string, (t: RegistryTarget) => Mapping> = {
 /** Maps an unaccepted response onto a typed error with a message in the project's shape. */
 export function registryError(ctx: HttpErrorContext, t: RegistryTarget): RegistryError {
   const spec = parseErrorBody(ctx.body);
-  const m = (spec.code && ctx.status !== 401 && ctx.status !== 403 ? BY_SPEC_CODE[spec.code]?.(t) : undefined) ?? byStatus(ctx.status, t);
+  const auth = ctx.status === 401 || ctx.status === 403;
+  const full = !auth && NO_SPACE.test(`${spec.detail ?? ""} ${spec.message ?? ""}`);
+  const m = full ? noSpace(t) : ((spec.code && !auth ? BY_SPEC_CODE[spec.code]?.(t) : undefined) ?? byStatus(ctx.status, t));
   const shown = spec.code ?? m.spec;
   const label = shown ? `${ctx.status} ${shown}` : `${ctx.status}`;
   const retryable = m.retryable ?? isRetryableStatus(ctx.status);
-  return new RegistryError(m.code, `${t.operation} ${t.target}: ${m.what} (${label}). ${m.hint}.`, ctx, spec.code, retryable);
+  return new RegistryError(m.code, `${t.operation} ${t.target}: ${m.what}${auth ? "" : registrySays(spec, ctx.status)} (${label}). ${m.hint}.`, ctx, spec.code, retryable);
+}
+
+/** What the registry itself said, when it says more than its code: a textual detail; on a 5xx also its message and any detail. */
+function registrySays(spec: SpecBody, status: number): string {
+  const failed = status >= 500;
+  const words = [failed && spec.message && !/^unknown error$/i.test(spec.message) ? spec.message : undefined, failed || spec.detailIsText ? spec.detail : undefined].filter(Boolean);
+  return words.length > 0 ? `: ${words.join(": ")}` : "";
 }

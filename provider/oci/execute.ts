@@ -40,6 +40,7 @@ export async function executeCopy(plan: CopyPlan, deps: CopyDeps = {}): Promise<
   const ctx = planContext(plan);
   const onProgress = deps.onProgress ?? ctx.deps.onProgress;
   const signal = deps.signal ?? ctx.deps.signal;
+  const waits = deps.waits ?? ctx.deps.waits;
   const { source, target } = ctx;
   const result: CopyResult = {
     digest: plan.digest,
@@ -79,6 +80,8 @@ export async function executeCopy(plan: CopyPlan, deps: CopyDeps = {}): Promise<
         size: b.size,
         open: () => source.openBlob(b.digest),
         from: source.name,
+        sourcePeer: source.peer,
+        ...(waits ? { waits } : {}),
         onBytes: (n) => onProgress?.({ phase: "blob", item: b.digest, bytes: n, total: b.size }),
         ...(signal ? { signal } : {}),
       });

@@ -30,6 +30,7 @@ interface LayoutIndex {
 export class LayoutStore implements ImageStore {
   readonly kind = "layout" as const;
   readonly name: string;
+  readonly peer: string;
   /** index.json updates run one after another so concurrent tags do not drop each other. */
   private indexQueue: Promise<unknown> = Promise.resolve();
 
@@ -39,6 +40,7 @@ export class LayoutStore implements ImageStore {
     private readonly existing = false,
   ) {
     this.name = `oci:${path}`;
+    this.peer = `the layout ${path}`;
   }
 
   blobPath(digest: string): string {

@@ -6,6 +6,7 @@ import { ImageyardError } from "../http/errors";
 import { formatBytes, type ProgressSink } from "../http/progress";
 import { mapLimit } from "../http/retry";
 import { ArchiveStore } from "./archive";
+import type { WaitBoard } from "../http/waits";
 import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, type ImageLocation } from "./location";
 import { parsePlatform, type Descriptor } from "./manifest";
@@ -29,6 +30,11 @@ export interface CopyRequest {
   /** Blobs in flight at once. Default 4. */
   concurrency?: number;
   /**
+   * Longest time either registry host may keep this copy paused by rate limits, counted per host
+   * across every copy in the process (each side's rateLimitBudgetMs wins). Default 10 min.
+   */
+  rateLimitBudgetMs?: number;
+  /**
    * When the target is already up to date, also read it (a few GETs) to report platforms and
    * totalSize. Default false: an up-to-date copy costs exactly two HEADs.
    */
@@ -40,6 +46,12 @@ export type StoreSide = "source" | "target";
 export interface CopyDeps {
   onProgress?: ProgressSink;
   signal?: AbortSignal;
+  /** One deadline for the whole copy; on expiry the error (TIMEOUT) names what stalled. */
+  timeoutMs?: number;
+  /** A wait silent this long is reported ("waiting for … from …: 30 s"), and again each time. Default 30 s. */
+  waitNoticeMs?: number;
+  /** Where requests and transfers record what they wait for (copyImage makes one). */
+  waits?: WaitBoard;
   /** Supplies the registry client per registry and side (tests, benches counting requests). */
   clients?: (registry: string, side: StoreSide) => RegistryClient;
 }
@@ -145,18 +157,23 @@ export function openStore(loc: ImageLocation, side: StoreSide, options: Registry
   if (loc.kind === "layout") return new LayoutStore(loc.path, side === "source");
   if (loc.kind === "archive") return new ArchiveStore(loc.format, loc.path, side);
   const registry = loc.ref.registry;
-  const opts: RegistryOptions = { credentialsInput: side === "source" ? "sourceAuth" : "targetAuth", ...options };
+  const opts: RegistryOptions = { credentialsInput: side === "source" ? "sourceAuth" : "targetAuth", side, ...options };
   if (deps.signal && !opts.signal) opts.signal = deps.signal;
+  if (deps.waits && !opts.waits) opts.waits = deps.waits;
+  if (deps.onProgress && !opts.onProgress) opts.onProgress = deps.onProgress;
   return openRegistryStore(registry, loc.ref.repository, opts, deps.clients?.(registry, side));
 }
 
 // Planning -----------------------------------------------------------------------------------
 
 export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promise<CopyPlan> {
-  const sourceLoc = parseLocation(request.source);
-  const targetLoc = resolveTarget(sourceLoc, parseLocation(request.target));
-  const source = openStore(sourceLoc, "source", request.sourceOptions, deps);
-  const target = openStore(targetLoc, "target", request.targetOptions, deps);
+  const hint = (o: RegistryOptions | undefined, side: StoreSide) => ({ credentialsHint: o?.credentialsInput ?? `${side}Auth` });
+  const sourceLoc = parseLocation(request.source, hint(request.sourceOptions, "source"));
+  const targetLoc = resolveTarget(sourceLoc, parseLocation(request.target, hint(request.targetOptions, "target")));
+  const budget = (o: RegistryOptions | undefined): RegistryOptions | undefined =>
+    request.rateLimitBudgetMs === undefined || o?.rateLimitBudgetMs !== undefined ? o : { ...o, rateLimitBudgetMs: request.rateLimitBudgetMs };
+  const source = openStore(sourceLoc, "source", budget(request.sourceOptions), deps);
+  const target = openStore(targetLoc, "target", budget(request.targetOptions), deps);
   const wanted = request.platforms?.length ? request.platforms.map(parsePlatform) : undefined;
   const pinned = digestOfLocation(sourceLoc);
   const tag = tagOf(targetLoc);

@@ -29,7 +29,28 @@ const SHA512_HEX_RE = /^[a-f0-9]{128}$/;
 const EXAMPLE = 'e.g. "alpine:3.20", "ghcr.io/org/app@sha256:<64 hex>" or "127.0.0.1:5001/team/app:v1"';
 
 function invalid(input: string, why: string): ImageyardError {
-  return new ImageyardError("INVALID_INPUT", `parse image reference "${input}": ${why}. Write it as [registry[:port]/]repository[:tag][@digest], ${EXAMPLE}.`);
+  return new ImageyardError("INVALID_INPUT", `parse image reference "${redactUserinfo(input)}": ${why}. Write it as [registry[:port]/]repository[:tag][@digest], ${EXAMPLE}.`);
+}
+
+/**
+ * Whether a reference carries user info ("robot:S3cret@host/repo"): an '@' whose right side holds
+ * a '/' (a digest never does). People paste registry URLs with credentials; never echo them.
+ */
+export function hasUserinfo(input: string): boolean {
+  const at = input.lastIndexOf("@");
+  return at >= 0 && input.slice(at + 1).includes("/");
+}
+
+/** The reference with any user info replaced by "***", safe for messages and logs. */
+export function redactUserinfo(input: string): string {
+  if (!hasUserinfo(input)) return input;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(input)?.[0] ?? "";
+  return `${scheme}***${input.slice(input.lastIndexOf("@"))}`;
+}
+
+export interface ParseOptions {
+  /** Where credentials belong instead, named when a reference carries some ("--dest-creds", "targetAuth"). */
+  credentialsHint?: string;
 }
 
 /** Throws INVALID_INPUT unless `d` is a well-formed digest with a known algorithm's length. */
@@ -46,8 +67,15 @@ export function isValidTag(tag: string): boolean {
   return TAG_RE.test(tag);
 }
 
-export function parseReference(input: string): ImageReference {
+export function parseReference(input: string, opts: ParseOptions = {}): ImageReference {
   if (typeof input !== "string" || input.trim() === "") throw invalid(String(input), "the reference is empty");
+  if (hasUserinfo(input)) {
+    const where = opts.credentialsHint ?? "--src-creds / --dest-creds (CLI) or sourceAuth / targetAuth";
+    throw new ImageyardError(
+      "INVALID_INPUT",
+      `parse image reference "${redactUserinfo(input)}": a reference cannot carry credentials (user:password@). Put the credentials in ${where} instead, and write the reference as [registry[:port]/]repository[:tag][@digest].`,
+    );
+  }
   const raw = input.trim();
   if (raw !== input) throw invalid(input, "the reference has leading or trailing white space");
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) throw invalid(input, "drop the URL scheme (no http:// or docker://)");

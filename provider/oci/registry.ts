@@ -1,40 +1,20 @@
 // RegistryClient: one method per distribution endpoint, each stating the statuses it accepts.
 // Auth is challenge-driven (auth.ts), retries cover idempotent calls only, and blob bodies stream.
+// The transport (auth, schemes, retries, rate limits, waits) is call.ts.
 import type { Readable } from "node:stream";
-import type { Dispatcher } from "undici";
-import { drain, header, readBytes, send, type HttpBody, type HttpRequest, type HttpResponse, type TlsOptions } from "../http/client";
+import { drain, header, readBytes, type HttpResponse } from "../http/client";
 import { ImageyardError } from "../http/errors";
-import { DEFAULT_RETRY, withRetry, type RetryPolicy } from "../http/retry";
-import { Authenticator, parseChallenges, repositoryScope, type Credentials, type ResolvedCredentials } from "./auth";
-import { lookupCredentials } from "./dockerconfig";
-import { registryError, type RegistryTarget } from "./errors";
+import { shortDigest } from "../http/progress";
+import { repositoryScope } from "./auth";
+import { CLEANUP_TIMEOUT_MS, RegistryTransport, type Call } from "./call";
 import { digestOf, manifestMediaType, parseManifest, verifyDigest, type Descriptor } from "./manifest";
 import { baseMediaType, MANIFEST_ACCEPT, OCI_INDEX } from "./media";
-import { apiHost, isDigest, isLoopbackRegistry } from "./reference";
-import { isStream, knownScheme, nextLink, rangeEnd, rememberScheme, sharedDispatcher, stripQuery, tlsError, tlsOptions, withQuery, type Scheme } from "./transport";
+import { isDigest } from "./reference";
+import { nextLink, rangeEnd, withQuery } from "./transport";
 
 export { nextLink, rangeEnd, tlsOptions, withQuery } from "./transport";
-
+export type { RegistryOptions } from "./call";
 export type { Credentials } from "./auth";
-
-export interface RegistryOptions {
-  /** Explicit credentials; otherwise the docker config lookup unless `dockerConfig` is false. */
-  credentials?: Credentials;
-  /** Path to a config.json/auth.json; default: REGISTRY_AUTH_FILE, containers auth.json, $DOCKER_CONFIG or ~/.docker. */
-  dockerConfig?: string | false;
-  tls?: TlsOptions;
-  /** skopeo/docker style: *.crt are CAs, *.cert + *.key a client certificate. */
-  certDir?: string;
-  /** Default https; loopback hosts and insecure TLS try https, then fall back to http. */
-  scheme?: "https" | "http";
-  dispatcher?: Dispatcher;
-  signal?: AbortSignal;
-  retry?: RetryPolicy;
-  /** Called after every response (auth token requests included); benches count requests. */
-  onRequest?: (method: string, url: string, status: number) => void;
-  /** The input named in auth errors ("targetAuth"); default "the credentials". */
-  credentialsInput?: string;
-}
 
 export interface ManifestInfo {
   digest: string;
@@ -67,50 +47,7 @@ export type UploadStart = { mounted: true } | { mounted: false; session: UploadS
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_TAG_PAGES = 1000;
 
-interface Call {
-  method: HttpRequest["method"];
-  /** "/v2/…" on the registry, or an absolute upload URL. */
-  path: string;
-  headers?: Record<string, string>;
-  body?: HttpBody;
-  ok: number[];
-  operation: string;
-  target: string;
-  object: RegistryTarget["object"];
-  scopes: string[];
-  /** Whether a failed attempt may be repeated: true for idempotent calls with replayable bodies. */
-  retry: boolean;
-}
-
-export class RegistryClient {
-  readonly registry: string;
-  /** Host serving the API (docker.io → registry-1.docker.io). */
-  readonly host: string;
-  private readonly dispatcher: Dispatcher;
-  private readonly auth: Authenticator;
-  private readonly retry: RetryPolicy;
-  private readonly fixedScheme: Scheme | undefined;
-
-  constructor(registry: string, private readonly opts: RegistryOptions = {}) {
-    this.registry = registry;
-    this.host = apiHost(registry);
-    this.retry = opts.retry ?? DEFAULT_RETRY;
-    const tls = tlsOptions(opts);
-    this.dispatcher = opts.dispatcher ?? sharedDispatcher(tls);
-    const autoScheme = opts.scheme === undefined && (isLoopbackRegistry(this.host) || tls?.insecure === true);
-    this.fixedScheme = opts.scheme ?? (autoScheme ? undefined : "https");
-    const hint = opts.credentialsInput ?? "the credentials";
-    this.auth = new Authenticator({
-      origin: this.host,
-      registry,
-      credentialsHint: hint,
-      credentials: () => resolveCredentials(registry, opts, hint),
-      dispatcher: this.dispatcher,
-      ...(opts.signal ? { signal: opts.signal } : {}),
-      ...(opts.onRequest ? { onRequest: opts.onRequest } : {}),
-    });
-  }
-
+export class RegistryClient extends RegistryTransport {
   // Manifests -------------------------------------------------------------------------------
 
   /** Digest, media type and size of a manifest; undefined when the registry does not have it. */
@@ -281,8 +218,12 @@ export class RegistryClient {
     await drain(res);
   }
 
+  /**
+   * Deletes an upload session so its bytes do not stay on the registry's disk. Runs on its own
+   * short deadline: it is the clean-up after a copy that failed, timed out or was cancelled.
+   */
   async cancelUpload(session: UploadSession): Promise<void> {
-    const res = await this.call({ ...this.uploadCall(session), method: "DELETE", ok: [200, 202, 204, 404], retry: true });
+    const res = await this.call({ ...this.uploadCall(session), method: "DELETE", ok: [200, 202, 204, 404], retry: true, what: "the cancel of an upload session", signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) });
     await drain(res);
   }
 
@@ -326,7 +267,7 @@ export class RegistryClient {
     await drain(res);
   }
 
-  // Plumbing --------------------------------------------------------------------------------
+  // Call shapes ------------------------------------------------------------------------------
 
   private manifestCall(repo: string, reference: string, operation: string, actions: string[]): Omit<Call, "method" | "ok"> {
     return {
@@ -340,116 +281,15 @@ export class RegistryClient {
   }
 
   private blobCall(repo: string, digest: string, operation: string, actions: string[]): Omit<Call, "method" | "ok"> {
-    return { path: `/v2/${repo}/blobs/${digest}`, operation, target: `${this.registry}/${repo}@${digest}`, object: "blob", scopes: [repositoryScope(repo, actions)], retry: true };
+    return { path: `/v2/${repo}/blobs/${digest}`, operation, target: `${this.registry}/${repo}@${digest}`, object: "blob", scopes: [repositoryScope(repo, actions)], retry: true, what: `blob ${shortDigest(digest)}` };
   }
 
   private uploadCall(session: UploadSession): Omit<Call, "method" | "ok"> {
     return { path: session.location, operation: "push", target: `${this.registry}/${session.repo}`, object: "upload", scopes: [repositoryScope(session.repo, ["pull", "push"])], retry: false };
   }
-
-  /** One call: retried as a whole when allowed. */
-  private call(c: Call): Promise<HttpResponse> {
-    return this.withAttempts(c, () => this.once(c));
-  }
-
-  private withAttempts<T>(c: Pick<Call, "retry" | "body">, fn: () => Promise<T>): Promise<T> {
-    const retry = c.retry && !isStream(c.body);
-    return retry ? withRetry(fn, this.retry, this.opts.signal ? { signal: this.opts.signal } : {}) : fn();
-  }
-
-  /** Sends once, answering one 401 challenge; settles the scheme on the first call. */
-  private async once(c: Call): Promise<HttpResponse> {
-    const replayable = !isStream(c.body);
-    const subject = { operation: c.operation, target: c.target };
-    const authorization = await this.auth.headerFor(c.scopes, subject);
-    const first = await this.sendScheme(c, authorization, replayable);
-    if (first.status !== 401 || c.ok.includes(401)) return first;
-    await drain(first);
-    if (!replayable) throw this.unauthorized(c, first);
-    const retried = await this.auth.onUnauthorized(first, c.scopes, authorization, subject);
-    const second = await this.sendScheme(c, retried, true);
-    if (second.status !== 401) return second;
-    await drain(second);
-    throw this.unauthorized(c, second);
-  }
-
-  private async sendScheme(c: Call, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
-    if (/^https?:\/\//.test(c.path)) return this.sendTo(c, c.path, authorization, expect401);
-    const known = this.fixedScheme ?? knownScheme(this.host);
-    if (known) return this.sendTo(c, `${known}://${this.host}${c.path}`, authorization, expect401);
-    // Loopback or insecure: https first, plain http if the server does not speak TLS.
-    try {
-      const res = await this.sendTo(c, `https://${this.host}${c.path}`, authorization, expect401);
-      rememberScheme(this.host, "https");
-      return res;
-    } catch (e) {
-      if (!(e instanceof ImageyardError) || e.status !== undefined || e.code === "TLS_ERROR" || e.code === "CANCELLED" || isStream(c.body)) throw e;
-      const res = await this.sendTo(c, `http://${this.host}${c.path}`, authorization, expect401);
-      rememberScheme(this.host, "http");
-      return res;
-    }
-  }
-
-  private async sendTo(c: Call, url: string, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
-    const headers: Record<string, string> = { ...c.headers };
-    // Credentials go to the registry's own host only, never to a Location on another one.
-    if (authorization && new URL(url).host === this.host) headers.authorization = authorization;
-    const target: () => RegistryTarget = () => ({ operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...this.auth.describe() });
-    const req: HttpRequest = {
-      method: c.method,
-      url,
-      headers,
-      body: c.body ?? null,
-      ok: expect401 ? [...c.ok, 401] : c.ok,
-      operation: `${c.operation} ${c.target}`,
-      dispatcher: this.dispatcher,
-      mapError: (ctx) => registryError(ctx, target()),
-    };
-    if (this.opts.signal) req.signal = this.opts.signal;
-    try {
-      const res = await send(req);
-      this.opts.onRequest?.(c.method, stripQuery(url), res.status);
-      return res;
-    } catch (e) {
-      const status = (e as { status?: number }).status;
-      if (status !== undefined) this.opts.onRequest?.(c.method, stripQuery(url), status);
-      throw tlsError(e, `${c.operation} ${c.target}`, this.registry) ?? e;
-    }
-  }
-
-  /**
-   * A 401 that authentication could not cure. With accepted credentials and a token that lacks
-   * the scope (error="insufficient_scope"), the account may not do this: that is a denial.
-   */
-  private unauthorized(c: Call, res: HttpResponse): ImageyardError {
-    const who = this.auth.describe();
-    const insufficient = parseChallenges(res.headers["www-authenticate"]).some((ch) => ch.scheme === "bearer" && ch.params.error === "insufficient_scope");
-    const target: RegistryTarget = { operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...who };
-    const status = insufficient && who.hadCredentials ? 403 : 401;
-    const err = registryError({ request: { method: c.method, url: c.path, ok: c.ok, operation: c.operation }, status, headers: res.headers, body: "", retryAfterMs: undefined }, target);
-    if (status === 403) {
-      return new ImageyardError("REGISTRY_DENIED", err.message.replace("(403 DENIED)", `(401 insufficient_scope; requested ${c.scopes.join(" ")})`), { status: 401, cause: err });
-    }
-    return err;
-  }
-
-  /** The newest Location, made absolute. */
-  private location(res: HttpResponse, base: string): string {
-    const loc = header(res.headers, "location");
-    if (!loc) throw new ImageyardError("HTTP_ERROR", `push ${this.registry}: the registry answered an upload call without a Location header. Check the registry.`);
-    const baseUrl = /^https?:\/\//.test(base) ? base : `${this.fixedScheme ?? knownScheme(this.host) ?? "https"}://${this.host}${base}`;
-    return new URL(loc, baseUrl).toString();
-  }
 }
 
 // Helpers -------------------------------------------------------------------------------------
-
-async function resolveCredentials(registry: string, opts: RegistryOptions, hint: string): Promise<ResolvedCredentials> {
-  if (opts.credentials) return { credentials: opts.credentials, source: hint };
-  if (opts.dockerConfig === false) return { credentials: undefined, source: hint };
-  const found = await lookupCredentials(registry, opts.dockerConfig ? { path: opts.dockerConfig } : {});
-  return found ?? { credentials: undefined, source: hint };
-}
 
 function parseJson<T>(buf: Buffer, what: string): T {
   try {

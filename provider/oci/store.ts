@@ -3,8 +3,10 @@
 // layout → registry. Blob writes verify what they store; see digest.ts.
 import { pipeline } from "node:stream/promises";
 import { Writable, type Readable } from "node:stream";
-import { ImageyardError } from "../http/errors";
-import { abortableSleep, backoffDelay, DEFAULT_RETRY, isRetryable, type RetryPolicy } from "../http/retry";
+import { ImageyardError, isImageyardError } from "../http/errors";
+import { shortDigest } from "../http/progress";
+import { abortableSleep, backoffDelay, DEFAULT_RETRY, isPaced, isRetryable, type RetryPolicy } from "../http/retry";
+import type { Wait, WaitBoard } from "../http/waits";
 import { digestBytes, verifyingStream } from "./digest";
 import type { Descriptor } from "./manifest";
 import { RegistryClient, type ManifestInfo, type ManifestResponse, type RegistryOptions, type UploadSession } from "./registry";
@@ -16,6 +18,10 @@ export interface BlobWrite {
   open: () => Promise<Readable>;
   /** Where the bytes come from, for messages. */
   from: string;
+  /** Who serves them: "the source registry 127.0.0.1:5001" (default: `from`). */
+  sourcePeer?: string;
+  /** Where the transfer records what it waits for (the source's bytes, then the target's answer). */
+  waits?: WaitBoard;
   /** Bytes read from the source so far in the current attempt. */
   onBytes?: (bytes: number) => void;
   signal?: AbortSignal;
@@ -25,6 +31,8 @@ export interface ImageStore {
   readonly kind: "registry" | "layout" | "archive";
   /** "127.0.0.1:5001/team/app" or "oci:/srv/images" */
   readonly name: string;
+  /** Who answers, for messages: "the source registry 127.0.0.1:5001", "the layout /srv/images". */
+  readonly peer: string;
   /** Registry host and repository, for mounts and the known-locations map; layouts have none. */
   readonly registry?: string;
   readonly repository?: string;
@@ -54,6 +62,7 @@ const BLOB_RETRY: RetryPolicy = { ...DEFAULT_RETRY, attempts: 6, minDelayMs: 500
 export class RegistryStore implements ImageStore {
   readonly kind = "registry" as const;
   readonly name: string;
+  readonly peer: string;
 
   constructor(
     readonly client: RegistryClient,
@@ -63,6 +72,7 @@ export class RegistryStore implements ImageStore {
     private readonly blobRetry: RetryPolicy = BLOB_RETRY,
   ) {
     this.name = `${registry}/${repository}`;
+    this.peer = client.peer;
   }
 
   headManifest(reference: string): Promise<ManifestInfo | undefined> {
@@ -107,6 +117,7 @@ export class RegistryStore implements ImageStore {
   async writeBlob(w: BlobWrite): Promise<void> {
     let session: UploadSession | undefined;
     let stale = false;
+    let raced = false;
     for (let attempt = 1; ; attempt++) {
       try {
         if (session && stale) session = await this.progressOf(session);
@@ -115,14 +126,38 @@ export class RegistryStore implements ImageStore {
         await this.streamBlob(session, w);
         return;
       } catch (e) {
+        // A rate limit the host limiter has scheduled: wait there, not as an attempt.
+        if (isPaced(e) && !w.signal?.aborted) {
+          attempt--;
+          stale = true;
+          continue;
+        }
+        if (isRegistryDigestInvalid(e) && !w.signal?.aborted) {
+          // distribution 2.8 can reject one of two concurrent uploads of the same blob although its
+          // bytes were verified on the way: look whether the blob landed, else try once more.
+          if (await this.hasBlob(w.digest, w.size).catch(() => false)) return this.dropSession(session);
+          if (!raced) {
+            raced = true;
+            await this.dropSession(session);
+            session = undefined;
+            continue;
+          }
+          await this.dropSession(session);
+          throw digestRejected(w, this.peer, e);
+        }
         if (attempt >= this.blobRetry.attempts || !isRetryable(e) || w.signal?.aborted) {
-          if (session) await this.client.cancelUpload(session).catch(() => undefined);
+          await this.dropSession(session);
           throw e;
         }
         await abortableSleep(backoffDelay(this.blobRetry, attempt, e), w.signal);
         stale = true;
       }
     }
+  }
+
+  /** Cancels a session this transfer leaves behind, so its bytes do not stay on the registry's disk. */
+  private async dropSession(session: UploadSession | undefined): Promise<void> {
+    if (session) await this.client.cancelUpload(session).catch(() => undefined);
   }
 
   /**
@@ -134,31 +169,81 @@ export class RegistryStore implements ImageStore {
     try {
       return await this.client.uploadProgress(session);
     } catch (e) {
-      if (e instanceof ImageyardError && e.status !== undefined) return undefined;
+      if (isPaced(e)) throw e;
+      if (e instanceof ImageyardError && e.status !== undefined) {
+        // Gone (404) or broken: a new session follows; make sure this one does not linger.
+        await this.dropSession(session);
+        return undefined;
+      }
       throw e;
     }
   }
 
   private async streamBlob(session: UploadSession, w: BlobWrite): Promise<void> {
     const held = Math.min(session.offset, w.size);
-    const source = await w.open();
-    const verifier = verifyingStream({ digest: w.digest, size: w.size, from: w.from, skip: held, ...(w.onBytes ? { onBytes: w.onBytes } : {}) });
-    const body = source.pipe(verifier);
-    source.on("error", (e) => verifier.destroy(e));
+    const label = `blob ${shortDigest(w.digest)}`;
+    const wait: Wait | undefined = w.waits?.begin(label, w.sourcePeer ?? w.from);
+    const onBytes = (n: number) => {
+      if (wait) w.waits!.touch(wait);
+      w.onBytes?.(n);
+    };
+    let sourceError: unknown;
     try {
-      if (held === 0) {
-        await this.client.putBlob(session, w.digest, body, w.size);
-      } else {
-        const rest = w.size - held;
-        // A registry that holds every byte only needs the commit, once the digest is proven.
-        const next = rest > 0 ? await this.client.patchBlob(session, body, held, rest) : (await pipeline(body, discard()), session);
-        await this.client.commitBlob(next, w.digest);
+      const source = await w.open();
+      const verifier = verifyingStream({ digest: w.digest, size: w.size, from: w.from, skip: held, onBytes });
+      // Every byte is in and verified: from now on the target's answer is what we wait for.
+      verifier.on("end", () => wait && w.waits!.touch(wait, `an answer to the upload of ${label}`, this.peer));
+      const body = source.pipe(verifier);
+      source.on("error", (e) => {
+        sourceError ??= e;
+        verifier.destroy(e);
+      });
+      try {
+        if (held === 0) {
+          await this.client.putBlob(session, w.digest, body, w.size);
+        } else {
+          const rest = w.size - held;
+          // A registry that holds every byte only needs the commit, once the digest is proven.
+          const next = rest > 0 ? await this.client.patchBlob(session, body, held, rest) : (await pipeline(body, discard()), session);
+          await this.client.commitBlob(next, w.digest);
+        }
+      } catch (e) {
+        source.destroy();
+        if (verifier.failure) throw verifier.failure;
+        // The source broke off: whatever the upload then said, the target was not at fault.
+        if (sourceError !== undefined && !w.signal?.aborted) throw sourceBroke(w, verifier.bytesRead, sourceError);
+        throw e;
       }
-    } catch (e) {
-      source.destroy();
-      throw verifier.failure ?? e;
+    } finally {
+      w.waits?.end(wait);
     }
   }
+}
+
+function isRegistryDigestInvalid(e: unknown): boolean {
+  // The registry's verdict (a status), not our verifier's (which never reaches the registry).
+  return isImageyardError(e, "DIGEST_MISMATCH") && e.status === 400;
+}
+
+function digestRejected(w: BlobWrite, peer: string, cause: unknown): ImageyardError {
+  return new ImageyardError(
+    "DIGEST_MISMATCH",
+    `push blob ${shortDigest(w.digest)}… to ${peer}: the registry rejected the upload twice as not matching its digest (400 DIGEST_INVALID), although every byte sent was verified against that digest on the way. ` +
+      `Another upload of the same blob to this registry (a concurrent copy) most likely raced it; run again.`,
+    { status: 400, cause, retryable: true },
+  );
+}
+
+function sourceBroke(w: BlobWrite, bytes: number, cause: unknown): ImageyardError {
+  if (cause instanceof ImageyardError) return cause;
+  const err = cause as { code?: string; message?: string };
+  const why = [err?.code, err?.message].filter(Boolean).join(": ") || String(cause);
+  return new ImageyardError(
+    "NETWORK_ERROR",
+    `pull blob ${shortDigest(w.digest)}… from ${w.sourcePeer ?? w.from}: the source broke off the blob after ${bytes} of ${w.size} bytes (${why}); the target was not at fault. ` +
+      `Check ${w.sourcePeer ?? w.from} (or a proxy in between) and run again.`,
+    { cause, retryable: true },
+  );
 }
 
 function discard(): Writable {

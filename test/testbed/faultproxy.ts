@@ -15,7 +15,9 @@ export type Fault =
   /** Answer without forwarding. */
   | { kind: "status"; status: number; headers?: Record<string, string>; body?: string }
   /** Forward, and add these headers to the response. */
-  | { kind: "headers"; headers: Record<string, string> };
+  | { kind: "headers"; headers: Record<string, string> }
+  /** Forward (the registry acts on it), but answer with this instead of the registry's answer. */
+  | { kind: "replace"; status: number; headers?: Record<string, string>; body?: string };
 
 export interface FaultRule {
   /** "GET", "PUT", …; any method when absent. */
@@ -78,20 +80,27 @@ export async function startFaultProxy(upstream: { port: number; host?: string },
     }
     if (fault?.kind === "status") {
       inReq.resume();
-      inReq.on("end", () => {
-        entry.status = fault.status;
-        const body = fault.body ?? "";
-        inRes.writeHead(fault.status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)), ...fault.headers });
-        inRes.end(body);
-      });
+      inReq.on("end", () => answer(inRes, entry, fault));
       return;
     }
     forward(inReq, inRes, entry, fault);
   });
 
+  function answer(inRes: ServerResponse, entry: ProxiedRequest, fault: { status: number; headers?: Record<string, string>; body?: string }): void {
+    entry.status = fault.status;
+    const body = fault.body ?? "";
+    inRes.writeHead(fault.status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)), ...fault.headers });
+    inRes.end(body);
+  }
+
   function forward(inReq: IncomingMessage, inRes: ServerResponse, entry: ProxiedRequest, fault: Fault | undefined): void {
     const out = httpRequest({ host: upstreamHost, port: upstream.port, method: inReq.method, path: inReq.url, headers: inReq.headers, agent }, (upRes) => {
       entry.status = upRes.statusCode;
+      if (fault?.kind === "replace") {
+        upRes.resume();
+        upRes.on("end", () => answer(inRes, entry, fault));
+        return;
+      }
       const headers = { ...upRes.headers, ...(fault?.kind === "headers" ? fault.headers : {}) };
       inRes.writeHead(upRes.statusCode ?? 502, headers);
       if (fault?.kind !== "cut") {

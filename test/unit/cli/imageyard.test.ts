@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { parseCommand, UsageError } from "../../../cli/args";
+import { parseCommand, secretsOf, UsageError } from "../../../cli/args";
 import { main } from "../../../cli/imageyard";
 import { forgetKnownLocations } from "../../../provider/oci/copy";
 import { FakeRegistry } from "../provider/oci/fakeregistry";
@@ -63,6 +63,29 @@ describe("parseCommand", () => {
   });
 });
 
+describe("deadline, rate-limit and credential flags", () => {
+  it("reads --timeout and --rate-limit-wait as durations, and --insecure-host for both sides", () => {
+    const cmd = parseCommand(["copy", "a/b:c", "d/e", "--timeout", "90s", "--rate-limit-wait=20m", "--insecure-host", "auth.test:8080", "--insecure-host", "10.0.0.9"]);
+    if (cmd.kind !== "copy") throw new Error(cmd.kind);
+    expect(cmd.timeoutMs).toBe(90_000);
+    expect(cmd.request.rateLimitBudgetMs).toBe(1_200_000);
+    expect(cmd.request.sourceOptions?.insecureHosts).toEqual(["auth.test:8080", "10.0.0.9"]);
+    expect(cmd.request.targetOptions?.insecureHosts).toEqual(["auth.test:8080", "10.0.0.9"]);
+    expect((parseCommand(["plan", "a/b:c", "d/e", "--timeout", "1h30m"]) as { timeoutMs?: number }).timeoutMs).toBe(5_400_000);
+    expect(parseCommand(["copy", "a/b:c", "d/e"])).not.toHaveProperty("timeoutMs");
+  });
+
+  it("refuses a duration it cannot read, naming the flag", () => {
+    expect(() => parseCommand(["copy", "a", "b", "--timeout", "soon"])).toThrow(/--timeout takes a duration like 90s, 20m or 1h30m/);
+    expect(() => parseCommand(["copy", "a", "b", "--rate-limit-wait", "-5"])).toThrow(/--rate-limit-wait takes a duration/);
+  });
+
+  it("finds every secret on a command line: --*creds passwords and user info in references", () => {
+    const argv = ["copy", "docker://robot:S3cret@r.test/a", "x:p@ss@r.test/b", "--src-creds", "u:pa:ss", "--dest-creds=v:qwerty", "--creds", "w:zzz9"];
+    expect(secretsOf(argv)).toEqual(["S3cret", "p@ss", "pa:ss", "qwerty", "zzz9"]);
+  });
+});
+
 describe("imageyard CLI against an in-process registry", () => {
   let reg: FakeRegistry;
   beforeEach(async () => {
@@ -114,6 +137,14 @@ describe("imageyard CLI against an in-process registry", () => {
     const missing = await run(["inspect", `${reg.host}/team/app:v2`, ...flags]);
     expect(missing.status).toBe(1);
     expect(missing.err).toMatch(/MANIFEST_UNKNOWN/);
+  });
+
+  it("never prints a password typed into a reference, and says where credentials go", async () => {
+    const r = await run(["copy", `${reg.host}/team/app:v1`, `robot:S3cret@${reg.host}/repo`, "-q"]);
+    expect(r.status).toBe(1);
+    expect(r.err).not.toContain("S3cret");
+    expect(r.err).toContain("Put the credentials in --dest-creds instead");
+    expect(r.err).toContain("[INVALID_INPUT]");
   });
 
   it("exits 2 on bad usage", async () => {

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { startFaultProxy } from "../../../testbed/faultproxy";
 import { digestOf, seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 
@@ -66,6 +67,28 @@ describe("imageyard CLI", () => {
     expect(missing.stderr).toContain("manifest not found (404 MANIFEST_UNKNOWN)");
     const inspect = await imageyard(["inspect", image.ref, "--no-creds"]);
     expect(inspect).toMatchObject({ status: 0, stdout: `${image.digest}\n` });
+  });
+
+  it("never echoes a password typed into the target reference, and names --dest-creds", async () => {
+    const r = await imageyard(["copy", image.ref, `robot:S3cret@${mirror.host}/${run}/repo`]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).not.toContain("S3cret");
+    expect(r.stderr).toMatch(/"\*\*\*@127\.0\.0\.1:\d+\/.*a reference cannot carry credentials.*Put the credentials in --dest-creds instead/);
+  });
+
+  it("--timeout ends a copy whose source stalls on a blob, naming the blob and the source registry", async () => {
+    // Every blob stalls, the first one (a config, read while planning) included: no race with the clock.
+    const proxy = await startFaultProxy(upstream, [{ method: "GET", path: /\/blobs\/sha256:/, fault: { kind: "stall" } }]);
+    try {
+      const started = Date.now();
+      const r = await imageyard(["copy", `${proxy.host}/${run}/app:v1`, `${mirror.host}/${run}/stalled`, ...mirrorCreds(), "--timeout", "3s", "-q"]);
+      expect(Date.now() - started).toBeLessThan(20_000);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`waiting for blob sha256:[0-9a-f]{12} from the source registry ${proxy.host.replace(/\./g, "\\.")}`));
+      expect(r.stderr).toMatch(/\(TIMEOUT\)\..*--timeout.*\[TIMEOUT\]/);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("plan lists the work without doing it, and exits 2 on bad usage", async () => {

@@ -5,7 +5,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { copyImage, forgetKnownLocations } from "../../../../provider/oci/copy";
 import type { RegistryOptions } from "../../../../provider/oci/registry";
 import { clearAuthCache } from "../../../../provider/oci/auth";
-import { startFaultProxy, startRealmRecorder, type FaultProxy, type RealmRecorder } from "../../../testbed/faultproxy";
+import { distributionError, startFaultProxy, startRealmRecorder, type FaultProxy, type RealmRecorder } from "../../../testbed/faultproxy";
 import { digestOf, seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed, type RegistryEndpoint } from "../../../testbed/registry";
 
@@ -32,6 +32,34 @@ describe("§4.5 concurrent copies of one image into one tag", () => {
     expect(failed).toEqual([]);
     expect(await digestOf(mirror, `${run}/same:v1`)).toBe(image.digest);
   }, 180_000);
+});
+
+describe("§4.5 the registry rejecting a verified blob with DIGEST_INVALID (the race's outcome, through a proxy)", () => {
+  let proxy: FaultProxy | undefined;
+  afterEach(async () => {
+    await proxy?.close();
+    proxy = undefined;
+  });
+  const invalid = distributionError("DIGEST_INVALID", "provided digest did not match uploaded content");
+
+  it("looks whether the blob landed (another upload committed it) and finishes the copy", async () => {
+    // The registry stores the blob; the answer says DIGEST_INVALID, as the losing side of the race hears.
+    proxy = await startFaultProxy(mirror, [{ method: "PUT", path: /\/blobs\/uploads\//, times: 1, fault: { kind: "replace", status: 400, body: invalid } }]);
+    const r = await copyImage({ source: image.ref, target: `${proxy.host}/${run}/landed`, sourceOptions: options(upstream), targetOptions: options(mirror) });
+    expect(r.digest).toBe(image.digest);
+    expect(proxy.hits(0)).toBe(1);
+    expect(proxy.requests.filter((q) => q.method === "HEAD" && /\/blobs\/sha256:/.test(q.path)).length).toBeGreaterThan(image.blobs.length);
+  });
+
+  it("retries once when the blob did not land, then says truthfully what happened", async () => {
+    proxy = await startFaultProxy(mirror, [{ method: "PUT", path: /\/blobs\/uploads\//, fault: { kind: "status", status: 400, body: invalid } }]);
+    const err = await copyImage({ source: image.ref, target: `${proxy.host}/${run}/rejected`, sourceOptions: options(upstream), targetOptions: options(mirror), concurrency: 1 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "DIGEST_MISMATCH" });
+    const msg = (err as Error).message;
+    expect(msg).toMatch(/rejected the upload twice as not matching its digest \(400 DIGEST_INVALID\), although every byte sent was verified/);
+    expect(msg).not.toMatch(/changed in transit/);
+    expect(proxy.requests.filter((q) => q.method === "PUT")).toHaveLength(2);
+  });
 });
 
 describe("§4.6 credentials typed into a reference", () => {

@@ -265,3 +265,24 @@ describe("mapLimit", () => {
     expect(await mapLimit([1, 2], 0.5, async (x) => x)).toEqual([1, 2]);
   });
 });
+
+describe("withRetry and the host limiter", () => {
+  it("does not count a paced rate limit as an attempt and adds no backoff of its own", async () => {
+    let calls = 0;
+    const slept: number[] = [];
+    const paced = () => new ImageyardError("TOO_MANY_REQUESTS", "429", { retryable: true, paced: true, retryAfterMs: 60_000 });
+    const out = await withRetry(
+      async () => {
+        calls++;
+        if (calls <= 5) throw paced();
+        if (calls === 6) throw new ImageyardError("HTTP_ERROR", "503", { retryable: true });
+        return "ok";
+      },
+      { attempts: 2, minDelayMs: 1, maxDelayMs: 1, maxRetryAfterMs: 10 },
+      { sleep: async (ms) => void slept.push(ms) },
+    );
+    expect(out).toBe("ok");
+    expect(calls).toBe(7);
+    expect(slept).toEqual([1]);
+  });
+});

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { basicHeader, credentialsKey, mergeScopes, parseChallenges, repositoryScope, scopesCover } from "../../../../provider/oci/auth";
+import { Authenticator, basicHeader, clearAuthCache, credentialsKey, mergeScopes, parseChallenges, repositoryScope, scopesCover } from "../../../../provider/oci/auth";
 
 describe("parseChallenges", () => {
   it("reads a Bearer challenge with quoted realm, service and scope", () => {
@@ -83,5 +83,40 @@ describe("credential helpers for headers and cache keys", () => {
     expect(a).not.toContain("p1");
     expect(credentialsKey(undefined)).toBe("anonymous");
     expect(credentialsKey({})).toBe("anonymous");
+  });
+});
+
+describe("credentials and a token realm on another host", () => {
+  const challenge = (realm: string) => ({ status: 401, headers: { "www-authenticate": `Bearer realm="${realm}",service="s"` }, body: null as never });
+  const auth = (withCreds: boolean, insecureHosts: string[] = []) =>
+    new Authenticator({
+      origin: "127.0.0.1:5000",
+      registry: "127.0.0.1:5000",
+      credentialsHint: "targetAuth",
+      insecureHosts,
+      credentials: async () => ({ credentials: withCreds ? { username: "robot", password: "S3cret" } : undefined, source: "targetAuth" }),
+    });
+  const attempt = async (a: Authenticator, realm: string) => {
+    clearAuthCache();
+    return a.onUnauthorized(challenge(realm), ["repository:x:pull"], undefined).catch((e: Error & { code?: string }) => e);
+  };
+
+  it("refuses to send credentials to another host over plain http, and says why and what to do", async () => {
+    const e = (await attempt(auth(true), "http://127.0.0.3:9/token")) as Error & { code: string };
+    expect(e.code).toBe("REGISTRY_UNAUTHORIZED");
+    expect(e.message).toMatch(/another host over plain http; imageyard refuses/);
+    expect(e.message).toContain("--insecure-host 127.0.0.3:9");
+    expect(e.message).not.toContain("S3cret");
+  });
+
+  it("lets anonymous token requests, the registry's own host, and hosts named insecure through (then the realm is simply down)", async () => {
+    for (const [a, realm] of [
+      [auth(false), "http://127.0.0.3:9/token"],
+      [auth(true), "http://127.0.0.1:9/token"],
+      [auth(true, ["127.0.0.3:9"]), "http://127.0.0.3:9/token"],
+    ] as const) {
+      const e = (await attempt(a, realm)) as Error & { code: string };
+      expect(e.code, realm).toBe("NETWORK_ERROR");
+    }
   });
 });

@@ -91,3 +91,33 @@ describe("parseErrorBody", () => {
     expect(parseErrorBody(JSON.stringify({ errors: "x" }))).toEqual({});
   });
 });
+
+describe("registryError surfaces what the registry itself said", () => {
+  const body = (detail: unknown, message = "unknown error", code = "UNKNOWN") => JSON.stringify({ errors: [{ code, message, detail }] });
+
+  it("turns a storage driver's 'no space left on device' into NO_SPACE, naming the side, not retryable", () => {
+    const e = registryError(ctx(500, body("filesystem: write /var/lib/registry/x/data: no space left on device")), { ...t, operation: "push", peer: "the target registry 127.0.0.1:5001" });
+    expect(e.code).toBe("NO_SPACE");
+    expect(e.retryable).toBe(false);
+    expect(e.message).toBe(
+      "push 127.0.0.1:5001/team/app:v9: the target registry 127.0.0.1:5001 is out of storage: filesystem: write /var/lib/registry/x/data: no space left on device (500 UNKNOWN). Free space on the registry's storage (this copy cancelled its unfinished uploads), then run again.",
+    );
+  });
+
+  it("shows a 5xx's message and detail, capped, and keeps JSON details out of 4xx messages", () => {
+    const long = registryError(ctx(500, body("d".repeat(1000), "storage backend failed")), t);
+    expect(long.code).toBe("HTTP_ERROR");
+    expect(long.message).toMatch(/: storage backend failed: d{300}… \(500 UNKNOWN\)/);
+    expect(registryError(ctx(404, body({ Tag: "v9" }, "manifest unknown", "MANIFEST_UNKNOWN")), t).message).toContain("manifest not found (404 MANIFEST_UNKNOWN)");
+    expect(registryError(ctx(400, body("sha256:abc", "blob unknown to registry", "MANIFEST_BLOB_UNKNOWN")), t).message).toContain("lacks: sha256:abc (400 MANIFEST_BLOB_UNKNOWN)");
+  });
+
+  it("reads 507 Insufficient Storage as NO_SPACE too", () => {
+    expect(registryError(ctx(507, ""), t).code).toBe("NO_SPACE");
+  });
+
+  it("parseErrorBody keeps the detail, as text or as JSON", () => {
+    expect(parseErrorBody(body("no space"))).toMatchObject({ code: "UNKNOWN", detail: "no space", detailIsText: true });
+    expect(parseErrorBody(body({ a: 1 }))).toMatchObject({ detail: '{"a":1}', detailIsText: false });
+  });
+});

@@ -129,3 +129,31 @@ describe("reference helpers", () => {
     for (const h of ["ghcr.io", "10.0.0.1:5000", "localhost.example.com", "docker.io"]) expect(isLoopbackRegistry(h)).toBe(false);
   });
 });
+
+describe("credentials typed into a reference are never echoed", () => {
+  it("refuses user info, redacts it, and says where credentials go", async () => {
+    const { parseLocation } = await import("../../../../provider/oci/location");
+    for (const input of ["robot:S3cret@127.0.0.1:5602/repo", "docker://robot:S3cret@127.0.0.1:5602/repo:v1", "https://robot:S3cret@reg.test/team/app", "robot:pa@ss/x@reg.test/a"]) {
+      let err: unknown;
+      try {
+        parseLocation(input, { credentialsHint: "--dest-creds" });
+      } catch (e) {
+        err = e;
+      }
+      expect(isImageyardError(err, "INVALID_INPUT"), input).toBe(true);
+      const msg = (err as Error).message;
+      expect(msg).not.toContain("S3cret");
+      expect(msg).not.toContain("pa@ss");
+      expect(msg).toContain("***@");
+      expect(msg).toContain("Put the credentials in --dest-creds instead");
+    }
+  });
+
+  it("names both inputs when the side is not known, and leaves digests alone", async () => {
+    const { redactUserinfo, hasUserinfo } = await import("../../../../provider/oci/reference");
+    expect(() => parseReference("u:p@reg.test/a")).toThrow(/--src-creds \/ --dest-creds \(CLI\) or sourceAuth \/ targetAuth/);
+    expect(hasUserinfo(`alpine@${D}`)).toBe(false);
+    expect(redactUserinfo(`reg.test/a@${D}`)).toBe(`reg.test/a@${D}`);
+    expect(redactUserinfo("docker://u:p@reg.test/a")).toBe("docker://***@reg.test/a");
+  });
+});

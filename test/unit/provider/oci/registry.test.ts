@@ -272,7 +272,7 @@ describe("RegistryClient retries", () => {
     expect(fake.calls()).toEqual(["HEAD /v2/team/app/manifests/v1 429", "HEAD /v2/team/app/manifests/v1 200"]);
   });
 
-  it("gives up on a Retry-After longer than the policy allows, with TOO_MANY_REQUESTS", async () => {
+  it("gives up at once on a Retry-After longer than the host's rate-limit budget, with TOO_MANY_REQUESTS", async () => {
     fake.intercept = (_req, res) => {
       res.statusCode = 429;
       res.setHeader("retry-after", "3600");
@@ -282,7 +282,8 @@ describe("RegistryClient retries", () => {
     };
     const e = await caught(client(fake).getManifest("team/app", "v1"));
     expect(e.code).toBe("TOO_MANY_REQUESTS");
-    expect(e.message).toMatch(/rate-limiting requests \(429 TOOMANYREQUESTS\)/);
+    expect(e.message).toMatch(/keeps rate-limiting requests \(429 Retry-After: 3600\).*past the rate-limit budget of 10 min \(429 TOOMANYREQUESTS\)/);
+    expect(e.retryable).toBe(false);
     expect(fake.log).toHaveLength(1);
   });
 
