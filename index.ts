@@ -3,4 +3,5 @@ export * from "./provider/resources/mirroredImage";
 export { ImageyardError, isImageyardError, type ErrorCode } from "./provider/http/errors";
 export * from "./provider/resources/communityImage";
 export * from "./provider/resources/prePullSet";
+export * from "./provider/resources/imageFromTar";
 export * from "./components";

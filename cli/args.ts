@@ -21,7 +21,8 @@ export const USAGE = `Usage:
   imageyard inspect REF [flags]      print the digest REF resolves to
 
 References: registry/repo[:tag][@sha256:…] (a docker:// prefix is accepted), or an OCI image
-layout directory as oci:PATH[:tag] / oci-layout:PATH[:tag]. A DST without a tag takes SRC's tag.
+layout directory as oci:PATH[:tag] / oci-layout:PATH[:tag], or a tar file as oci-archive:PATH[:tag] /
+docker-archive:PATH[:repo:tag]. A DST without a tag takes SRC's tag.
 
 Copy and plan flags:
   --platform OS/ARCH[/VARIANT]   copy only these platforms (repeat, or a comma list); the index
@@ -104,7 +105,8 @@ function parseFlags(argv: string[], spec: Spec): Parsed {
       if (!spec.values[name] && out.values.has(name)) throw new UsageError(`--${name} was given twice`);
       out.values.set(name, [...(out.values.get(name) ?? []), value]);
     } else if (spec.booleans.includes(name)) {
-      if (inline !== undefined && inline !== "true" && inline !== "false") throw new UsageError(`--${name} takes true or false, not "${inline}"`);
+      if (inline !== undefined && inline !== "true" && inline !== "false")
+        throw new UsageError(`--${name} takes true or false, not "${inline}"`);
       out.booleans.set(name, inline !== "false");
     } else {
       throw new UsageError(`unknown flag --${name}`);
@@ -161,7 +163,8 @@ function sideOptions(p: Parsed, prefix: string, credentialsInput: string): Regis
   const authfile = one(p, `${prefix}authfile`);
   if (authfile !== undefined) opts.dockerConfig = authfile;
   if (p.booleans.get(`${prefix}no-creds`)) {
-    if (creds !== undefined || authfile !== undefined) throw new UsageError(`--${prefix}no-creds contradicts --${prefix}creds and --${prefix}authfile`);
+    if (creds !== undefined || authfile !== undefined)
+      throw new UsageError(`--${prefix}no-creds contradicts --${prefix}creds and --${prefix}authfile`);
     opts.dockerConfig = false;
   }
   if (p.booleans.get(`${prefix}tls-verify`) === false) opts.tls = { insecure: true };
@@ -174,8 +177,12 @@ export function parseCommand(argv: string[]): Command {
   if (cmd === "version" || cmd === "--version") return { kind: "version" };
   if (cmd === "copy" || cmd === "plan") {
     const p = parseFlags(rest, COPY_SPEC);
-    if (p.positional.length !== 2) throw new UsageError(`${cmd} needs SRC and DST (got ${p.positional.length} argument${p.positional.length === 1 ? "" : "s"})`);
-    const platforms = (p.values.get("platform") ?? []).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
+    if (p.positional.length !== 2)
+      throw new UsageError(`${cmd} needs SRC and DST (got ${p.positional.length} argument${p.positional.length === 1 ? "" : "s"})`);
+    const platforms = (p.values.get("platform") ?? [])
+      .flatMap((v) => v.split(","))
+      .map((v) => v.trim())
+      .filter(Boolean);
     if (platforms.length > 0 && p.booleans.get("all")) throw new UsageError("--all and --platform contradict each other; give one");
     const request: CopyRequest = {
       source: p.positional[0]!,

@@ -6,3 +6,16 @@ export { ImageCatalog, type CatalogImageArgs, type ImageCatalogArgs } from "./im
 export { CatalogError, type CatalogDocument, type CatalogImageEntry, type CatalogVersionEntry } from "./catalogFile";
 export type { PlannedImage, PlannedVersion, RotationOptions } from "./catalogPlan";
 export { CommunityImages, type CommunityImageSpec, type CommunityImagesArgs } from "./communityImages";
+export {
+  ImageManifest,
+  manifestYaml,
+  parseManifestYaml,
+  resolveManifest,
+  type ImageManifestArgs,
+  type ManifestShape,
+} from "./imageManifest";
+export { mirrorTarget, rewriteReference, type MirrorOptions } from "./mirrorOptions";
+export { imageKey, RegistryPreload, type RegistryPreloadArgs } from "./registryPreload";
+export { collectWorkloadImages, imagesOfYaml, type FoundImage } from "./workloadImages";
+export { compareVersions, parseVersion, selectTags, semverRange, type TagFilter } from "./tagFilter";
+export { TagSync, type TagSyncArgs } from "./tagSync";

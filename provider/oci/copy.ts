@@ -1,10 +1,12 @@
 // The OCI copy engine's entry points: copyImage (= planCopy + executeCopy), inspectImage (one
 // HEAD) and removeImage (delete semantics for a mirror that goes away). Everything a dynamic
 // provider or the CLI needs is exported from here.
+import { existsSync } from "node:fs";
 import { isImageyardError } from "../http/errors";
 import { mapLimit } from "../http/retry";
 import { withDeadline } from "./deadline";
 import { executeCopy, type CopyResult } from "./execute";
+import { ArchiveStore, removeArchive } from "./archive";
 import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, tagOf } from "./location";
 import { planCopy, summarizePlan, type CopyDeps, type CopyRequest } from "./plan";
@@ -31,6 +33,7 @@ export async function inspectImage(ref: string, options: RegistryOptions = {}): 
   const loc = parseLocation(ref);
   const id = digestOfLocation(loc) ?? tagOf(loc) ?? "";
   if (loc.kind === "layout") return new LayoutStore(loc.path, true).headManifest(id);
+  if (loc.kind === "archive") return existsSync(loc.path) ? new ArchiveStore(loc.format, loc.path, "source").headManifest(id) : undefined;
   return new RegistryClient(loc.ref.registry, options).headManifest(loc.ref.repository, id);
 }
 
@@ -53,6 +56,10 @@ export interface RemoveOptions extends RegistryOptions {
  */
 export async function removeImage(targetRef: string, digest: string, options: RemoveOptions = {}): Promise<RemoveResult> {
   const loc = parseLocation(targetRef);
+  if (loc.kind === "archive") {
+    const r = await removeArchive(loc.format, loc.path, digest);
+    return { tagDeleted: r.removed, manifestDeleted: r.removed, ...(r.note ? { note: r.note } : {}) };
+  }
   const tag = loc.kind === "registry" ? (loc.tagGiven ? loc.ref.tag : undefined) : loc.tag;
   if (loc.kind === "layout") {
     const layout = new LayoutStore(loc.path);

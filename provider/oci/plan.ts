@@ -5,6 +5,7 @@
 import { ImageyardError } from "../http/errors";
 import { formatBytes, type ProgressSink } from "../http/progress";
 import { mapLimit } from "../http/retry";
+import { ArchiveStore } from "./archive";
 import type { WaitBoard } from "../http/waits";
 import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, type ImageLocation } from "./location";
@@ -154,6 +155,7 @@ export function forgetKnownLocations(): void {
 
 export function openStore(loc: ImageLocation, side: StoreSide, options: RegistryOptions | undefined, deps: CopyDeps): ImageStore {
   if (loc.kind === "layout") return new LayoutStore(loc.path, side === "source");
+  if (loc.kind === "archive") return new ArchiveStore(loc.format, loc.path, side);
   const registry = loc.ref.registry;
   const opts: RegistryOptions = { credentialsInput: side === "source" ? "sourceAuth" : "targetAuth", side, ...options };
   if (deps.signal && !opts.signal) opts.signal = deps.signal;

@@ -28,7 +28,7 @@ export interface BlobWrite {
 }
 
 export interface ImageStore {
-  readonly kind: "registry" | "layout";
+  readonly kind: "registry" | "layout" | "archive";
   /** "127.0.0.1:5001/team/app" or "oci:/srv/images" */
   readonly name: string;
   /** Who answers, for messages: "the source registry 127.0.0.1:5001", "the layout /srv/images". */

@@ -215,6 +215,7 @@ function sameLocation(a: ImageLocation, b: ImageLocation): boolean {
   if (a.kind === "registry" && b.kind === "registry") {
     return a.ref.registry === b.ref.registry && a.ref.repository === b.ref.repository && (a.ref.tag ?? "") === (b.ref.tag ?? "");
   }
+  if (a.kind === "archive" && b.kind === "archive") return a.path === b.path;
   return a.kind === "layout" && b.kind === "layout" && a.path === b.path && a.tag === b.tag;
 }
 

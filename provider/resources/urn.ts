@@ -3,10 +3,14 @@
 import * as pulumi from "@pulumi/pulumi";
 import { URN_KEY } from "./forward";
 
-export function urnInput(typeName: string, name: string, opts: pulumi.CustomResourceOptions | undefined): Record<string, pulumi.Output<string>> {
+export function urnInput(
+  typeName: string,
+  name: string,
+  opts: pulumi.CustomResourceOptions | undefined,
+): Record<string, pulumi.Input<string>> {
   const urn = pulumi.createUrn(name, `pulumi-nodejs:dynamic/imageyard:${typeName}`, opts?.parent);
-  // Only the value, not createUrn's dependency on the parent: depending on a component means
-  // waiting for all of its children, so two children of one component would wait for each other
-  // forever. (A URN is known in preview too, so the promise always settles.)
-  return { [URN_KEY]: pulumi.output(new Promise<string>((resolve) => urn.apply(resolve))) };
+  // A plain promise, not the Output: createUrn's Output lists the parent as a dependency, and a
+  // dependency on a component waits for all its children, this one included. Under a component
+  // with two or more children that cycle never resolves ("waiting for the URNs of its dependencies").
+  return { [URN_KEY]: new Promise<string>((ok) => urn.apply(ok)) };
 }

@@ -145,8 +145,18 @@ export interface StateResource {
 
 export async function resourcesOfType(stack: Stack, type: string): Promise<StateResource[]> {
   const state = await stack.exportStack();
-  const resources = ((state.deployment as { resources?: StateResource[] }).resources ?? []);
+  const resources = (state.deployment as { resources?: StateResource[] }).resources ?? [];
   return resources.filter((r) => r.type === type);
 }
 
 export const MIRRORED_IMAGE_TYPE = "pulumi-nodejs:dynamic/imageyard:MirroredImage";
+
+/** afterAll of a stack test: destroy what a failed step left (if any resource of `type` remains), then clean up. */
+export async function destroyLeftovers(ps: ProjectStack | undefined, type: string, cleanup: () => void = () => undefined): Promise<void> {
+  try {
+    if (ps && (await resourcesOfType(ps.stack, type)).length > 0) await ps.stack.destroy();
+  } finally {
+    ps?.cleanup();
+    cleanup();
+  }
+}

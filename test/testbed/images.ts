@@ -12,7 +12,7 @@ import { defaultStateDir, type RegistryEndpoint } from "./registry";
 import { digestOf, dockerRef, runSkopeo, skopeoFlags, splitRef } from "./skopeo";
 
 // The skopeo helpers live in skopeo.ts; tests and benches import them from here too.
-export { digestOf, dockerRef, runSkopeo, skopeoFlags, type SkopeoResult } from "./skopeo";
+export { digestOf, dockerRef, runSkopeo, servesImage, skopeoFlags, type SkopeoResult } from "./skopeo";
 
 /** Bump when generated content changes, so cached layouts are rebuilt. */
 const GENERATION = "3";

@@ -25,7 +25,10 @@ export function runSkopeo(args: string[], opts: { timeoutMs?: number } = {}): Pr
  * skopeo's flags for one side of a copy ("src" | "dest") or for inspect (no prefix):
  * credentials, and TLS (cert dir for https, plain http otherwise).
  */
-export function skopeoFlags(ep: Pick<RegistryEndpoint, "scheme" | "username" | "password" | "certDir">, side: "src" | "dest" | "" = ""): string[] {
+export function skopeoFlags(
+  ep: Pick<RegistryEndpoint, "scheme" | "username" | "password" | "certDir">,
+  side: "src" | "dest" | "" = "",
+): string[] {
   const p = side ? `--${side}-` : "--";
   const out: string[] = [];
   if (ep.username) out.push(`${p}creds`, `${ep.username}:${ep.password ?? ""}`);
@@ -53,4 +56,15 @@ export function dockerRef(ep: Pick<RegistryEndpoint, "host">, ref: string): stri
 export async function digestOf(ep: RegistryEndpoint, ref: string): Promise<string> {
   const { stdout } = await runSkopeo(["inspect", "--raw", ...skopeoFlags(ep), dockerRef(ep, ref)]);
   return `sha256:${createHash("sha256").update(stdout).digest("hex")}`;
+}
+
+/** Whether `ep` serves "repo:tag" / "repo@digest" (skopeo's view); other failures throw. */
+export async function servesImage(ep: RegistryEndpoint, ref: string): Promise<boolean> {
+  try {
+    await runSkopeo(["inspect", "--raw", ...skopeoFlags(ep), dockerRef(ep, ref)], { timeoutMs: 60_000 });
+    return true;
+  } catch (e) {
+    if (/manifest unknown|not found|name unknown/i.test((e as Error).message)) return false;
+    throw e;
+  }
 }

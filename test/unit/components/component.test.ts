@@ -36,7 +36,10 @@ describe("component convention", () => {
     expect(urn).toContain("imageyard:index:Pair::cat");
     const childUrns = await Promise.all(c.children.map((r) => new Promise<string>((ok) => r.urn.apply(ok))));
     // A child's URN carries its parent's type: the component is its parent.
-    expect(childUrns).toEqual([expect.stringMatching(/imageyard:index:Pair\$test:index:Leaf::cat-a$/), expect.stringMatching(/imageyard:index:Pair\$test:index:Leaf::cat-b$/)]);
+    expect(childUrns).toEqual([
+      expect.stringMatching(/imageyard:index:Pair\$test:index:Leaf::cat-a$/),
+      expect.stringMatching(/imageyard:index:Pair\$test:index:Leaf::cat-b$/),
+    ]);
     expect(registered.map((r) => r.name)).toEqual(expect.arrayContaining(["cat-a", "cat-b"]));
   });
 
