@@ -86,7 +86,13 @@ async function ensureImage(base: string, sizeGiB: number, fraction: number): Pro
   rmSync(raw, { force: true });
   const h = createHash("sha256");
   for await (const c of createReadStream(join(dir, name), { highWaterMark: 4 * MiB })) h.update(c as Buffer);
-  const img: BenchImage = { dir, name, size: (await stat(join(dir, name))).size, sha256: h.digest("hex"), virtualSize: Math.round(sizeGiB * GiB) };
+  const img: BenchImage = {
+    dir,
+    name,
+    size: (await stat(join(dir, name))).size,
+    sha256: h.digest("hex"),
+    virtualSize: Math.round(sizeGiB * GiB),
+  };
   writeFileSync(meta, JSON.stringify(img, null, 2));
   return img;
 }
@@ -138,7 +144,7 @@ function scratchSampler(dir: string, intervalMs = 50): { stop(): Promise<number>
   let busy = false;
   const walk = async (d: string): Promise<number> => {
     let total = 0;
-    let entries;
+    let entries: import("node:fs").Dirent[];
     try {
       entries = await readdir(d, { withFileTypes: true });
     } catch {
@@ -147,7 +153,11 @@ function scratchSampler(dir: string, intervalMs = 50): { stop(): Promise<number>
     for (const e of entries) {
       const p = join(d, e.name);
       if (e.isDirectory()) total += await walk(p);
-      else if (e.isFile()) total += await stat(p).then((s) => s.blocks * 512, () => 0);
+      else if (e.isFile())
+        total += await stat(p).then(
+          (s) => s.blocks * 512,
+          () => 0,
+        );
     }
     return total;
   };
@@ -202,7 +212,10 @@ async function glanceCloud(base: string): Promise<Cloud> {
     OS_INTERFACE: tb.interface,
     OS_IMAGE_API_VERSION: "2",
   };
-  return { env: { ...process.env, ...env }, stop: async () => (wasRunning || process.env.IY_KEEP_TESTBED === "1" ? undefined : stopGlanceTestbed()) };
+  return {
+    env: { ...process.env, ...env },
+    stop: async () => (wasRunning || process.env.IY_KEEP_TESTBED === "1" ? undefined : stopGlanceTestbed()),
+  };
 }
 
 async function deleteImage(cloud: Cloud, id: string): Promise<void> {
@@ -239,12 +252,29 @@ async function runBaseline(url: string, base: string, upload: Args["upload"], cl
     step(await run("qemu-img", ["convert", "-f", "qcow2", "-O", "raw", qcow2, raw], process.env, true));
     log(`  baseline: qemu-img convert done at ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     if (upload === "glance" && cloud) {
-      const r = step(await run(
-        "openstack",
-        ["image", "create", "--file", raw, "--disk-format", "raw", "--container-format", "bare", "--community", "-f", "value", "-c", "id", `bench-baseline-${process.pid}-${n}`],
-        cloud.env,
-        true,
-      ));
+      const r = step(
+        await run(
+          "openstack",
+          [
+            "image",
+            "create",
+            "--file",
+            raw,
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "--community",
+            "-f",
+            "value",
+            "-c",
+            "id",
+            `bench-baseline-${process.pid}-${n}`,
+          ],
+          cloud.env,
+          true,
+        ),
+      );
       id = r.stdout.trim();
     }
     const wallS = (performance.now() - t0) / 1000;
@@ -255,12 +285,32 @@ async function runBaseline(url: string, base: string, upload: Args["upload"], cl
   }
 }
 
-async function runImageyard(url: string, checksum: string, base: string, upload: Args["upload"], cloud: Cloud | undefined, n: number): Promise<Sample> {
+async function runImageyard(
+  url: string,
+  checksum: string,
+  base: string,
+  upload: Args["upload"],
+  cloud: Cloud | undefined,
+  n: number,
+): Promise<Sample> {
   const scratch = await mkdtemp(join(base, "imageyard-"));
   const sampler = scratchSampler(scratch);
   const t0 = performance.now();
   try {
-    const args = [__filename, "--child", "--url", url, "--checksum", checksum, "--scratch", scratch, "--upload", upload, "--name", `bench-imageyard-${process.pid}-${n}`];
+    const args = [
+      __filename,
+      "--child",
+      "--url",
+      url,
+      "--checksum",
+      checksum,
+      "--scratch",
+      scratch,
+      "--upload",
+      upload,
+      "--name",
+      `bench-imageyard-${process.pid}-${n}`,
+    ];
     const r = await run(process.execPath, args, cloud?.env ?? process.env, true);
     process.stderr.write(r.stderr);
     const wallS = (performance.now() - t0) / 1000;
@@ -276,7 +326,6 @@ async function runImageyard(url: string, checksum: string, base: string, upload:
 async function child(a: Args): Promise<void> {
   const source = { url: a.url as string, checksum: a.checksum };
   if (a.upload === "none") {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { prepareImage } = require("../provider/disk/prepare") as typeof import("../provider/disk/prepare");
     const prepared = await prepareImage(source, { diskFormat: "raw", scratchDir: a.scratch });
     try {
@@ -290,7 +339,6 @@ async function child(a: Args): Promise<void> {
   }
   // The whole pipeline as the CommunityImage resource runs it: auth from OS_*, then publishImage
   // (prepareImage → create → upload → wait active → compare Glance's sha512 with ours).
-  /* eslint-disable @typescript-eslint/no-require-imports */
   const { authFromEnv } = require("../provider/glance/clouds") as typeof import("../provider/glance/clouds");
   const { KeystoneSession } = require("../provider/glance/keystone") as typeof import("../provider/glance/keystone");
   const { glanceClient } = require("../provider/glance/images") as typeof import("../provider/glance/images");
@@ -321,7 +369,8 @@ async function child(a: Args): Promise<void> {
       glance,
       log: (line) => process.stderr.write(`[bench-glance]   imageyard ${elapsed()}: ${line}\n`),
       onProgress: (e) => {
-        if (e.done || e.message) process.stderr.write(`[bench-glance]   imageyard ${elapsed()}: ${e.phase}${e.done ? " done" : ""} ${e.message ?? ""}\n`);
+        if (e.done || e.message)
+          process.stderr.write(`[bench-glance]   imageyard ${elapsed()}: ${e.phase}${e.done ? " done" : ""} ${e.message ?? ""}\n`);
       },
     },
   );
@@ -340,7 +389,10 @@ async function startServer(dir: string, base: string): Promise<{ url: string; st
   const file = join(base, "server.json");
   rmSync(file, { force: true });
   const script = resolve(__dirname, "../test/testbed/diskimages.js");
-  const child = spawn(process.execPath, [script, "serve"], { env: { ...process.env, IY_DISKIMAGES_SERVE_DIR: dir, IY_DISKIMAGES_FILE: file }, stdio: ["ignore", "ignore", "inherit"] });
+  const child = spawn(process.execPath, [script, "serve"], {
+    env: { ...process.env, IY_DISKIMAGES_SERVE_DIR: dir, IY_DISKIMAGES_FILE: file },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
   const deadline = Date.now() + 30_000;
   while (!existsSync(file)) {
     if (child.exitCode !== null) throw new Error("image server ended early");
@@ -375,9 +427,14 @@ async function main(): Promise<void> {
     for (let i = 0; i < a.runs; i++) {
       const order: Array<"baseline" | "imageyard"> = i % 2 === 0 ? ["baseline", "imageyard"] : ["imageyard", "baseline"];
       for (const side of order.filter((x) => a.only === undefined || x === a.only)) {
-        const s = side === "baseline" ? await runBaseline(url, work, a.upload, cloud, i) : await runImageyard(url, `sha256:${img.sha256}`, work, a.upload, cloud, i);
+        const s =
+          side === "baseline"
+            ? await runBaseline(url, work, a.upload, cloud, i)
+            : await runImageyard(url, `sha256:${img.sha256}`, work, a.upload, cloud, i);
         results[side].push(s);
-        log(`run ${i + 1}/${a.runs} ${side}: ${s.wallS.toFixed(2)} s, cpu ${s.cpuS.toFixed(1)} s, rss ${s.rssMiB.toFixed(0)} MiB, scratch ${s.scratchMiB.toFixed(0)} MiB${s.imageId ? `, image ${s.imageId}` : ""}`);
+        log(
+          `run ${i + 1}/${a.runs} ${side}: ${s.wallS.toFixed(2)} s, cpu ${s.cpuS.toFixed(1)} s, rss ${s.rssMiB.toFixed(0)} MiB, scratch ${s.scratchMiB.toFixed(0)} MiB${s.imageId ? `, image ${s.imageId}` : ""}`,
+        );
         if (cloud && s.imageId) await deleteImage(cloud, s.imageId);
       }
     }

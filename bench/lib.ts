@@ -31,7 +31,11 @@ const CONTAINERS_CACHE = "/var/lib/containers/cache";
 /** Reads `/usr/bin/time -v` output. */
 export function parseTimeVerbose(text: string): { maxRssKiB: number; userS: number; sysS: number } {
   const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
-  return { maxRssKiB: num(/Maximum resident set size \(kbytes\): (\d+)/), userS: num(/User time \(seconds\): ([\d.]+)/), sysS: num(/System time \(seconds\): ([\d.]+)/) };
+  return {
+    maxRssKiB: num(/Maximum resident set size \(kbytes\): (\d+)/),
+    userS: num(/User time \(seconds\): ([\d.]+)/),
+    sysS: num(/System time \(seconds\): ([\d.]+)/),
+  };
 }
 
 export async function timeCommand(cmd: string, args: string[], opts: TimeOptions = {}): Promise<TimedRun> {

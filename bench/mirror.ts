@@ -22,7 +22,14 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { cachedImageLayout, digestOf, dockerRef, parseSize, seedImage, skopeoFlags, type ImageSpec } from "../test/testbed/images";
-import { countRequests, defaultStateDir, requestLogMark, startRegistry, type RegistryEndpoint, type RegistryHandle } from "../test/testbed/registry";
+import {
+  countRequests,
+  defaultStateDir,
+  requestLogMark,
+  startRegistry,
+  type RegistryEndpoint,
+  type RegistryHandle,
+} from "../test/testbed/registry";
 import { formatTable, median, resultLine, round, timeCommand, type TimedRun } from "./lib";
 
 type Tool = "imageyard" | "skopeo";
@@ -49,11 +56,27 @@ function benchCases(): Record<string, BenchCase> {
   const big = { layers: 8, layerSize: env("IY_BENCH_1G_LAYER", "128M"), seed: "bench-1g", gzipLevel: 0 };
   return {
     "1g-8layers": { name: "1g-8layers", spec: big, fresh: true, all: false },
-    "4g-8layers": { name: "4g-8layers", spec: { layers: 8, layerSize: env("IY_BENCH_4G_LAYER", "512M"), seed: "bench-4g", gzipLevel: 0 }, fresh: true, all: false },
-    "20x1m": { name: "20x1m", spec: { layers: Number(env("IY_BENCH_SMALL_LAYERS", "20")), layerSize: env("IY_BENCH_SMALL_LAYER", "1M"), seed: "bench-small" }, fresh: true, all: false },
+    "4g-8layers": {
+      name: "4g-8layers",
+      spec: { layers: 8, layerSize: env("IY_BENCH_4G_LAYER", "512M"), seed: "bench-4g", gzipLevel: 0 },
+      fresh: true,
+      all: false,
+    },
+    "20x1m": {
+      name: "20x1m",
+      spec: { layers: Number(env("IY_BENCH_SMALL_LAYERS", "20")), layerSize: env("IY_BENCH_SMALL_LAYER", "1M"), seed: "bench-small" },
+      fresh: true,
+      all: false,
+    },
     multiarch: {
       name: "multiarch",
-      spec: { layers: 3, layerSize: env("IY_BENCH_MULTI_LAYER", "4M"), platforms: ["linux/amd64", "linux/arm64"], sharedLayers: 1, seed: "bench-multi" },
+      spec: {
+        layers: 3,
+        layerSize: env("IY_BENCH_MULTI_LAYER", "4M"),
+        platforms: ["linux/amd64", "linux/arm64"],
+        sharedLayers: 1,
+        seed: "bench-multi",
+      },
       fresh: true,
       all: true,
     },
@@ -122,7 +145,9 @@ async function runOne(tool: Tool, c: BenchCase, upstream: RegistryEndpoint, targ
   const got = c.startupOnly ? digest : run.exitCode === 0 ? await digestOf(dst, ref).catch(() => "missing") : "not copied";
   const digestOk = got === digest;
   if (run.exitCode === 0 && !digestOk) log(`${c.name} ${tool}: target has ${got}, source ${digest}`);
-  log(`${c.name} ${tool}: ${run.wallS.toFixed(2)} s, ${run.maxRssMiB.toFixed(0)} MiB, ${requests} target + ${sourceRequests} source requests${digestOk ? "" : " DIGEST MISMATCH"}`);
+  log(
+    `${c.name} ${tool}: ${run.wallS.toFixed(2)} s, ${run.maxRssMiB.toFixed(0)} MiB, ${requests} target + ${sourceRequests} source requests${digestOk ? "" : " DIGEST MISMATCH"}`,
+  );
   return { ...run, requests, sourceRequests, digestOk };
 }
 
@@ -136,7 +161,11 @@ async function main(argv: string[]): Promise<void> {
   if (!iy) log("dist/cli/imageyard.js not found: timing skopeo only (build the CLI, or set IY_BENCH_IMAGEYARD)");
   const tools: Tool[] = iy ? ["imageyard", "skopeo"] : ["skopeo"];
 
-  const source = await startRegistry(stateDir, "bench-upstream", { auth: "none", tls: false, dataDir: join(stateDir, "registry", "bench-upstream") });
+  const source = await startRegistry(stateDir, "bench-upstream", {
+    auth: "none",
+    tls: false,
+    dataDir: join(stateDir, "registry", "bench-upstream"),
+  });
   const tls = env("IY_BENCH_TARGET", "http") === "tls";
   const target = await startRegistry(stateDir, "bench-mirror", { auth: "htpasswd", tls });
   const upstream = source.endpoint;
@@ -172,7 +201,7 @@ async function main(argv: string[]): Promise<void> {
           tool,
           `${ok.length}/${samples[tool].length}`,
           ok.length ? wall.toFixed(3) : "-",
-          ok.length && c.fresh && bytes > 0 ? ((bytes / wall) / 1e6).toFixed(0) : "-",
+          ok.length && c.fresh && bytes > 0 ? (bytes / wall / 1e6).toFixed(0) : "-",
           ok.length ? rss.toFixed(1) : "-",
           ok.length ? median(ok.map((s) => s.userS + s.sysS)).toFixed(2) : "-",
           ok.length ? String(median(ok.map((s) => s.requests))) : "-",
@@ -193,7 +222,9 @@ async function main(argv: string[]): Promise<void> {
     await target.remove();
     await source.remove();
   }
-  process.stdout.write(`\n${formatTable(["case", "tool", "ok", "median s", "MB/s", "peak RSS MiB", "cpu s", "target reqs", "source reqs"], rows)}\n\n`);
+  process.stdout.write(
+    `\n${formatTable(["case", "tool", "ok", "median s", "MB/s", "peak RSS MiB", "cpu s", "target reqs", "source reqs"], rows)}\n\n`,
+  );
   const outDir = resolve(__dirname, "..", "..", "bench", "results");
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `mirror-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
@@ -201,7 +232,7 @@ async function main(argv: string[]): Promise<void> {
   log(`results saved to ${file}`);
   for (const r of results) {
     const { case: name, imageyard_s, skopeo_s, speedup, imageyard_rss_mib, skopeo_rss_mib, ...rest } = r;
-    process.stdout.write(resultLine({ case: name, imageyard_s, skopeo_s, speedup, imageyard_rss_mib, skopeo_rss_mib, ...rest }) + "\n");
+    process.stdout.write(`${resultLine({ case: name, imageyard_s, skopeo_s, speedup, imageyard_rss_mib, skopeo_rss_mib, ...rest })}\n`);
   }
 }
 

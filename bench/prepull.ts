@@ -21,7 +21,8 @@ const log = (s: string) => process.stderr.write(`[bench-prepull] ${s}\n`);
 
 async function removeEverywhere(tb: K8sTestbed, nodes: string[], images: SeededImage[]): Promise<void> {
   for (const node of nodes) {
-    for (const img of images) await crictl(tb, node, ["rmi", `${img.ref.split(":").slice(0, -1).join(":")}@${img.digest}`]).catch(() => undefined);
+    for (const img of images)
+      await crictl(tb, node, ["rmi", `${img.ref.split(":").slice(0, -1).join(":")}@${img.digest}`]).catch(() => undefined);
     const left = (await crictl(tb, node, ["images", "-o", "json"])).stdout;
     for (const img of images) if (left.includes(img.digest)) throw new Error(`bench: ${node} still holds ${img.ref} after crictl rmi`);
   }
@@ -59,18 +60,33 @@ async function prePullWay(tb: K8sTestbed, images: SeededImage[], round: number):
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { images: { type: "string", default: "8" }, "layer-size": { type: "string", default: "16M" }, runs: { type: "string", default: "3" } } });
+  const { values } = parseArgs({
+    options: {
+      images: { type: "string", default: "8" },
+      "layer-size": { type: "string", default: "16M" },
+      runs: { type: "string", default: "3" },
+    },
+  });
   const n = Number(values.images);
   const runs = Number(values.runs);
   const stateDir = defaultStateDir();
   const tb = await startK8sTestbed(stateDir, { lease: LEASE });
   try {
-    const nodes = Object.values(tb.nodes).filter((x) => x.state === "running").map((x) => x.name).sort();
-    const ep: RegistryEndpoint | undefined = Object.values(loadRegistryTestbed(stateDir).registries).find((r) => r.host === tb.registries.plain.host);
+    const nodes = Object.values(tb.nodes)
+      .filter((x) => x.state === "running")
+      .map((x) => x.name)
+      .sort();
+    const ep: RegistryEndpoint | undefined = Object.values(loadRegistryTestbed(stateDir).registries).find(
+      (r) => r.host === tb.registries.plain.host,
+    );
     if (!ep) throw new Error(`bench: the bed's plain registry ${tb.registries.plain.host} is not in the registry test bed`);
     const tag = Date.now().toString(36);
     log(`seeding ${n} images of 2 × ${values["layer-size"]} into ${ep.host}; nodes: ${nodes.join(", ")}`);
-    const images = await Promise.all(Array.from({ length: n }, (_, i) => seedImage(ep, `bench-prepull-${tag}/img${i}:v1`, { layers: 2, layerSize: values["layer-size"], seed: `bench-prepull-${tag}-${i}` })));
+    const images = await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        seedImage(ep, `bench-prepull-${tag}/img${i}:v1`, { layers: 2, layerSize: values["layer-size"], seed: `bench-prepull-${tag}-${i}` }),
+      ),
+    );
     // Warm the agent image on every node once: both ways then pull only the N images.
     await prePullWay(tb, images.slice(0, 1), 0);
     const bosh: { wall: number; perNode: number[] }[] = [];
@@ -78,7 +94,12 @@ async function main(): Promise<void> {
     for (let r = 1; r <= runs; r++) {
       await removeEverywhere(tb, nodes, images);
       bosh.push(await boshWay(tb, nodes, images));
-      log(`round ${r}: BOSH way ${round(bosh.at(-1)!.wall, 2)} s (per node ${bosh.at(-1)!.perNode.map((x) => round(x, 2)).join(" + ")})`);
+      log(
+        `round ${r}: BOSH way ${round(bosh.at(-1)!.wall, 2)} s (per node ${bosh
+          .at(-1)!
+          .perNode.map((x) => round(x, 2))
+          .join(" + ")})`,
+      );
       await removeEverywhere(tb, nodes, images);
       ours.push(await prePullWay(tb, images, r));
       log(`round ${r}: PrePullSet ${round(ours.at(-1)!.wall, 2)} s (check ${round(ours.at(-1)!.check, 2)} s)`);
@@ -87,12 +108,26 @@ async function main(): Promise<void> {
     const slowestNode = median(bosh.map((b) => Math.max(...b.perNode)));
     const ourWall = median(ours.map((o) => o.wall));
     process.stdout.write(
-      formatTable(["way", "wall s (median)", "notes"], [
-        ["BOSH: crictl pull, node after node", round(boshWall, 2), `one node's sequence ≈ ${round(slowestNode, 2)} s`],
-        ["PrePullSet (check + create)", round(ourWall, 2), `check ${round(median(ours.map((o) => o.check)), 2)} s`],
-      ]) + "\n",
+      `${formatTable(
+        ["way", "wall s (median)", "notes"],
+        [
+          ["BOSH: crictl pull, node after node", round(boshWall, 2), `one node's sequence ≈ ${round(slowestNode, 2)} s`],
+          ["PrePullSet (check + create)", round(ourWall, 2), `check ${round(median(ours.map((o) => o.check)), 2)} s`],
+        ],
+      )}\n`,
     );
-    process.stdout.write(resultLine({ case: `prepull-${n}x${nodes.length}`, images: n, nodes: nodes.length, runs, bosh_s: round(boshWall, 2), prepull_s: round(ourWall, 2), one_node_s: round(slowestNode, 2), ratio: round(boshWall / ourWall, 2) }) + "\n");
+    process.stdout.write(
+      `${resultLine({
+        case: `prepull-${n}x${nodes.length}`,
+        images: n,
+        nodes: nodes.length,
+        runs,
+        bosh_s: round(boshWall, 2),
+        prepull_s: round(ourWall, 2),
+        one_node_s: round(slowestNode, 2),
+        ratio: round(boshWall / ourWall, 2),
+      })}\n`,
+    );
   } finally {
     await releaseK8sTestbed(stateDir, LEASE);
   }

@@ -12,7 +12,14 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { RegistryClient } from "../provider/oci/registry";
 import { seedImage } from "../test/testbed/images";
-import { countRequests, defaultStateDir, readRequests, releaseRegistryTestbed, requestLogMark, startRegistryTestbed } from "../test/testbed/registry";
+import {
+  countRequests,
+  defaultStateDir,
+  readRequests,
+  releaseRegistryTestbed,
+  requestLogMark,
+  startRegistryTestbed,
+} from "../test/testbed/registry";
 import { projectStack, repoRoot } from "../test/e2e/harness";
 import { formatTable, median, resultLine, round } from "./lib";
 
@@ -69,17 +76,28 @@ async function main(): Promise<void> {
         const pre = await ps.stack.preview({ onOutput: ps.onOutput(`preview-${run}`) });
         const seconds = (performance.now() - t0) / 1000;
         const changed = Object.entries(pre.changeSummary).filter(([op]) => op !== "same");
-        if (changed.length > 0) throw new Error(`preview ${run} shows changes on an unchanged upstream: ${JSON.stringify(pre.changeSummary)}`);
+        if (changed.length > 0)
+          throw new Error(`preview ${run} shows changes on an unchanged upstream: ${JSON.stringify(pre.changeSummary)}`);
         const up = countRequests(upstream, marks[0]);
         const mi = countRequests(mirror, marks[1]);
         times.push(seconds);
         counts.push(up + mi);
         rows.push([run, round(seconds, 2), up, mi, round((up + mi) / images, 2)]);
-        if (run === 1) log(`requests of preview 1 by kind: ${describeRequests([...readRequests(upstream, marks[0]), ...readRequests(mirror, marks[1])])}`);
+        if (run === 1)
+          log(
+            `requests of preview 1 by kind: ${describeRequests([...readRequests(upstream, marks[0]), ...readRequests(mirror, marks[1])])}`,
+          );
       }
       process.stdout.write(`\n${formatTable(["run", "preview s", "upstream req", "mirror req", "req/image"], rows)}\n\n`);
       const requests = median(counts);
-      process.stdout.write(resultLine({ case: `preview-${images}`, preview_s: round(median(times), 2), requests, requests_per_image: round(requests / images, 3) }) + "\n");
+      process.stdout.write(
+        `${resultLine({
+          case: `preview-${images}`,
+          preview_s: round(median(times), 2),
+          requests,
+          requests_per_image: round(requests / images, 3),
+        })}\n`,
+      );
       log("destroying the bench stack");
       await ps.stack.destroy({ onOutput: ps.onOutput("destroy") });
     } finally {

@@ -137,7 +137,7 @@ export function secretsOf(argv: string[]): string[] {
   argv.forEach((arg, i) => {
     const m = /^--(?:src-|dest-)?creds(?:=(.*))?$/.exec(arg);
     const creds = m ? (m[1] ?? argv[i + 1]) : undefined;
-    if (creds !== undefined && creds.includes(":")) out.push(creds.slice(creds.indexOf(":") + 1));
+    if (creds?.includes(":")) out.push(creds.slice(creds.indexOf(":") + 1));
     if (!arg.startsWith("--") && hasUserinfo(arg)) {
       const bare = arg.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "");
       const info = bare.slice(0, bare.lastIndexOf("@"));
@@ -203,7 +203,13 @@ export function parseCommand(argv: string[]): Command {
       request.concurrency = n;
     }
     const timeoutMs = duration(p, "timeout");
-    return { kind: cmd, request, quiet: p.booleans.get("quiet") ?? false, json: p.booleans.get("json") ?? false, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+    return {
+      kind: cmd,
+      request,
+      quiet: p.booleans.get("quiet") ?? false,
+      json: p.booleans.get("json") ?? false,
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+    };
   }
   if (cmd === "inspect") {
     const p = parseFlags(rest, INSPECT_SPEC);

@@ -24,7 +24,7 @@ export async function main(argv: string[], realIo: CliIo = defaultIo): Promise<n
   const secrets = secretsOf(argv);
   const scrub = (t: string) => secrets.reduce((acc, s) => acc.split(s).join("***"), t);
   const io: CliIo = { ...realIo, stdout: (t) => realIo.stdout(scrub(t)), stderr: (t) => realIo.stderr(scrub(t)) };
-  let cmd;
+  let cmd: ReturnType<typeof parseCommand>;
   try {
     cmd = parseCommand(argv);
   } catch (e) {
@@ -62,7 +62,10 @@ export async function main(argv: string[], realIo: CliIo = defaultIo): Promise<n
           return 0;
         }
         const result = await copyImage(cmd.request, deps);
-        if (!cmd.quiet && !result.upToDate) io.stderr(`${result.tagRef}: ${result.blobsCopied} blobs copied, ${result.blobsMounted} mounted, ${result.blobsSkipped} already there\n`);
+        if (!cmd.quiet && !result.upToDate)
+          io.stderr(
+            `${result.tagRef}: ${result.blobsCopied} blobs copied, ${result.blobsMounted} mounted, ${result.blobsSkipped} already there\n`,
+          );
         io.stdout(cmd.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.digest}\n`);
         return 0;
       }
@@ -81,8 +84,10 @@ function planJson(plan: CopyPlan): unknown {
 
 function describePlan(plan: CopyPlan): string {
   const lines = [`${plan.source} → ${plan.tagRef}`, `  ${summarizePlan(plan)}`];
-  for (const b of plan.blobs) lines.push(`  blob ${b.digest} ${String(b.size).padStart(12)} ${b.action}${b.mountFrom ? ` from ${b.mountFrom}` : ""}`);
-  for (const m of plan.manifests) lines.push(`  manifest ${m.digest} ${m.role}${m.platform ? ` ${m.platform}` : ""}${m.tag ? ` :${m.tag}` : ""} ${m.action}`);
+  for (const b of plan.blobs)
+    lines.push(`  blob ${b.digest} ${String(b.size).padStart(12)} ${b.action}${b.mountFrom ? ` from ${b.mountFrom}` : ""}`);
+  for (const m of plan.manifests)
+    lines.push(`  manifest ${m.digest} ${m.role}${m.platform ? ` ${m.platform}` : ""}${m.tag ? ` :${m.tag}` : ""} ${m.action}`);
   return `${lines.join("\n")}\n`;
 }
 

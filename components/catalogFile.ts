@@ -80,7 +80,14 @@ export function readCatalog(source: string | CatalogDocument | CatalogDocument[]
   try {
     isDir = statSync(source).isDirectory();
   } catch (e) {
-    throw new CatalogError([{ origin: source, image: "", field: "catalog", reason: `cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a YAML file, a directory of *.yml, or the catalog as objects` }]);
+    throw new CatalogError([
+      {
+        origin: source,
+        image: "",
+        field: "catalog",
+        reason: `cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a YAML file, a directory of *.yml, or the catalog as objects`,
+      },
+    ]);
   }
   const files = isDir
     ? readdirSync(source)
@@ -88,7 +95,8 @@ export function readCatalog(source: string | CatalogDocument | CatalogDocument[]
         .sort()
         .map((f) => join(source, f))
     : [source];
-  if (files.length === 0) throw new CatalogError([{ origin: source, image: "", field: "images", reason: "the directory has no *.yml or *.yaml file" }]);
+  if (files.length === 0)
+    throw new CatalogError([{ origin: source, image: "", field: "images", reason: "the directory has no *.yml or *.yaml file" }]);
   return files.map((file) => ({ origin: file, doc: parseCatalogYaml(readFileSync(file, "utf8"), file) }));
 }
 
@@ -120,11 +128,18 @@ const str: Check = (v) => (typeof v === "string" ? undefined : `must be a string
 const nonEmpty: Check = (v) => str(v) ?? ((v as string).trim() === "" ? "must not be empty" : undefined);
 const bool: Check = (v) => (typeof v === "boolean" ? undefined : `must be true or false, not ${show(v)}`);
 const wholeNumber: Check = (v) => (Number.isInteger(v) && (v as number) >= 0 ? undefined : `must be a whole number ≥ 0, not ${show(v)}`);
-const oneOf = (values: readonly string[]): Check => (v) => (values.includes(v as string) ? undefined : `must be one of ${values.join(", ")}, not ${show(v)}`);
+const oneOf =
+  (values: readonly string[]): Check =>
+  (v) =>
+    values.includes(v as string) ? undefined : `must be one of ${values.join(", ")}, not ${show(v)}`;
 const url: Check = (v) => str(v) ?? (/^(https?|file):\/\/\S+$/i.test(v as string) ? undefined : `must be an http(s) URL, not ${show(v)}`);
-const date: Check = (v) => (typeof v === "string" && /^\d{4}-\d{2}-\d{2}$/.test(v) ? undefined : `must be a date YYYY-MM-DD, not ${show(v)}`);
+const date: Check = (v) =>
+  typeof v === "string" && /^\d{4}-\d{2}-\d{2}$/.test(v) ? undefined : `must be a date YYYY-MM-DD, not ${show(v)}`;
 const checksum: Check = (v) =>
-  str(v) ?? (/^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|md5:[0-9a-f]{32}|sha1:[0-9a-f]{40})$/i.test(v as string) || v === "unverified" ? undefined : `must be "sha256:<64 hex>", "sha512:<128 hex>" or "md5:<32 hex>", not ${show(v)}`);
+  str(v) ??
+  (/^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}|md5:[0-9a-f]{32}|sha1:[0-9a-f]{40})$/i.test(v as string) || v === "unverified"
+    ? undefined
+    : `must be "sha256:<64 hex>", "sha512:<128 hex>" or "md5:<32 hex>", not ${show(v)}`);
 
 function show(v: unknown): string {
   return v === undefined ? "nothing" : JSON.stringify(v);
@@ -145,14 +160,18 @@ const IMAGE_FIELDS: Record<string, Check> = {
   separator: str,
   keep: bool,
   meta: (v) => (v && typeof v === "object" && !Array.isArray(v) ? undefined : `must be a map of key: value, not ${show(v)}`),
-  tags: (v) => (Array.isArray(v) && v.every((t) => typeof t === "string" && t !== "") ? undefined : `must be a list of non-empty strings, not ${show(v)}`),
+  tags: (v) =>
+    Array.isArray(v) && v.every((t) => typeof t === "string" && t !== "")
+      ? undefined
+      : `must be a list of non-empty strings, not ${show(v)}`,
   versions: (v) => (Array.isArray(v) ? undefined : `must be a list of { version, url, checksum, build_date }, not ${show(v)}`),
   latest_url: url,
   latest_checksum_url: url,
 };
 
 const VERSION_FIELDS: Record<string, Check> = {
-  version: (v) => (typeof v === "string" && v.trim() !== "" ? undefined : `must be a non-empty string (quote it: version: "20240416"), not ${show(v)}`),
+  version: (v) =>
+    typeof v === "string" && v.trim() !== "" ? undefined : `must be a non-empty string (quote it: version: "20240416"), not ${show(v)}`,
   url,
   mirror_url: url,
   checksum,
@@ -162,10 +181,22 @@ const VERSION_FIELDS: Record<string, Check> = {
 /** SCS-0102 image metadata whose values the standard fixes. */
 const SCS_META: Record<string, Check> = {
   replace_frequency: oneOf(["yearly", "quarterly", "monthly", "weekly", "daily", "critical_bug", "never"]),
-  uuid_validity: (v) => (typeof v === "string" && /^(none|notice|forever|last-[1-9]\d*|\d{4}-\d{2}-\d{2})$/.test(v) ? undefined : `must be none, notice, forever, last-<N> or a date YYYY-MM-DD (SCS-0102), not ${show(v)}`),
-  provided_until: (v) => (typeof v === "string" && /^(none|notice|\d{4}-\d{2}-\d{2})$/.test(v) ? undefined : `must be none, notice or a date YYYY-MM-DD (SCS-0102), not ${show(v)}`),
-  hotfix_hours: (v) => (Number.isInteger(Number(v)) && Number(v) >= 0 && String(v).trim() !== "" ? undefined : `must be a whole number of hours ≥ 0 (SCS-0102), not ${show(v)}`),
-  image_build_date: (v) => (typeof v === "string" && /^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$/.test(v) ? undefined : `must be YYYY-MM-DD[ hh:mm[:ss]] (SCS-0102), not ${show(v)}`),
+  uuid_validity: (v) =>
+    typeof v === "string" && /^(none|notice|forever|last-[1-9]\d*|\d{4}-\d{2}-\d{2})$/.test(v)
+      ? undefined
+      : `must be none, notice, forever, last-<N> or a date YYYY-MM-DD (SCS-0102), not ${show(v)}`,
+  provided_until: (v) =>
+    typeof v === "string" && /^(none|notice|\d{4}-\d{2}-\d{2})$/.test(v)
+      ? undefined
+      : `must be none, notice or a date YYYY-MM-DD (SCS-0102), not ${show(v)}`,
+  hotfix_hours: (v) =>
+    Number.isInteger(Number(v)) && Number(v) >= 0 && String(v).trim() !== ""
+      ? undefined
+      : `must be a whole number of hours ≥ 0 (SCS-0102), not ${show(v)}`,
+  image_build_date: (v) =>
+    typeof v === "string" && /^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$/.test(v)
+      ? undefined
+      : `must be YYYY-MM-DD[ hh:mm[:ss]] (SCS-0102), not ${show(v)}`,
 };
 
 /** Validates every document; throws one CatalogError listing every problem found. */
@@ -202,9 +233,11 @@ export function validateCatalog(docs: { origin: string; doc: unknown }[]): Catal
         }
       }
       if (img.name === undefined) fail(label, "name", "is required");
-      if (img.latest_checksum_url !== undefined && img.latest_url === undefined) fail(label, "latest_checksum_url", "needs latest_url (the file it lists)");
+      if (img.latest_checksum_url !== undefined && img.latest_url === undefined)
+        fail(label, "latest_checksum_url", "needs latest_url (the file it lists)");
       for (const [k, v] of Object.entries((img.meta ?? {}) as Record<string, unknown>)) {
-        if (v === null || !["string", "number", "boolean"].includes(typeof v)) fail(label, `meta.${k}`, `must be a string, number or boolean, not ${show(v)}`);
+        if (v === null || !["string", "number", "boolean"].includes(typeof v))
+          fail(label, `meta.${k}`, `must be a string, number or boolean, not ${show(v)}`);
         else if (SCS_META[k]) {
           const why = SCS_META[k](v);
           if (why) fail(label, `meta.${k}`, why);
@@ -231,7 +264,8 @@ export function validateCatalog(docs: { origin: string; doc: unknown }[]): Catal
         if ((rv as { url?: unknown }).url === undefined) fail(label, `${where}.url`, "is required");
         if (typeof v === "string") {
           if (versionNames.has(v)) fail(label, `${where}.version`, `"${v}" appears twice`);
-          if (v === "latest" && img.latest_url !== undefined) fail(label, `${where}.version`, '"latest" is the version latest_url publishes; name this one by its build');
+          if (v === "latest" && img.latest_url !== undefined)
+            fail(label, `${where}.version`, '"latest" is the version latest_url publishes; name this one by its build');
           versionNames.add(v);
         }
       });
@@ -240,7 +274,8 @@ export function validateCatalog(docs: { origin: string; doc: unknown }[]): Catal
         if (other) fail(label, "name", `is also defined in ${other}`);
         seen.set(img.name, origin);
       }
-      if (problems.length === before) images.push({ ...(img as unknown as CatalogImageEntry), versions: versions as CatalogImage["versions"], origin });
+      if (problems.length === before)
+        images.push({ ...(img as unknown as CatalogImageEntry), versions: versions as CatalogImage["versions"], origin });
     });
   }
   if (problems.length > 0) throw new CatalogError(problems);

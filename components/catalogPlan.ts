@@ -78,12 +78,20 @@ export function compareVersions(a: string, b: string): number {
 
 /** A child key from an image name: lowercase, runs of other characters as "-". */
 export function slug(name: string): string {
-  return name.toLowerCase().replace(/[^a-z0-9.]+/g, "-").replace(/^-+|-+$/g, "") || "image";
+  return (
+    name
+      .toLowerCase()
+      .replace(/[^a-z0-9.]+/g, "-")
+      .replace(/^-+|-+$/g, "") || "image"
+  );
 }
 
 function wholeOption(v: number | undefined, what: string, dflt?: number): number | undefined {
   if (v === undefined) return dflt;
-  if (!Number.isInteger(v) || v < 0) throw new CatalogError([{ origin: "options", image: "", field: `rotation.${what}`, reason: `must be a whole number ≥ 0, not ${JSON.stringify(v)}` }]);
+  if (!Number.isInteger(v) || v < 0)
+    throw new CatalogError([
+      { origin: "options", image: "", field: `rotation.${what}`, reason: `must be a whole number ≥ 0, not ${JSON.stringify(v)}` },
+    ]);
   return v;
 }
 
@@ -101,12 +109,31 @@ export function planCatalog(images: CatalogImage[], opts: PlanOptions = {}): Pla
     if (opts.filter && !opts.filter.test(img.name)) continue;
     const key = img.shortname ?? slug(img.name);
     const clash = keys.get(key);
-    if (clash) problems.push({ origin: img.origin, image: img.name, field: img.shortname ? "shortname" : "name", reason: `gives the key "${key}", as "${clash}" does; set a distinct shortname` });
+    if (clash)
+      problems.push({
+        origin: img.origin,
+        image: img.name,
+        field: img.shortname ? "shortname" : "name",
+        reason: `gives the key "${key}", as "${clash}" does; set a distinct shortname`,
+      });
     keys.set(key, img.name);
     const multi = img.multi ?? true;
-    const entries = [...img.versions.map((v) => ({ ...v, latest: false })), ...(img.latest_url ? [{ version: LATEST, url: img.latest_url, latest: true } as const] : [])];
+    const entries = [
+      ...img.versions.map((v) => ({ ...v, latest: false })),
+      ...(img.latest_url ? [{ version: LATEST, url: img.latest_url, latest: true } as const] : []),
+    ];
     entries.sort((a, b) => compareVersions(a.version, b.version));
-    const planned: PlannedImage = { name: img.name, key, multi, versions: [], deleted: [], tags: img.tags ?? [], minDisk: img.min_disk ?? undefined, minRam: img.min_ram ?? undefined, login: img.login ?? undefined };
+    const planned: PlannedImage = {
+      name: img.name,
+      key,
+      multi,
+      versions: [],
+      deleted: [],
+      tags: img.tags ?? [],
+      minDisk: img.min_disk ?? undefined,
+      minRam: img.min_ram ?? undefined,
+      login: img.login ?? undefined,
+    };
     entries.forEach((v, i) => {
       const age = entries.length - 1 - i;
       const past = age - keep;
@@ -119,7 +146,12 @@ export function planCatalog(images: CatalogImage[], opts: PlanOptions = {}): Pla
       const checksumUrl = v.latest ? img.latest_checksum_url : undefined;
       if (checksum === undefined && checksumUrl === undefined && !opts.allowUnverified) {
         const field = v.latest ? "latest_checksum_url" : `versions[${img.versions.findIndex((x) => x.version === v.version)}].checksum`;
-        problems.push({ origin: img.origin, image: img.name, field, reason: "is required: every download is verified (or set allowUnverified on the ImageCatalog to publish without)" });
+        problems.push({
+          origin: img.origin,
+          image: img.name,
+          field,
+          reason: "is required: every download is verified (or set allowUnverified on the ImageCatalog to publish without)",
+        });
         return;
       }
       const name = multi ? (age === 0 ? img.name : `${img.name} (${v.version})`) : `${img.name}${img.separator ?? " "}${v.version}`;

@@ -46,7 +46,21 @@ const SNAKE: Record<string, keyof CommunityImageSpec> = {
   min_ram: "minRam",
   build_date: "buildDate",
 };
-const FIELDS: readonly (keyof CommunityImageSpec)[] = ["name", "sourceUrl", "sourceDiskFormat", "containerFormat", "diskFormat", "checksum", "checksumUrl", "minDisk", "minRam", "properties", "tags", "login", "buildDate"];
+const FIELDS: readonly (keyof CommunityImageSpec)[] = [
+  "name",
+  "sourceUrl",
+  "sourceDiskFormat",
+  "containerFormat",
+  "diskFormat",
+  "checksum",
+  "checksumUrl",
+  "minDisk",
+  "minRam",
+  "properties",
+  "tags",
+  "login",
+  "buildDate",
+];
 
 export interface CommunityImagesArgs {
   /** The default set (azimuth's community_images environment). */
@@ -79,9 +93,15 @@ export class CommunityImages extends ImageyardComponent {
     super("CommunityImages", name, opts);
     this.specs = mergeSpecs(args);
     const target = args.targetDiskFormat ?? "qcow2";
-    if (!DISK_FORMATS.includes(target)) throw new InputPropertyError("CommunityImages", "targetDiskFormat", `must be one of ${DISK_FORMATS.join(", ")}, not ${JSON.stringify(target)}`);
+    if (!DISK_FORMATS.includes(target))
+      throw new InputPropertyError(
+        "CommunityImages",
+        "targetDiskFormat",
+        `must be one of ${DISK_FORMATS.join(", ")}, not ${JSON.stringify(target)}`,
+      );
     const visibility = args.visibility ?? "community";
-    if (!VISIBILITIES.includes(visibility)) throw new InputPropertyError("CommunityImages", "visibility", `must be one of ${VISIBILITIES.join(", ")}`);
+    if (!VISIBILITIES.includes(visibility))
+      throw new InputPropertyError("CommunityImages", "visibility", `must be one of ${VISIBILITIES.join(", ")}`);
     const ids: Record<string, pulumi.Output<string>> = {};
     for (const [key, s] of Object.entries(this.specs)) {
       const image = new CommunityImage(
@@ -131,7 +151,8 @@ export function mergeSpecs(args: Pick<CommunityImagesArgs, "images" | "extra">):
   for (const where of ["images", "extra"] as const) {
     const map = args[where];
     if (map === undefined) continue;
-    if (typeof map !== "object" || map === null || Array.isArray(map)) throw new InputPropertyError("CommunityImages", where, "must be a map of key → image spec");
+    if (typeof map !== "object" || map === null || Array.isArray(map))
+      throw new InputPropertyError("CommunityImages", where, "must be a map of key → image spec");
     for (const [key, raw] of Object.entries(map)) out[key] = normaliseSpec(`${where}.${key}`, key, raw);
   }
   if (Object.keys(out).length === 0) throw new InputPropertyError("CommunityImages", "images", "no images: give images and/or extra");
@@ -142,7 +163,8 @@ function normaliseSpec(path: string, key: string, raw: unknown): CommunityImageS
   const fail = (field: string, reason: string) => {
     throw new InputPropertyError("CommunityImages", field ? `${path}.${field}` : path, reason);
   };
-  if (!/^[A-Za-z0-9_.-]+$/.test(key)) fail("", `key "${key}" must be letters, digits, "_", "-" or "." (it names a child resource and an output)`);
+  if (!/^[A-Za-z0-9_.-]+$/.test(key))
+    fail("", `key "${key}" must be letters, digits, "_", "-" or "." (it names a child resource and an output)`);
   if (!raw || typeof raw !== "object" || Array.isArray(raw)) fail("", "must be a map { name, sourceUrl, checksum | checksumUrl, … }");
   const spec: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
@@ -157,13 +179,18 @@ function normaliseSpec(path: string, key: string, raw: unknown): CommunityImageS
   if (s.name === undefined) fail("name", "is required");
   if (s.sourceUrl === undefined) fail("sourceUrl", "is required (source_url in azimuth's spelling)");
   for (const f of ["sourceDiskFormat", "diskFormat"] as const) {
-    if (s[f] !== undefined && !DISK_FORMATS.includes(s[f])) fail(f, `must be one of ${DISK_FORMATS.join(", ")}, not ${JSON.stringify(s[f])}`);
+    if (s[f] !== undefined && !DISK_FORMATS.includes(s[f]))
+      fail(f, `must be one of ${DISK_FORMATS.join(", ")}, not ${JSON.stringify(s[f])}`);
   }
   for (const f of ["minDisk", "minRam"] as const) {
-    if (s[f] !== undefined && !(Number.isInteger(s[f]) && (s[f] as number) >= 0)) fail(f, `must be a whole number ≥ 0, not ${JSON.stringify(s[f])}`);
+    if (s[f] !== undefined && !(Number.isInteger(s[f]) && (s[f] as number) >= 0))
+      fail(f, `must be a whole number ≥ 0, not ${JSON.stringify(s[f])}`);
   }
-  if (s.tags !== undefined && !(Array.isArray(s.tags) && s.tags.every((t) => typeof t === "string"))) fail("tags", "must be a list of strings");
-  if (s.properties !== undefined && (typeof s.properties !== "object" || Array.isArray(s.properties))) fail("properties", "must be a map of strings");
-  if (s.checksum === undefined && s.checksumUrl === undefined) fail("checksum", 'one of checksum ("sha256:…") and checksumUrl (a SUMS file) is required; "unverified" publishes without verification');
+  if (s.tags !== undefined && !(Array.isArray(s.tags) && s.tags.every((t) => typeof t === "string")))
+    fail("tags", "must be a list of strings");
+  if (s.properties !== undefined && (typeof s.properties !== "object" || Array.isArray(s.properties)))
+    fail("properties", "must be a map of strings");
+  if (s.checksum === undefined && s.checksumUrl === undefined)
+    fail("checksum", 'one of checksum ("sha256:…") and checksumUrl (a SUMS file) is required; "unverified" publishes without verification');
   return s;
 }

@@ -20,7 +20,10 @@ import { planCatalog, type PlannedImage, type RotationOptions } from "./catalogP
 import { childName, ImageyardComponent, InputPropertyError } from "./component";
 
 /** CommunityImage inputs a catalog passes to every image unchanged. */
-export type CatalogImageArgs = Pick<CommunityImageArgs, "scratchDir" | "timeouts" | "keepOnFailure" | "importMethod" | "allowLocalFiles" | "maxVirtualSize" | "containerFormat" | "protected">;
+export type CatalogImageArgs = Pick<
+  CommunityImageArgs,
+  "scratchDir" | "timeouts" | "keepOnFailure" | "importMethod" | "allowLocalFiles" | "maxVirtualSize" | "containerFormat" | "protected"
+>;
 
 export interface ImageCatalogArgs {
   /** A YAML file, a directory of *.yml / *.yaml files, or the same data as objects (openstack-image-manager's format). */
@@ -56,7 +59,12 @@ export class ImageCatalog extends ImageyardComponent {
 
   constructor(name: string, args: ImageCatalogArgs, opts?: pulumi.ComponentResourceOptions) {
     super("ImageCatalog", name, opts);
-    this.plan = planCatalog(validateCatalog(readCatalog(args.catalog)), { filter: compileFilter(args.filter), diskFormat: args.diskFormat, rotation: args.rotation, allowUnverified: args.allowUnverified });
+    this.plan = planCatalog(validateCatalog(readCatalog(args.catalog)), {
+      filter: compileFilter(args.filter),
+      diskFormat: args.diskFormat,
+      rotation: args.rotation,
+      allowUnverified: args.allowUnverified,
+    });
     const ids: Record<string, pulumi.Output<string>> = {};
     const versionIds: Record<string, Record<string, pulumi.Output<string>>> = {};
     for (const image of this.plan) {
@@ -77,7 +85,13 @@ export class ImageCatalog extends ImageyardComponent {
     this.registerOutputs({ imageIds: this.imageIds, versionIds: this.versionIds });
   }
 
-  private version(name: string, image: PlannedImage, v: PlannedImage["versions"][number], args: ImageCatalogArgs, dependsOn: CommunityImage[]): CommunityImage {
+  private version(
+    name: string,
+    image: PlannedImage,
+    v: PlannedImage["versions"][number],
+    args: ImageCatalogArgs,
+    dependsOn: CommunityImage[],
+  ): CommunityImage {
     const child = new CommunityImage(
       childName(name, v.key),
       {

@@ -36,11 +36,14 @@ function report(outs: DemoOutputs): string {
     const what = [
       r.platforms.join(", ") + (r.platformsFiltered ? " (subset: new index)" : ""),
       formatBytes(r.totalSize),
-      `${r.blobsCopied} copied, ${r.blobsMounted} mounted, ${r.blobsSkipped} already there` + (r.signaturesCopied ? `, ${r.signaturesCopied} signature${r.signaturesCopied > 1 ? "s" : ""}` : ""),
+      `${r.blobsCopied} copied, ${r.blobsMounted} mounted, ${r.blobsSkipped} already there` +
+        (r.signaturesCopied ? `, ${r.signaturesCopied} signature${r.signaturesCopied > 1 ? "s" : ""}` : ""),
     ].join(dim("  ·  "));
     lines.push(`  ${bold(name.padEnd(nameWidth))}  ${what}`);
     lines.push(`  ${"".padEnd(nameWidth)}  ${dim("deploy")} ${r.pinnedRef}`);
-    lines.push(`  ${"".padEnd(nameWidth)}  ${dim("tag   ")} ${r.tagRef}${r.digest === r.sourceDigest ? dim(`  (same digest as upstream ${short(r.sourceDigest)})`) : dim(`  (upstream ${short(r.sourceDigest)})`)}`);
+    lines.push(
+      `  ${"".padEnd(nameWidth)}  ${dim("tag   ")} ${r.tagRef}${r.digest === r.sourceDigest ? dim(`  (same digest as upstream ${short(r.sourceDigest)})`) : dim(`  (upstream ${short(r.sourceDigest)})`)}`,
+    );
     lines.push("");
   }
   return lines.join("\n");

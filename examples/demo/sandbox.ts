@@ -13,16 +13,28 @@ async function up(): Promise<void> {
   const tb = await startRegistryTestbed(stateDir, { lease: LEASE, persistent: true });
   const { upstream, mirror } = tb.registries;
   const seeded = [
-    await seedImage(upstream, "demo/webapp:1.4", { platforms: ["linux/amd64", "linux/arm64"], layers: 3, layerSize: "1M", sharedLayers: 1, withSignature: true, seed: "imageyard-demo-webapp", stateDir }),
+    await seedImage(upstream, "demo/webapp:1.4", {
+      platforms: ["linux/amd64", "linux/arm64"],
+      layers: 3,
+      layerSize: "1M",
+      sharedLayers: 1,
+      withSignature: true,
+      seed: "imageyard-demo-webapp",
+      stateDir,
+    }),
     await seedImage(upstream, "demo/toolbox:2.0", { layers: 2, layerSize: "512K", seed: "imageyard-demo-toolbox", stateDir }),
   ];
   for (const s of seeded) process.stderr.write(`  upstream ${s.ref.padEnd(40)} ${s.digest}\n`);
-  process.stdout.write(`${JSON.stringify({ upstream: upstream.host, mirror: mirror.host, mirrorUsername: mirror.username, mirrorPassword: mirror.password })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ upstream: upstream.host, mirror: mirror.host, mirrorUsername: mirror.username, mirrorPassword: mirror.password })}\n`,
+  );
 }
 
 async function down(): Promise<void> {
   const stopped = await releaseRegistryTestbed(defaultStateDir(), LEASE);
-  process.stderr.write(stopped ? "  registries stopped\n" : "  registries left running: other users (tests, scripts/testbed.sh up) still hold the test bed\n");
+  process.stderr.write(
+    stopped ? "  registries stopped\n" : "  registries left running: other users (tests, scripts/testbed.sh up) still hold the test bed\n",
+  );
 }
 
 const cmd = process.argv[2];

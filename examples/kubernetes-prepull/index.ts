@@ -16,7 +16,9 @@ import { MirroredImage, PrePullSet, type RegistryAuthInput } from "../../index";
 
 const config = new pulumi.Config();
 const mirrorUser = config.get("mirrorUsername");
-const mirrorAuth: pulumi.Input<RegistryAuthInput> | undefined = mirrorUser ? pulumi.output({ username: mirrorUser, password: config.requireSecret("mirrorPassword") }) : undefined;
+const mirrorAuth: pulumi.Input<RegistryAuthInput> | undefined = mirrorUser
+  ? pulumi.output({ username: mirrorUser, password: config.requireSecret("mirrorPassword") })
+  : undefined;
 const kubeconfig = config.getSecret("kubeconfig");
 const context = config.get("context");
 
@@ -35,8 +37,15 @@ const prepull = new PrePullSet("prepull", {
 });
 
 // @pulumi/kubernetes is loaded here (listed in this example's package.json), typed by what is used.
-type K8sResource = new (name: string, args: Record<string, unknown>, opts?: pulumi.CustomResourceOptions) => pulumi.CustomResource & { metadata: pulumi.Output<{ name: string; namespace: string }> };
-const k8s = require("@pulumi/kubernetes") as { Provider: new (name: string, args: Record<string, unknown>) => pulumi.ProviderResource; apps: { v1: { Deployment: K8sResource } } };
+type K8sResource = new (
+  name: string,
+  args: Record<string, unknown>,
+  opts?: pulumi.CustomResourceOptions,
+) => pulumi.CustomResource & { metadata: pulumi.Output<{ name: string; namespace: string }> };
+const k8s = require("@pulumi/kubernetes") as {
+  Provider: new (name: string, args: Record<string, unknown>) => pulumi.ProviderResource;
+  apps: { v1: { Deployment: K8sResource } };
+};
 const provider = kubeconfig || context ? new k8s.Provider("cluster", { kubeconfig, context }) : undefined;
 
 const labels = { app: "prepulled" };

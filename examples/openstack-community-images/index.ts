@@ -114,7 +114,13 @@ if (bootImage !== undefined) {
   if (!image) throw new Error(`bootImage "${bootImage}" is not one of the image keys: ${Object.keys(published).join(", ")}`);
   // Loaded only when asked for, so the catalogue works without the package installed.
   const openstack = require("@pulumi/openstack") as {
-    compute: { Instance: new (name: string, args: Record<string, unknown>, opts?: pulumi.CustomResourceOptions) => pulumi.CustomResource & { accessIpV4: pulumi.Output<string> } };
+    compute: {
+      Instance: new (
+        name: string,
+        args: Record<string, unknown>,
+        opts?: pulumi.CustomResourceOptions,
+      ) => pulumi.CustomResource & { accessIpV4: pulumi.Output<string> };
+    };
   };
   const server = new openstack.compute.Instance("server", {
     name: `boot-${bootImage}`,

@@ -100,7 +100,7 @@ function stripPgpArmour(text: string): string {
   const rest = text.slice(begin);
   const bodyStart = rest.search(/\r?\n\r?\n/);
   const sig = rest.indexOf("-----BEGIN PGP SIGNATURE-----");
-  const body = rest.slice(bodyStart < 0 ? 0 : bodyStart, sig < 0 ? undefined : sig);
+  const body = rest.slice(Math.max(bodyStart, 0), sig < 0 ? undefined : sig);
   // Dash-escaping (RFC 4880 §7.1) prefixes lines starting with "-" by "- ".
   return body.replace(/^- /gm, "");
 }

@@ -25,7 +25,8 @@ export const COMPRESSION_MAGIC_BYTES = 6;
 
 export function detectCompression(head: Buffer): Compression | undefined {
   if (head.length >= 3 && head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08) return "gz";
-  if (head.length >= 4 && head.subarray(0, 3).toString("latin1") === "BZh" && (head[3] as number) >= 0x31 && (head[3] as number) <= 0x39) return "bz2";
+  if (head.length >= 4 && head.subarray(0, 3).toString("latin1") === "BZh" && (head[3] as number) >= 0x31 && (head[3] as number) <= 0x39)
+    return "bz2";
   if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return "zst";
   return undefined;
@@ -40,7 +41,11 @@ export function chooseCompression(given: CompressionOption, head: Buffer, what: 
   const option = normalizeCompression(given);
   if (option === "auto") return found;
   if (option === "none") {
-    if (found) throw new DiskImageError("INVALID_INPUT", `${what}: source.compression is "none" but the data starts with ${found} magic bytes. Set source.compression to "auto" or "${found}".`);
+    if (found)
+      throw new DiskImageError(
+        "INVALID_INPUT",
+        `${what}: source.compression is "none" but the data starts with ${found} magic bytes. Set source.compression to "auto" or "${found}".`,
+      );
     return undefined;
   }
   if (found !== option) {
@@ -74,7 +79,11 @@ function wrapZlib(stream: Duplex, kind: Compression, what: string): Duplex {
   const orig = stream.destroy.bind(stream);
   stream.destroy = (err?: Error) => {
     if (err && !(err instanceof ImageyardError)) {
-      err = new DiskImageError("INVALID_INPUT", `${what}: ${kind} decompression failed (${(err as NodeJS.ErrnoException).code ?? err.message}). The file is damaged or not ${kind}; check source.url and source.compression.`, { cause: err });
+      err = new DiskImageError(
+        "INVALID_INPUT",
+        `${what}: ${kind} decompression failed (${(err as NodeJS.ErrnoException).code ?? err.message}). The file is damaged or not ${kind}; check source.url and source.compression.`,
+        { cause: err },
+      );
     }
     return orig(err);
   };
@@ -88,10 +97,22 @@ class ProgramDuplex extends Duplex {
   private stdoutEnded = false;
   private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
 
-  constructor(cmd: string, args: string[], private readonly what: string) {
+  constructor(
+    cmd: string,
+    args: string[],
+    private readonly what: string,
+  ) {
     super({ readableHighWaterMark: 1 << 20, writableHighWaterMark: 1 << 20 });
     this.child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
-    this.child.on("error", (e) => this.destroy(new DiskImageError("UNSUPPORTED", `${what}: cannot run ${cmd} (${(e as NodeJS.ErrnoException).code ?? e.message}). Install it (Debian: bzip2, xz-utils, zstd).`, { cause: e })));
+    this.child.on("error", (e) =>
+      this.destroy(
+        new DiskImageError(
+          "UNSUPPORTED",
+          `${what}: cannot run ${cmd} (${(e as NodeJS.ErrnoException).code ?? e.message}). Install it (Debian: bzip2, xz-utils, zstd).`,
+          { cause: e },
+        ),
+      ),
+    );
     this.child.stderr.setEncoding("utf8");
     this.child.stderr.on("data", (d: string) => {
       if (this.stderr.length < 8192) this.stderr += d;

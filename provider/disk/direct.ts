@@ -48,7 +48,10 @@ export async function streamImage(source: ImageSource, opts: SourceOptions): Pro
   try {
     checkProbe(probe, source.format, what, maxVirtualSizeOf(opts));
     if (!sameBytes(probe.format, opts.diskFormat)) {
-      throw new DiskImageError("INVALID_INPUT", `${what}: the image is ${probe.format} and diskFormat is ${opts.diskFormat}; a conversion needs scratch space. Use prepareImage, or set diskFormat to ${probe.format}.`);
+      throw new DiskImageError(
+        "INVALID_INPUT",
+        `${what}: the image is ${probe.format} and diskFormat is ${opts.diskFormat}; a conversion needs scratch space. Use prepareImage, or set diskFormat to ${probe.format}.`,
+      );
     }
   } catch (e) {
     stream.destroy();

@@ -26,14 +26,26 @@ export function mapArgv(file: string, format: DiskFormat): string[] {
 
 export async function mapImage(file: string, format: DiskFormat, opts: { what: string; signal?: AbortSignal }): Promise<Extent[]> {
   return new Promise((resolve, reject) => {
-    execFile("qemu-img", mapArgv(file, format), { signal: opts.signal, timeout: 120_000, maxBuffer: 256 * 1024 * 1024, encoding: "utf8" }, (err, stdout, stderr) => {
-      if (err) return reject(new DiskImageError("QEMU_FAILED", `${opts.what}: qemu-img map failed: ${tailText(stderr) || err.message}. The image may be corrupt; check source.url.`, { cause: err }));
-      try {
-        resolve(JSON.parse(stdout) as Extent[]);
-      } catch (e) {
-        reject(new DiskImageError("QEMU_FAILED", `${opts.what}: qemu-img map printed no JSON`, { cause: e }));
-      }
-    });
+    execFile(
+      "qemu-img",
+      mapArgv(file, format),
+      { signal: opts.signal, timeout: 120_000, maxBuffer: 256 * 1024 * 1024, encoding: "utf8" },
+      (err, stdout, stderr) => {
+        if (err)
+          return reject(
+            new DiskImageError(
+              "QEMU_FAILED",
+              `${opts.what}: qemu-img map failed: ${tailText(stderr) || err.message}. The image may be corrupt; check source.url.`,
+              { cause: err },
+            ),
+          );
+        try {
+          resolve(JSON.parse(stdout) as Extent[]);
+        } catch (e) {
+          reject(new DiskImageError("QEMU_FAILED", `${opts.what}: qemu-img map printed no JSON`, { cause: e }));
+        }
+      },
+    );
   });
 }
 

@@ -60,7 +60,10 @@ async function* idleLimited(body: Readable, ms: number, what: string): AsyncGene
     for (;;) {
       let timer: NodeJS.Timeout | undefined;
       const stalled = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(Object.assign(new Error(`${what}: no data for ${Math.round(ms / 1000)} s`), { code: "IDLE_TIMEOUT" })), ms);
+        timer = setTimeout(
+          () => reject(Object.assign(new Error(`${what}: no data for ${Math.round(ms / 1000)} s`), { code: "IDLE_TIMEOUT" })),
+          ms,
+        );
       });
       try {
         const r = await Promise.race([it.next(), stalled]);
@@ -91,10 +94,16 @@ export function parseSourceUrl(url: string, property = "source.url", allowLocalF
   try {
     u = new URL(url);
   } catch {
-    throw new DiskImageError("INVALID_INPUT", `${property} "${redactUrl(url)}": not a URL. Use an http(s):// or file:// URL, e.g. "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2".`);
+    throw new DiskImageError(
+      "INVALID_INPUT",
+      `${property} "${redactUrl(url)}": not a URL. Use an http(s):// or file:// URL, e.g. "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2".`,
+    );
   }
   if (!["http:", "https:", "file:"].includes(u.protocol)) {
-    throw new DiskImageError("INVALID_INPUT", `${property} "${redactUrl(url)}": unsupported scheme ${u.protocol}. Use http://, https:// or file://.`);
+    throw new DiskImageError(
+      "INVALID_INPUT",
+      `${property} "${redactUrl(url)}": unsupported scheme ${u.protocol}. Use http://, https:// or file://.`,
+    );
   }
   if (u.protocol === "file:" && !allowLocalFiles) {
     throw new DiskImageError(
@@ -114,7 +123,11 @@ async function openFile(url: string, u: URL, opts: FetchOptions): Promise<Downlo
     if (!st.isFile()) throw Object.assign(new Error("not a regular file"), { code: "EISDIR" });
     size = st.size;
   } catch (e) {
-    throw new DiskImageError("INVALID_INPUT", `${what}: cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}). Check source.url.`, { cause: e });
+    throw new DiskImageError(
+      "INVALID_INPUT",
+      `${what}: cannot read ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}). Check source.url.`,
+      { cause: e },
+    );
   }
   checkCap(what, size, opts.maxBytes);
   const item = opts.item ?? u.pathname.split("/").pop() ?? path;
@@ -143,7 +156,15 @@ async function openHttp(url: string, opts: FetchOptions): Promise<Download> {
       dispatcher: opts.dispatcher,
       signal: opts.signal,
       mapError: (ctx) =>
-        defaultHttpError(ctx, "HTTP_ERROR", ctx.status === 404 || ctx.status === 410 ? "Check source.url" : ctx.status === 401 || ctx.status === 403 ? "The server refused access; check source.url" : ""),
+        defaultHttpError(
+          ctx,
+          "HTTP_ERROR",
+          ctx.status === 404 || ctx.status === 410
+            ? "Check source.url"
+            : ctx.status === 401 || ctx.status === 403
+              ? "The server refused access; check source.url"
+              : "",
+        ),
     });
 
   const first = await withRetry(() => get({}), policy, { signal: opts.signal });
@@ -214,7 +235,11 @@ async function openHttp(url: string, opts: FetchOptions): Promise<Download> {
           const now = strongValidator(res);
           if (validator && now && now !== validator) {
             res.body.destroy();
-            throw new DiskImageError("INVALID_INPUT", `${what}: the file changed on the server during the download (validator ${validator} became ${now}). Run again.`, { retryable: false });
+            throw new DiskImageError(
+              "INVALID_INPUT",
+              `${what}: the file changed on the server during the download (validator ${validator} became ${now}). Run again.`,
+              { retryable: false },
+            );
           }
           skip = offset;
         }

@@ -117,7 +117,11 @@ export class GrowingFile extends Writable {
     this.wake();
     const fh = this.fh;
     this.fh = undefined;
-    if (fh) fh.close().then(() => cb(err), () => cb(err));
+    if (fh)
+      fh.close().then(
+        () => cb(err),
+        () => cb(err),
+      );
     else cb(err);
   }
 
@@ -139,7 +143,11 @@ export class GrowingFile extends Writable {
     while (this.durable < end) {
       if (this.failure) throw this.failure;
       // _final runs after every write completed: the file is whole and shorter than asked.
-      if (this.ended) throw new DiskImageError("QEMU_FAILED", `${what}: the qcow2 points at byte ${end} but the file has ${this.durable} bytes. The image is corrupt or truncated; check source.url.`);
+      if (this.ended)
+        throw new DiskImageError(
+          "QEMU_FAILED",
+          `${what}: the qcow2 points at byte ${end} but the file has ${this.durable} bytes. The image is corrupt or truncated; check source.url.`,
+        );
       await new Promise<void>((r) => this.waiters.push(r));
     }
   }
@@ -196,7 +204,8 @@ export async function* followQcow2(file: GrowingFile, h: Qcow2Header, opts: Foll
       run = undefined;
       appendRun(opts.record.runs, r);
       if (r.offset === undefined) yield ZEROS.subarray(0, r.length);
-      else for (let done = 0; done < r.length; done += READ_PIECE) yield await readAt(r.offset + done, Math.min(READ_PIECE, r.length - done));
+      else
+        for (let done = 0; done < r.length; done += READ_PIECE) yield await readAt(r.offset + done, Math.min(READ_PIECE, r.length - done));
     };
     for (let c = 0; c < clusters; c++) {
       if (opts.signal?.aborted) throw new DiskImageError("CANCELLED", `${what}: cancelled`);
@@ -217,7 +226,10 @@ export async function* followQcow2(file: GrowingFile, h: Qcow2Header, opts: Foll
         return;
       }
       const offset = loc.kind === "data" ? loc.offset : undefined;
-      const continues = run !== undefined && run.length + length <= PIECE && (offset === undefined ? run.offset === undefined : run.offset !== undefined && run.offset + run.length === offset);
+      const continues =
+        run !== undefined &&
+        run.length + length <= PIECE &&
+        (offset === undefined ? run.offset === undefined : run.offset !== undefined && run.offset + run.length === offset);
       if (!continues) {
         yield* flush();
         run = { start, length, offset };

@@ -40,7 +40,18 @@ export interface RawStreamOptions {
 
 export function nbdArgv(file: string, format: DiskFormat, socket: string): string[] {
   // --shared=1: one client; without --persistent qemu-nbd exits when that client disconnects.
-  return ["--read-only", "--shared=1", "--format", qemuFormat(format), "--socket", socket, "--cache=writeback", "--aio=threads", "--discard=ignore", safePath(file)];
+  return [
+    "--read-only",
+    "--shared=1",
+    "--format",
+    qemuFormat(format),
+    "--socket",
+    socket,
+    "--cache=writeback",
+    "--aio=threads",
+    "--discard=ignore",
+    safePath(file),
+  ];
 }
 
 /** Streams the guest-visible (raw) content of `file` from `startAt` (default 0) to `size`. */
@@ -61,13 +72,22 @@ async function* readRaw(file: string, format: DiskFormat, size: number, opts: Ra
   child.on("error", (e) => (spawnError = e));
   child.on("close", (code, sig) => (exit = code === null ? `signal ${sig}` : `exit ${code}`));
   const failed = (why: string, cause?: unknown) =>
-    new DiskImageError("QEMU_FAILED", `${opts.what}: reading the ${format} image through qemu-nbd failed: ${why}${stderr ? ` (${tailText(stderr)})` : ""}. The image may be corrupt; check source.url.`, { cause });
+    new DiskImageError(
+      "QEMU_FAILED",
+      `${opts.what}: reading the ${format} image through qemu-nbd failed: ${why}${stderr ? ` (${tailText(stderr)})` : ""}. The image may be corrupt; check source.url.`,
+      { cause },
+    );
 
   let socket: Socket | undefined;
   const onAbort = () => socket?.destroy(new DiskImageError("CANCELLED", `${opts.what}: cancelled`));
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    socket = await connectWhenReady(sockPath, opts.connectTimeoutMs ?? 15_000, () => spawnError ?? (exit ? new Error(`qemu-nbd ended (${exit})`) : undefined), opts.signal);
+    socket = await connectWhenReady(
+      sockPath,
+      opts.connectTimeoutMs ?? 15_000,
+      () => spawnError ?? (exit ? new Error(`qemu-nbd ended (${exit})`) : undefined),
+      opts.signal,
+    );
     const reader = new SocketReader(socket);
     const exportSize = await negotiate(socket, reader).catch((e) => {
       throw failed(`handshake: ${(e as Error).message}`, e);

@@ -19,9 +19,28 @@ import { mapImage, openExtentStream, unreadableMap } from "./extents";
 import { followQcow2, GrowingFile, type FollowRecord } from "./follow";
 import { appendRun, compareRuns, parseQcow2Header, type GuestRun, type Qcow2Header } from "./qcow2";
 import { openRawStream } from "./nbd";
-import { assertSafeImage, checkImage, convertImage, estimateAllocated, FORMAT_PROBE_BYTES, imageInfo, type DiskFormat, type FormatProbe } from "./qemu";
+import {
+  assertSafeImage,
+  checkImage,
+  convertImage,
+  estimateAllocated,
+  FORMAT_PROBE_BYTES,
+  imageInfo,
+  type DiskFormat,
+  type FormatProbe,
+} from "./qemu";
 import { defaultScratchBase, Scratch, type StatFs } from "./scratch";
-import { checkProbe, checkVirtualSize, maxVirtualSizeOf, openSource, sameBytes, sourceChecksumOf, type ImageSource, type OpenedSource, type SourceOptions } from "./source";
+import {
+  checkProbe,
+  checkVirtualSize,
+  maxVirtualSizeOf,
+  openSource,
+  sameBytes,
+  sourceChecksumOf,
+  type ImageSource,
+  type OpenedSource,
+  type SourceOptions,
+} from "./source";
 import { finalAlgos, FormatSniffer, HashingPassThrough, HoldLast, imageBytesCap, type FinalDigests } from "./streams";
 
 export type { ImageSource, SourceOptions } from "./source";
@@ -86,7 +105,6 @@ export interface PreparedImage {
   scratch: { dir: string; peakBytes: number };
   cleanup(): Promise<void>;
 }
-
 
 export async function prepareImage(source: ImageSource, opts: PrepareOptions): Promise<PreparedImage> {
   const src = await openSource(source, opts);
@@ -165,9 +183,20 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
     if (via === "auto") {
       // Uncompressed images are read straight from the file at the offsets qemu-img map gives.
       const extents = await mapImage(file, sourceFormat, qopts);
-      const why = (check["compressed-clusters"] ?? 0) > 0 ? "it has compressed clusters" : unreadableMap(extents, virtualSize, (await stat(file)).size);
+      const why =
+        (check["compressed-clusters"] ?? 0) > 0
+          ? "it has compressed clusters"
+          : unreadableMap(extents, virtualSize, (await stat(file)).size);
       if (why === undefined) {
-        return streamedResult(opts, common, "extents", () => openExtentStream(file, extents, { signal: opts.signal }), virtualSize, scratchInfo, cleanup);
+        return streamedResult(
+          opts,
+          common,
+          "extents",
+          () => openExtentStream(file, extents, { signal: opts.signal }),
+          virtualSize,
+          scratchInfo,
+          cleanup,
+        );
       }
       progress?.({ phase: "convert", item: fileNameOf(source.url), message: `cannot read the ${sourceFormat} directly (${why})` });
     }
@@ -176,17 +205,39 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
     const convertNeeds = await estimateAllocated(file, sourceFormat, "raw", qopts);
     const roomToConvert = await scratch.hasSpace(convertNeeds);
     if (via === "nbd" || (via === "auto" && !roomToConvert)) {
-      return streamedResult(opts, common, "nbd", () => openRawStream(file, sourceFormat, virtualSize, { what, socketDir: scratch.dir, signal: opts.signal }), virtualSize, scratchInfo, cleanup);
+      return streamedResult(
+        opts,
+        common,
+        "nbd",
+        () => openRawStream(file, sourceFormat, virtualSize, { what, socketDir: scratch.dir, signal: opts.signal }),
+        virtualSize,
+        scratchInfo,
+        cleanup,
+      );
     }
   }
 
   const target = scratch.path(`converted.${opts.diskFormat}`);
-  await scratch.ensureSpace(await estimateAllocated(file, sourceFormat, opts.diskFormat, qopts), what, `the conversion to ${opts.diskFormat}`);
+  await scratch.ensureSpace(
+    await estimateAllocated(file, sourceFormat, opts.diskFormat, qopts),
+    what,
+    `the conversion to ${opts.diskFormat}`,
+  );
   const stopTracking = scratch.track();
   try {
     await convertImage(
       { source: file, sourceFormat, target, targetFormat: opts.diskFormat, options: opts.convertOptions },
-      { ...qopts, onPercent: (pct) => progress?.({ phase: "convert", item: fileNameOf(source.url), bytes: Math.round((pct / 100) * virtualSize), total: virtualSize, done: pct >= 100 }) },
+      {
+        ...qopts,
+        onPercent: (pct) =>
+          progress?.({
+            phase: "convert",
+            item: fileNameOf(source.url),
+            bytes: Math.round((pct / 100) * virtualSize),
+            total: virtualSize,
+            done: pct >= 100,
+          }),
+      },
     );
   } finally {
     await stopTracking();
@@ -199,7 +250,15 @@ async function prepareInto(scratch: Scratch, source: ImageSource, src: OpenedSou
 }
 
 /** A result whose digests are computed while open() is read; they settle on the first complete read. */
-function streamedResult(opts: PrepareOptions, common: CommonFields, mode: PreparedImage["mode"], openBytes: () => Readable, size: number, scratchInfo: () => PreparedImage["scratch"], cleanup: () => Promise<void>): PreparedImage {
+function streamedResult(
+  opts: PrepareOptions,
+  common: CommonFields,
+  mode: PreparedImage["mode"],
+  openBytes: () => Readable,
+  size: number,
+  scratchInfo: () => PreparedImage["scratch"],
+  cleanup: () => Promise<void>,
+): PreparedImage {
   let settled: ImageDigests | undefined;
   let resolveDigests!: (d: ImageDigests) => void;
   const digestsReady = new Promise<ImageDigests>((r) => (resolveDigests = r));
@@ -236,7 +295,13 @@ function streamedResult(opts: PrepareOptions, common: CommonFields, mode: Prepar
  * is recorded on the image when the image is created.)
  */
 function canFollow(probe: FormatProbe, src: OpenedSource, opts: PrepareOptions): boolean {
-  return (opts.follow ?? true) && probe.format === "qcow2" && opts.diskFormat === "raw" && (opts.rawVia ?? "auto") === "auto" && src.expected !== undefined;
+  return (
+    (opts.follow ?? true) &&
+    probe.format === "qcow2" &&
+    opts.diskFormat === "raw" &&
+    (opts.rawVia ?? "auto") === "auto" &&
+    src.expected !== undefined
+  );
 }
 
 interface FollowContext {
@@ -264,7 +329,11 @@ function followResult(h: Qcow2Header, ctx: FollowContext): PreparedImage {
       sourceChecksumOf(src, ctx.source, opts.onProgress);
       const info = await imageInfo(file, "qcow2", qopts);
       assertSafeImage(info, "qcow2", what);
-      if (info["virtual-size"] !== h.virtualSize) throw new DiskImageError("QEMU_FAILED", `${what}: the qcow2 header says ${h.virtualSize} bytes, qemu-img info ${info["virtual-size"]}`);
+      if (info["virtual-size"] !== h.virtualSize)
+        throw new DiskImageError(
+          "QEMU_FAILED",
+          `${what}: the qcow2 header says ${h.virtualSize} bytes, qemu-img info ${info["virtual-size"]}`,
+        );
       await checkImage(file, "qcow2", qopts);
     })());
   const verifyRuns = async (record: FollowRecord) => {
@@ -272,10 +341,14 @@ function followResult(h: Qcow2Header, ctx: FollowContext): PreparedImage {
     const upTo = record.fallbackAt ?? h.virtualSize;
     if (upTo === 0) return;
     const theirs: GuestRun[] = [];
-    for (const e of await mapImage(file, "qcow2", qopts)) appendRun(theirs, { start: e.start, length: e.length, offset: e.data && !e.zero ? e.offset : undefined });
+    for (const e of await mapImage(file, "qcow2", qopts))
+      appendRun(theirs, { start: e.start, length: e.length, offset: e.data && !e.zero ? e.offset : undefined });
     const diff = compareRuns(record.runs, theirs, upTo);
     if (diff) {
-      throw new DiskImageError("QEMU_FAILED", `${what}: the qcow2 as streamed disagrees with qemu-img map (${diff}); the upload was stopped before its end. Set rawVia to "convert" to let qemu-img convert it.`);
+      throw new DiskImageError(
+        "QEMU_FAILED",
+        `${what}: the qcow2 as streamed disagrees with qemu-img map (${diff}); the upload was stopped before its end. Set rawVia to "convert" to let qemu-img convert it.`,
+      );
     }
   };
   const openBytes = () => {
@@ -312,7 +385,13 @@ function followResult(h: Qcow2Header, ctx: FollowContext): PreparedImage {
 type CommonFields = Pick<PreparedImage, "diskFormat" | "sourceFormat" | "compression" | "virtualSize" | "sourceChecksum">;
 
 /** The downloaded file is already what to upload; its digests were computed while it was written. */
-function unconvertedResult(common: CommonFields, file: string, d: ImageDigests, scratchInfo: () => PreparedImage["scratch"], cleanup: () => Promise<void>): PreparedImage {
+function unconvertedResult(
+  common: CommonFields,
+  file: string,
+  d: ImageDigests,
+  scratchInfo: () => PreparedImage["scratch"],
+  cleanup: () => Promise<void>,
+): PreparedImage {
   return {
     ...common,
     size: d.size,
@@ -333,9 +412,13 @@ function unconvertedResult(common: CommonFields, file: string, d: ImageDigests, 
 function writeError(e: unknown, what: string, dir: string): unknown {
   const err = e as NodeJS.ErrnoException;
   if (err?.code === "ENOSPC") {
-    return new DiskImageError("NO_SPACE", `${what}: the scratch directory ${dir} ran out of space while writing the image. Free space there or set scratchDir to a larger file system.`, { cause: e });
+    return new DiskImageError(
+      "NO_SPACE",
+      `${what}: the scratch directory ${dir} ran out of space while writing the image. Free space there or set scratchDir to a larger file system.`,
+      { cause: e },
+    );
   }
-  if (err?.name === "AbortError" && !(e instanceof ImageyardError)) return new DiskImageError("CANCELLED", `${what}: cancelled`, { cause: e });
+  if (err?.name === "AbortError" && !(e instanceof ImageyardError))
+    return new DiskImageError("CANCELLED", `${what}: cancelled`, { cause: e });
   return e;
 }
-

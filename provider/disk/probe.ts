@@ -19,7 +19,10 @@ export interface SourceProbe extends FormatProbe {
 /** Compressed bytes read at most while looking for the decompressed header. */
 const MAX_PROBE_INPUT = 4 * 1024 * 1024;
 
-export async function probeSource(source: ImageSource, opts: Pick<SourceOptions, "allowLocalFiles" | "signal" | "dispatcher" | "retry"> = {}): Promise<SourceProbe> {
+export async function probeSource(
+  source: ImageSource,
+  opts: Pick<SourceOptions, "allowLocalFiles" | "signal" | "dispatcher" | "retry"> = {},
+): Promise<SourceProbe> {
   const what = downloadTarget(source.url);
   const dl = await openDownload(source.url, { ...opts, retry: opts.retry ?? NO_RETRY });
   const { head, stream } = await peek(dl.stream, COMPRESSION_MAGIC_BYTES);

@@ -40,11 +40,13 @@ export function parseQcow2Header(b: Buffer): { header: Qcow2Header } | { unsuppo
     if (b.length < 104) return { unsupported: "truncated v3 header" };
     incompatibleFeatures = b.readBigUInt64BE(72);
     headerLength = b.readUInt32BE(100);
-    if ((incompatibleFeatures & ~FOLLOWABLE_INCOMPAT) !== 0n) return { unsupported: `incompatible features 0x${incompatibleFeatures.toString(16)}` };
+    if ((incompatibleFeatures & ~FOLLOWABLE_INCOMPAT) !== 0n)
+      return { unsupported: `incompatible features 0x${incompatibleFeatures.toString(16)}` };
   }
   const virtualSize = b.readBigUInt64BE(24);
   const l1TableOffset = b.readBigUInt64BE(40);
-  if (virtualSize > BigInt(Number.MAX_SAFE_INTEGER) || l1TableOffset > BigInt(Number.MAX_SAFE_INTEGER)) return { unsupported: "sizes beyond 2^53" };
+  if (virtualSize > BigInt(Number.MAX_SAFE_INTEGER) || l1TableOffset > BigInt(Number.MAX_SAFE_INTEGER))
+    return { unsupported: "sizes beyond 2^53" };
   const clusterSize = 2 ** clusterBits;
   const header: Qcow2Header = {
     version,

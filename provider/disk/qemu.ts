@@ -110,7 +110,8 @@ export function convertArgv(req: ConvertRequest): string[] {
   const argv = ["convert", "-p", "-f", qemuFormat(req.sourceFormat), "-O", qemuFormat(req.targetFormat)];
   const opts = Object.entries(req.options ?? {});
   for (const [k, v] of opts) {
-    if (!/^[a-z_0-9-]+$/i.test(k) || /[,\s]/.test(v)) throw new DiskImageError("INVALID_INPUT", `convert option ${k}=${v}: not a plain qemu-img -o option`);
+    if (!/^[a-z_0-9-]+$/i.test(k) || /[,\s]/.test(v))
+      throw new DiskImageError("INVALID_INPUT", `convert option ${k}=${v}: not a plain qemu-img -o option`);
   }
   if (opts.length > 0) argv.push("-o", opts.map(([k, v]) => `${k}=${v}`).join(","));
   // Out-of-order writes let qemu-img keep several requests in flight; safe for any target we
@@ -124,7 +125,8 @@ export function convertArgv(req: ConvertRequest): string[] {
  * scratch files are ever passed, and this makes sure of it.
  */
 export function safePath(p: string): string {
-  if (!p.startsWith("/") || p.includes(":")) throw new DiskImageError("INVALID_INPUT", `qemu-img path ${p}: only absolute scratch paths without ':' are passed to qemu-img`);
+  if (!p.startsWith("/") || p.includes(":"))
+    throw new DiskImageError("INVALID_INPUT", `qemu-img path ${p}: only absolute scratch paths without ':' are passed to qemu-img`);
   return p;
 }
 
@@ -143,18 +145,31 @@ function runQemuImg(argv: string[], opts: QemuOptions): Promise<RunResult> {
       (err, stdout, stderr) => {
         if (err && typeof (err as { code?: unknown }).code !== "number") {
           const e = err as NodeJS.ErrnoException & { killed?: boolean };
-          if (e.name === "AbortError") return reject(new DiskImageError("CANCELLED", `${opts.what}: qemu-img ${argv[0]} cancelled`, { cause: err }));
-          if (e.code === "ENOENT") return reject(new DiskImageError("UNSUPPORTED", `${opts.what}: qemu-img is not installed. Install qemu-utils.`, { cause: err }));
-          return reject(new DiskImageError("QEMU_FAILED", `${opts.what}: qemu-img ${argv[0]} did not finish (${e.killed ? "timed out" : e.message}). The image may be malformed.`, { cause: err }));
+          if (e.name === "AbortError")
+            return reject(new DiskImageError("CANCELLED", `${opts.what}: qemu-img ${argv[0]} cancelled`, { cause: err }));
+          if (e.code === "ENOENT")
+            return reject(
+              new DiskImageError("UNSUPPORTED", `${opts.what}: qemu-img is not installed. Install qemu-utils.`, { cause: err }),
+            );
+          return reject(
+            new DiskImageError(
+              "QEMU_FAILED",
+              `${opts.what}: qemu-img ${argv[0]} did not finish (${e.killed ? "timed out" : e.message}). The image may be malformed.`,
+              { cause: err },
+            ),
+          );
         }
-        resolve({ code: err ? ((err as { code: number }).code) : 0, stdout, stderr });
+        resolve({ code: err ? (err as { code: number }).code : 0, stdout, stderr });
       },
     );
   });
 }
 
 function qemuFailed(opts: QemuOptions, step: string, r: RunResult, hint: string): DiskImageError {
-  return new DiskImageError("QEMU_FAILED", `${opts.what}: qemu-img ${step} failed (exit ${r.code}): ${tailText(r.stderr || r.stdout) || "no message"}. ${hint}`);
+  return new DiskImageError(
+    "QEMU_FAILED",
+    `${opts.what}: qemu-img ${step} failed (exit ${r.code}): ${tailText(r.stderr || r.stdout) || "no message"}. ${hint}`,
+  );
 }
 
 export async function imageInfo(file: string, format: DiskFormat, opts: QemuOptions): Promise<QemuImageInfo> {
@@ -170,20 +185,26 @@ export async function imageInfo(file: string, format: DiskFormat, opts: QemuOpti
 /** Refuses images that reference host files or that we cannot publish as they are. */
 export function assertSafeImage(info: QemuImageInfo, format: DiskFormat, what: string): void {
   const unsafe = (why: string) =>
-    new DiskImageError("UNSAFE_IMAGE", `${what}: refused: ${why}, which would make qemu-img read files of this host. Flatten the image first (qemu-img convert to a standalone ${format}) or use another source.`);
+    new DiskImageError(
+      "UNSAFE_IMAGE",
+      `${what}: refused: ${why}, which would make qemu-img read files of this host. Flatten the image first (qemu-img convert to a standalone ${format}) or use another source.`,
+    );
   const backing = info["backing-filename"] ?? info["full-backing-filename"];
   if (backing !== undefined) throw unsafe(`the image has a backing file (${backing})`);
   const data = info["format-specific"]?.data ?? {};
   if (data["data-file"] !== undefined) throw unsafe(`the image has an external data file (${String(data["data-file"])})`);
   if (format === "vmdk") {
     const createType = String(data["create-type"] ?? "");
-    if (!["monolithicSparse", "streamOptimized"].includes(createType)) throw unsafe(`the VMDK create type is "${createType}" (only monolithicSparse and streamOptimized are self-contained)`);
+    if (!["monolithicSparse", "streamOptimized"].includes(createType))
+      throw unsafe(`the VMDK create type is "${createType}" (only monolithicSparse and streamOptimized are self-contained)`);
     const extents = (data.extents as Array<{ filename?: string }> | undefined) ?? [];
     if (extents.length > 1) throw unsafe(`the VMDK has ${extents.length} extents`);
   }
   if (info.encrypted) throw new DiskImageError("UNSUPPORTED", `${what}: the image is encrypted. Publish an unencrypted image.`);
-  if (data.corrupt === true) throw new DiskImageError("QEMU_FAILED", `${what}: qemu-img reports the ${format} image as corrupt. Check source.url.`);
-  if (info.format !== qemuFormat(format)) throw new DiskImageError("QEMU_FAILED", `${what}: qemu-img read the image as ${info.format}, expected ${qemuFormat(format)}`);
+  if (data.corrupt === true)
+    throw new DiskImageError("QEMU_FAILED", `${what}: qemu-img reports the ${format} image as corrupt. Check source.url.`);
+  if (info.format !== qemuFormat(format))
+    throw new DiskImageError("QEMU_FAILED", `${what}: qemu-img read the image as ${info.format}, expected ${qemuFormat(format)}`);
 }
 
 export interface CheckResult {
@@ -207,7 +228,10 @@ export async function checkImage(file: string, format: DiskFormat, opts: QemuOpt
   if (r.code === 0 || r.code === 3 || r.code === 63) return result ?? {};
   const summary = result ? `${result.corruptions ?? 0} corruptions, ${result["check-errors"] ?? 0} check errors; ` : "";
   const first = r.stderr.trim().split("\n")[0] ?? "";
-  throw new DiskImageError("QEMU_FAILED", `${opts.what}: qemu-img check failed (exit ${r.code}): ${summary}${tailText(first, 300) || "no message"}. The image is corrupt or truncated; check source.url and its checksum.`);
+  throw new DiskImageError(
+    "QEMU_FAILED",
+    `${opts.what}: qemu-img check failed (exit ${r.code}): ${summary}${tailText(first, 300) || "no message"}. The image is corrupt or truncated; check source.url and its checksum.`,
+  );
 }
 
 export interface MeasureResult {
@@ -252,7 +276,14 @@ export async function convertImage(req: ConvertRequest, opts: QemuOptions & { on
     });
     child.on("error", (e) => {
       if (e.name === "AbortError") reject(new DiskImageError("CANCELLED", `${opts.what}: conversion cancelled`, { cause: e }));
-      else reject(new DiskImageError("UNSUPPORTED", `${opts.what}: cannot run qemu-img (${(e as NodeJS.ErrnoException).code ?? e.message}). Install qemu-utils.`, { cause: e }));
+      else
+        reject(
+          new DiskImageError(
+            "UNSUPPORTED",
+            `${opts.what}: cannot run qemu-img (${(e as NodeJS.ErrnoException).code ?? e.message}). Install qemu-utils.`,
+            { cause: e },
+          ),
+        );
     });
     child.on("close", (code, signal) => {
       if (code === 0) return resolve();

@@ -5,8 +5,24 @@ import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
 import { formatBytes, type ProgressSink } from "../http/progress";
 import type { RetryPolicy } from "../http/retry";
-import { fileNameOf, formatChecksum, parseChecksum, parseSums, pickSumsEntry, VerifyingStream, type Checksum, type HashAlgo } from "./checksum";
-import { chooseCompression, COMPRESSION_MAGIC_BYTES, COMPRESSIONS, createDecompressor, type Compression, type CompressionOption } from "./decompress";
+import {
+  fileNameOf,
+  formatChecksum,
+  parseChecksum,
+  parseSums,
+  pickSumsEntry,
+  VerifyingStream,
+  type Checksum,
+  type HashAlgo,
+} from "./checksum";
+import {
+  chooseCompression,
+  COMPRESSION_MAGIC_BYTES,
+  COMPRESSIONS,
+  createDecompressor,
+  type Compression,
+  type CompressionOption,
+} from "./decompress";
 import { DiskImageError, downloadTarget } from "./errors";
 import { fetchText, openDownload, parseSourceUrl, type Download } from "./fetch";
 import { DISK_FORMATS, type DiskFormat, type FormatProbe } from "./qemu";
@@ -78,24 +94,33 @@ export function checkImageSource(source: ImageSource, diskFormat?: string, opts:
       problems.push((e as Error).message);
     }
   };
-  if (typeof source?.url !== "string" || source.url === "") problems.push('source.url is required, e.g. "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2".');
+  if (typeof source?.url !== "string" || source.url === "")
+    problems.push('source.url is required, e.g. "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2".');
   else tryIt(() => parseSourceUrl(source.url, "source.url", opts.allowLocalFiles ?? false));
   if (source?.checksum !== undefined && !isUnverified(source)) tryIt(() => parseChecksum(source.checksum as string));
-  if (source?.checksumUrl !== undefined) tryIt(() => parseSourceUrl(source.checksumUrl as string, "source.checksumUrl", opts.allowLocalFiles ?? false));
+  if (source?.checksumUrl !== undefined)
+    tryIt(() => parseSourceUrl(source.checksumUrl as string, "source.checksumUrl", opts.allowLocalFiles ?? false));
   if (opts.requireChecksum && source?.checksum === undefined && source?.checksumUrl === undefined) {
     problems.push(
       'source.checksum or source.checksumUrl is required, so the download is verified: e.g. checksum: "sha256:94e1…" or checksumUrl: "https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS". To publish an image nobody can verify, set checksum: "unverified".',
     );
   }
-  if (source?.checksum !== undefined && source?.checksumUrl !== undefined) problems.push("source.checksum and source.checksumUrl are both set; give one of them.");
-  if (source?.format !== undefined && !DISK_FORMATS.includes(source.format)) problems.push(`source.format "${source.format}" is not one of ${DISK_FORMATS.join(", ")}.`);
-  if (source?.compression !== undefined && !COMPRESSIONS.includes(source.compression)) problems.push(`source.compression "${source.compression}" is not one of ${COMPRESSIONS.join(", ")}.`);
-  if (diskFormat !== undefined && !DISK_FORMATS.includes(diskFormat as DiskFormat)) problems.push(`diskFormat "${diskFormat}" is not one of ${DISK_FORMATS.join(", ")}.`);
+  if (source?.checksum !== undefined && source?.checksumUrl !== undefined)
+    problems.push("source.checksum and source.checksumUrl are both set; give one of them.");
+  if (source?.format !== undefined && !DISK_FORMATS.includes(source.format))
+    problems.push(`source.format "${source.format}" is not one of ${DISK_FORMATS.join(", ")}.`);
+  if (source?.compression !== undefined && !COMPRESSIONS.includes(source.compression))
+    problems.push(`source.compression "${source.compression}" is not one of ${COMPRESSIONS.join(", ")}.`);
+  if (diskFormat !== undefined && !DISK_FORMATS.includes(diskFormat as DiskFormat))
+    problems.push(`diskFormat "${diskFormat}" is not one of ${DISK_FORMATS.join(", ")}.`);
   return problems;
 }
 
 /** The checksum the download must have: inline, or the strongest SUMS entry for the URL's file name. */
-export async function resolveChecksum(source: ImageSource, opts: Pick<SourceOptions, "dispatcher" | "signal" | "retry" | "allowLocalFiles"> = {}): Promise<Checksum | undefined> {
+export async function resolveChecksum(
+  source: ImageSource,
+  opts: Pick<SourceOptions, "dispatcher" | "signal" | "retry" | "allowLocalFiles"> = {},
+): Promise<Checksum | undefined> {
   if (isUnverified(source)) return undefined;
   if (source.checksum !== undefined) return parseChecksum(source.checksum);
   if (source.checksumUrl === undefined) return undefined;
@@ -113,11 +138,18 @@ export function sameBytes(a: DiskFormat, b: DiskFormat): boolean {
 export function checkProbe(probe: FormatProbe, declared: DiskFormat | undefined, what: string, maxVirtualSize?: number): void {
   checkVirtualSize(probe, maxVirtualSize, what);
   if (probe.unsafe) {
-    throw new DiskImageError("UNSAFE_IMAGE", `${what}: refused: ${probe.unsafe}, which would make qemu-img read files of this host. Flatten the image first (qemu-img convert) or use another source.`);
+    throw new DiskImageError(
+      "UNSAFE_IMAGE",
+      `${what}: refused: ${probe.unsafe}, which would make qemu-img read files of this host. Flatten the image first (qemu-img convert) or use another source.`,
+    );
   }
-  if (probe.unsupported) throw new DiskImageError("UNSUPPORTED", `${what}: ${probe.unsupported}; it cannot be published. Use another source.`);
+  if (probe.unsupported)
+    throw new DiskImageError("UNSUPPORTED", `${what}: ${probe.unsupported}; it cannot be published. Use another source.`);
   if (declared !== undefined && !sameBytes(probe.format, declared) && !(declared === "iso" && probe.format === "raw")) {
-    throw new DiskImageError("INVALID_INPUT", `${what}: source.format is "${declared}" but the data is ${probe.format} (by its magic bytes). Fix source.format or leave it out.`);
+    throw new DiskImageError(
+      "INVALID_INPUT",
+      `${what}: source.format is "${declared}" but the data is ${probe.format} (by its magic bytes). Fix source.format or leave it out.`,
+    );
   }
 }
 
@@ -141,14 +173,22 @@ export async function openSource(source: ImageSource, opts: SourceOptions): Prom
   if (problems.length > 0) throw new DiskImageError("INVALID_INPUT", problems.join(" "));
   const what = downloadTarget(source.url);
   const expected = await resolveChecksum(source, opts);
-  const download = await openDownload(source.url, { dispatcher: opts.dispatcher, signal: opts.signal, onProgress: opts.onProgress, maxBytes: opts.maxBytes, retry: opts.retry, allowLocalFiles: opts.allowLocalFiles });
+  const download = await openDownload(source.url, {
+    dispatcher: opts.dispatcher,
+    signal: opts.signal,
+    onProgress: opts.onProgress,
+    maxBytes: opts.maxBytes,
+    retry: opts.retry,
+    allowLocalFiles: opts.allowLocalFiles,
+  });
   const { head, stream: body } = await peek(download.stream, COMPRESSION_MAGIC_BYTES);
   let compression: Compression | undefined;
   try {
     compression = chooseCompression(source.compression ?? "auto", head, what);
     // Uncompressed, the file is the image: over the bound (with room for qcow2/vmdk metadata) it cannot fit.
     const max = maxVirtualSizeOf(opts);
-    if (!compression && download.total !== undefined && download.total > expandedCap(max)) throw tooLarge(what, `the file has ${download.total} bytes`, max);
+    if (!compression && download.total !== undefined && download.total > expandedCap(max))
+      throw tooLarge(what, `the file has ${download.total} bytes`, max);
   } catch (e) {
     body.destroy();
     throw e;
@@ -163,7 +203,12 @@ export async function openSource(source: ImageSource, opts: SourceOptions): Prom
 export function sourceChecksumOf(src: OpenedSource, source: ImageSource, progress?: ProgressSink): Checksum & { verified: boolean } {
   const { expected } = src;
   const none = isUnverified(source) ? 'unverified (source.checksum is "unverified")' : "no checksum given";
-  progress?.({ phase: "verify", item: fileNameOf(source.url), done: true, message: expected ? `${formatChecksum(expected).slice(0, 19)}… ok` : `${none}; computed sha256` });
+  progress?.({
+    phase: "verify",
+    item: fileNameOf(source.url),
+    done: true,
+    message: expected ? `${formatChecksum(expected).slice(0, 19)}… ok` : `${none}; computed sha256`,
+  });
   return expected ? { ...expected, verified: true } : { algo: "sha256", value: src.verifier.digests.sha256 as string, verified: false };
 }
 
@@ -180,7 +225,15 @@ export function tooLarge(what: string, found: string, maxVirtualSize: number): D
 }
 
 /** Fails when a probed header declares a guest larger than the bound. */
-export function checkVirtualSize(probe: Pick<FormatProbe, "format" | "virtualSize">, maxVirtualSize: number | undefined, what: string): void {
+export function checkVirtualSize(
+  probe: Pick<FormatProbe, "format" | "virtualSize">,
+  maxVirtualSize: number | undefined,
+  what: string,
+): void {
   if (maxVirtualSize === undefined || probe.virtualSize === undefined || probe.virtualSize <= maxVirtualSize) return;
-  throw tooLarge(what, `the ${probe.format} header declares a virtual size of ${formatBytes(probe.virtualSize)} (${probe.virtualSize} bytes)`, maxVirtualSize);
+  throw tooLarge(
+    what,
+    `the ${probe.format} header declares a virtual size of ${formatBytes(probe.virtualSize)} (${probe.virtualSize} bytes)`,
+    maxVirtualSize,
+  );
 }

@@ -146,11 +146,18 @@ export class FormatSniffer extends Transform {
 }
 
 /** The bound on image bytes after decompression: maxBytes, and what maxVirtualSize allows. */
-export function imageBytesCap(opts: Pick<SourceOptions, "maxBytes" | "maxVirtualSize">, what: string): { bytes: number; error: () => Error } {
+export function imageBytesCap(
+  opts: Pick<SourceOptions, "maxBytes" | "maxVirtualSize">,
+  what: string,
+): { bytes: number; error: () => Error } {
   const max = maxVirtualSizeOf(opts);
   const byVirtual = expandedCap(max);
-  if (opts.maxBytes !== undefined && opts.maxBytes < byVirtual) return { bytes: opts.maxBytes, error: () => capError(`${what} (decompressed)`, opts.maxBytes as number) };
-  return { bytes: byVirtual, error: () => tooLarge(`${what} (decompressed)`, `the image grew past ${byVirtual} bytes while decompressing`, max) };
+  if (opts.maxBytes !== undefined && opts.maxBytes < byVirtual)
+    return { bytes: opts.maxBytes, error: () => capError(`${what} (decompressed)`, opts.maxBytes as number) };
+  return {
+    bytes: byVirtual,
+    error: () => tooLarge(`${what} (decompressed)`, `the image grew past ${byVirtual} bytes while decompressing`, max),
+  };
 }
 
 /** Hashes what passes and reports the digests when the stream ends. */

@@ -39,7 +39,11 @@ export function findConfigFile(base: "clouds" | "secure", l: CloudLookup = {}): 
   const env = l.env ?? process.env;
   const override = base === "clouds" ? env.OS_CLIENT_CONFIG_FILE : env.OS_CLIENT_SECURE_FILE;
   if (override) {
-    if (!existsSync(override)) throw new ImageyardError("CLOUD_CONFIG", `read ${override}: ${base === "clouds" ? "OS_CLIENT_CONFIG_FILE" : "OS_CLIENT_SECURE_FILE"} names a file that does not exist. Fix the variable or unset it.`);
+    if (!existsSync(override))
+      throw new ImageyardError(
+        "CLOUD_CONFIG",
+        `read ${override}: ${base === "clouds" ? "OS_CLIENT_CONFIG_FILE" : "OS_CLIENT_SECURE_FILE"} names a file that does not exist. Fix the variable or unset it.`,
+      );
     return override;
   }
   for (const dir of searchDirs(l)) {
@@ -58,11 +62,14 @@ function readClouds(file: string): Record<string, CloudEntry> {
   try {
     doc = parseYaml(readFileSync(file, "utf8"));
   } catch (e) {
-    throw new ImageyardError("CLOUD_CONFIG", `read ${file}: not valid YAML (${(e as Error).message.split("\n")[0]}). Fix the file.`, { cause: e });
+    throw new ImageyardError("CLOUD_CONFIG", `read ${file}: not valid YAML (${(e as Error).message.split("\n")[0]}). Fix the file.`, {
+      cause: e,
+    });
   }
   const clouds = (doc as { clouds?: unknown } | null)?.clouds;
   if (clouds === undefined) return {};
-  if (typeof clouds !== "object" || clouds === null) throw new ImageyardError("CLOUD_CONFIG", `read ${file}: "clouds" must be a mapping of cloud names to settings.`);
+  if (typeof clouds !== "object" || clouds === null)
+    throw new ImageyardError("CLOUD_CONFIG", `read ${file}: "clouds" must be a mapping of cloud names to settings.`);
   return clouds as Record<string, CloudEntry>;
 }
 
@@ -116,7 +123,10 @@ export function authFromCloudEntry(entry: CloudEntry): Partial<AuthOptions> {
   const auth = entry.auth ?? {};
   const out: Partial<AuthOptions> = {};
   for (const [key, names] of FIELDS) {
-    const v = names.map((n) => (n.startsWith("^") ? entry[n.slice(1)] : auth[n])).map(str).find((x) => x !== undefined);
+    const v = names
+      .map((n) => (n.startsWith("^") ? entry[n.slice(1)] : auth[n]))
+      .map(str)
+      .find((x) => x !== undefined);
     if (v !== undefined) out[key] = v;
   }
   if (out.region === undefined && Array.isArray(entry.regions)) {
@@ -151,7 +161,10 @@ export function loadCloudEntry(name: string, l: CloudLookup = {}): { entry: Clou
   const file = findConfigFile("clouds", l);
   const secureFile = findConfigFile("secure", l);
   if (!file && !secureFile) {
-    throw new ImageyardError("CLOUD_CONFIG", `load cloud ${name}: no clouds.yaml found (looked in ${searchDirs(l).join(", ")} and OS_CLIENT_CONFIG_FILE). Create one or give credentials explicitly.`);
+    throw new ImageyardError(
+      "CLOUD_CONFIG",
+      `load cloud ${name}: no clouds.yaml found (looked in ${searchDirs(l).join(", ")} and OS_CLIENT_CONFIG_FILE). Create one or give credentials explicitly.`,
+    );
   }
   const clouds = file ? readClouds(file) : {};
   const secure = secureFile ? readClouds(secureFile) : {};
@@ -159,7 +172,10 @@ export function loadCloudEntry(name: string, l: CloudLookup = {}): { entry: Clou
   const extra = secure[name];
   if (base === undefined && extra === undefined) {
     const known = Object.keys(clouds).sort().join(", ") || "none";
-    throw new ImageyardError("CLOUD_CONFIG", `load cloud ${name}: ${file ?? secureFile} has no cloud named "${name}" (it has: ${known}). Fix the cloud name or OS_CLOUD.`);
+    throw new ImageyardError(
+      "CLOUD_CONFIG",
+      `load cloud ${name}: ${file ?? secureFile} has no cloud named "${name}" (it has: ${known}). Fix the cloud name or OS_CLOUD.`,
+    );
   }
   return { entry: deepMerge(base ?? {}, extra ?? {}), file: file ?? (secureFile as string) };
 }
@@ -180,7 +196,8 @@ export function resolveCloud(l: CloudLookup = {}): ResolvedCloud {
   }
   const explicit = compactAuth(l.explicit ?? {});
   const auth = { ...base, ...explicit } as Partial<AuthOptions>;
-  if (Object.keys(explicit).length > 0) source = Object.keys(base).length > 0 ? `explicit credentials over ${source}` : "explicit credentials";
+  if (Object.keys(explicit).length > 0)
+    source = Object.keys(base).length > 0 ? `explicit credentials over ${source}` : "explicit credentials";
   if (!auth.authUrl) {
     throw new ImageyardError(
       "CLOUD_CONFIG",

@@ -8,7 +8,16 @@ import { withRetry } from "../http/retry";
 import { GlanceError, glanceError } from "./errors";
 import { glanceRoot, type KeystoneSession } from "./keystone";
 
-export type ImageStatus = "queued" | "saving" | "uploading" | "importing" | "active" | "deactivated" | "killed" | "deleted" | "pending_delete";
+export type ImageStatus =
+  | "queued"
+  | "saving"
+  | "uploading"
+  | "importing"
+  | "active"
+  | "deactivated"
+  | "killed"
+  | "deleted"
+  | "pending_delete";
 export type Visibility = "public" | "community" | "shared" | "private";
 export const VISIBILITIES: readonly Visibility[] = ["community", "public", "shared", "private"];
 export const CONTAINER_FORMATS = ["bare", "ovf", "ova", "aki", "ari", "ami", "docker", "compressed"] as const;
@@ -39,9 +48,34 @@ export interface GlanceImage {
 
 /** Attributes that are not custom properties (or that Glance owns). */
 export const CORE_ATTRIBUTES = new Set([
-  "id", "name", "status", "visibility", "protected", "os_hidden", "owner", "disk_format", "container_format", "min_disk", "min_ram",
-  "size", "virtual_size", "checksum", "os_hash_algo", "os_hash_value", "tags", "created_at", "updated_at", "self", "file", "schema",
-  "direct_url", "locations", "stores", "os_glance_importing_to_stores", "os_glance_failed_import", "os_glance_import_task",
+  "id",
+  "name",
+  "status",
+  "visibility",
+  "protected",
+  "os_hidden",
+  "owner",
+  "disk_format",
+  "container_format",
+  "min_disk",
+  "min_ram",
+  "size",
+  "virtual_size",
+  "checksum",
+  "os_hash_algo",
+  "os_hash_value",
+  "tags",
+  "created_at",
+  "updated_at",
+  "self",
+  "file",
+  "schema",
+  "direct_url",
+  "locations",
+  "stores",
+  "os_glance_importing_to_stores",
+  "os_glance_failed_import",
+  "os_glance_import_task",
 ]);
 
 /** The custom properties of an image (strings), without Glance's own bookkeeping. */
@@ -105,21 +139,25 @@ export async function createImage(c: GlanceClient, opts: CreateImageOpts, signal
 
 /** GET /v2/images/{id} → 200; undefined on 404. Retried on 5xx and resets. */
 export async function findImage(c: GlanceClient, id: string, signal?: AbortSignal): Promise<GlanceImage | undefined> {
-  return withRetry(async () => {
-    const res = await c.session.request({
-      method: "GET",
-      url: url(c, `/images/${enc(id)}`),
-      ok: [200, 404],
-      operation: `get image ${id} from Glance ${c.endpoint}`,
-      signal,
-      mapError: (ctx) => glanceError(ctx, id),
-    });
-    if (res.status === 404) {
-      await drain(res);
-      return undefined;
-    }
-    return readJson<GlanceImage>(res, `get image ${id}`);
-  }, undefined, { signal });
+  return withRetry(
+    async () => {
+      const res = await c.session.request({
+        method: "GET",
+        url: url(c, `/images/${enc(id)}`),
+        ok: [200, 404],
+        operation: `get image ${id} from Glance ${c.endpoint}`,
+        signal,
+        mapError: (ctx) => glanceError(ctx, id),
+      });
+      if (res.status === 404) {
+        await drain(res);
+        return undefined;
+      }
+      return readJson<GlanceImage>(res, `get image ${id}`);
+    },
+    undefined,
+    { signal },
+  );
 }
 
 /** GET /v2/images/{id} → 200; a 404 is a GLANCE_NOT_FOUND error. */
@@ -132,7 +170,13 @@ export async function getImage(c: GlanceClient, id: string, signal?: AbortSignal
 }
 
 function notFoundContext(operation: string, u: string): HttpErrorContext {
-  return { request: { method: "GET", url: u, ok: [200], operation }, status: 404, headers: {}, body: `No image found with ID ${u.split("/").pop()}`, retryAfterMs: undefined };
+  return {
+    request: { method: "GET", url: u, ok: [200], operation },
+    status: 404,
+    headers: {},
+    body: `No image found with ID ${u.split("/").pop()}`,
+    retryAfterMs: undefined,
+  };
 }
 
 export interface ListImagesOpts {
@@ -162,10 +206,21 @@ export async function listImages(c: GlanceClient, opts: ListImagesOpts = {}, sig
   let next: string | undefined = `/v2/images?${q}`;
   while (next && out.length < (opts.max ?? Infinity)) {
     const u: string = `${c.endpoint}${next}`;
-    const page: { images: GlanceImage[]; next?: string } = await withRetry(async () => {
-      const res = await c.session.request({ method: "GET", url: u, ok: [200], operation: `list images in Glance ${c.endpoint}`, signal, mapError: (ctx) => glanceError(ctx) });
-      return readJson<{ images: GlanceImage[]; next?: string }>(res, "list images");
-    }, undefined, { signal });
+    const page: { images: GlanceImage[]; next?: string } = await withRetry(
+      async () => {
+        const res = await c.session.request({
+          method: "GET",
+          url: u,
+          ok: [200],
+          operation: `list images in Glance ${c.endpoint}`,
+          signal,
+          mapError: (ctx) => glanceError(ctx),
+        });
+        return readJson<{ images: GlanceImage[]; next?: string }>(res, "list images");
+      },
+      undefined,
+      { signal },
+    );
     out.push(...page.images);
     next = page.next;
   }
@@ -175,7 +230,13 @@ export async function listImages(c: GlanceClient, opts: ListImagesOpts = {}, sig
 // ---------------------------------------------------------------- data
 
 /** PUT /v2/images/{id}/file → 204: streams `body` (exactly `size` bytes) into a queued image. */
-export function uploadImageData(c: GlanceClient, id: string, body: Readable, size: number | undefined, signal?: AbortSignal): Promise<void> {
+export function uploadImageData(
+  c: GlanceClient,
+  id: string,
+  body: Readable,
+  size: number | undefined,
+  signal?: AbortSignal,
+): Promise<void> {
   return putData(c, id, "file", `upload image data to ${id}`, body, size, signal);
 }
 
@@ -184,7 +245,15 @@ export function stageImageData(c: GlanceClient, id: string, body: Readable, size
   return putData(c, id, "stage", `stage image data for ${id}`, body, size, signal);
 }
 
-async function putData(c: GlanceClient, id: string, target: "file" | "stage", what: string, body: Readable, size: number | undefined, signal?: AbortSignal): Promise<void> {
+async function putData(
+  c: GlanceClient,
+  id: string,
+  target: "file" | "stage",
+  what: string,
+  body: Readable,
+  size: number | undefined,
+  signal?: AbortSignal,
+): Promise<void> {
   const res = await c.session.request({
     method: "PUT",
     url: url(c, `/images/${enc(id)}/${target}`),
@@ -228,7 +297,14 @@ export interface GlanceTask {
 
 /** GET /v2/images/{id}/tasks → 200: the import tasks, where Glance writes why an import failed. */
 export async function getImageTasks(c: GlanceClient, id: string, signal?: AbortSignal): Promise<GlanceTask[]> {
-  const res = await c.session.request({ method: "GET", url: url(c, `/images/${enc(id)}/tasks`), ok: [200], operation: `get tasks of image ${id}`, signal, mapError: (ctx) => glanceError(ctx, id) });
+  const res = await c.session.request({
+    method: "GET",
+    url: url(c, `/images/${enc(id)}/tasks`),
+    ok: [200],
+    operation: `get tasks of image ${id}`,
+    signal,
+    mapError: (ctx) => glanceError(ctx, id),
+  });
   return (await readJson<{ tasks?: GlanceTask[] }>(res, `get tasks of image ${id}`)).tasks ?? [];
 }
 
@@ -298,7 +374,11 @@ export async function deleteImage(c: GlanceClient, id: string, signal?: AbortSig
         signal,
         mapError: (ctx) =>
           ctx.status === 403 && /protected/i.test(ctx.body)
-            ? new GlanceError("GLANCE_PROTECTED", `${operation}: the image is protected (403 Forbidden). Set protected: false on the resource and apply it (or unset the protected flag in Glance) before deleting it.`, { status: 403, body: ctx.body, imageId: id })
+            ? new GlanceError(
+                "GLANCE_PROTECTED",
+                `${operation}: the image is protected (403 Forbidden). Set protected: false on the resource and apply it (or unset the protected flag in Glance) before deleting it.`,
+                { status: 403, body: ctx.body, imageId: id },
+              )
             : glanceError(ctx, id),
       }),
     undefined,

@@ -7,7 +7,16 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { Readable } from "node:stream";
 import type { Dispatcher } from "undici";
-import { createDispatcher, drain, header, readJson, send, type HttpErrorContext, type HttpRequest, type HttpResponse } from "../http/client";
+import {
+  createDispatcher,
+  drain,
+  header,
+  readJson,
+  send,
+  type HttpErrorContext,
+  type HttpRequest,
+  type HttpResponse,
+} from "../http/client";
 import { ImageyardError, redactUrl } from "../http/errors";
 import { KeystoneError, keystoneError } from "./errors";
 
@@ -73,11 +82,16 @@ export function normalizeAuthUrl(raw: string): string {
   try {
     u = new URL(raw);
   } catch {
-    throw new KeystoneError("INVALID_INPUT", `auth_url "${redactUrl(raw)}" is not a URL; write it like "https://keystone.example.com:5000/v3".`);
+    throw new KeystoneError(
+      "INVALID_INPUT",
+      `auth_url "${redactUrl(raw)}" is not a URL; write it like "https://keystone.example.com:5000/v3".`,
+    );
   }
-  if (u.protocol !== "http:" && u.protocol !== "https:") throw new KeystoneError("INVALID_INPUT", `auth_url "${redactUrl(raw)}" must be http or https.`);
+  if (u.protocol !== "http:" && u.protocol !== "https:")
+    throw new KeystoneError("INVALID_INPUT", `auth_url "${redactUrl(raw)}" must be http or https.`);
   const path = u.pathname.replace(/\/+$/, "");
-  if (/\/v2(\.\d+)?$/.test(path)) throw new KeystoneError("INVALID_INPUT", `auth_url ${redactUrl(raw)} is Keystone v2, which is gone; use the v3 URL (…/v3).`);
+  if (/\/v2(\.\d+)?$/.test(path))
+    throw new KeystoneError("INVALID_INPUT", `auth_url ${redactUrl(raw)} is Keystone v2, which is gone; use the v3 URL (…/v3).`);
   u.pathname = /\/v3(\.\d+)?$/.test(path) ? path : `${path}/v3`;
   u.search = "";
   u.hash = "";
@@ -106,25 +120,41 @@ function domainRef(id: string | undefined, name: string | undefined): { id: stri
 /** The body of POST /v3/auth/tokens for these options. */
 export function authRequestBody(a: AuthOptions): Record<string, unknown> {
   if (isApplicationCredential(a)) {
-    if (!a.applicationCredentialSecret) throw new KeystoneError("INVALID_INPUT", "application credential authentication needs applicationCredentialSecret (application_credential_secret).");
+    if (!a.applicationCredentialSecret)
+      throw new KeystoneError(
+        "INVALID_INPUT",
+        "application credential authentication needs applicationCredentialSecret (application_credential_secret).",
+      );
     const cred: Record<string, unknown> = { secret: a.applicationCredentialSecret };
     if (a.applicationCredentialId) cred.id = a.applicationCredentialId;
     else if (a.applicationCredentialName && (a.username || a.userId)) {
       cred.name = a.applicationCredentialName;
-      cred.user = a.userId ? { id: a.userId } : { name: a.username, domain: domainRef(a.userDomainId ?? a.domainId, a.userDomainName ?? a.domainName) };
-    } else throw new KeystoneError("INVALID_INPUT", "application credential authentication needs applicationCredentialId, or applicationCredentialName with username.");
+      cred.user = a.userId
+        ? { id: a.userId }
+        : { name: a.username, domain: domainRef(a.userDomainId ?? a.domainId, a.userDomainName ?? a.domainName) };
+    } else
+      throw new KeystoneError(
+        "INVALID_INPUT",
+        "application credential authentication needs applicationCredentialId, or applicationCredentialName with username.",
+      );
     // An application credential carries its own scope; Keystone refuses another one.
     return { auth: { identity: { methods: ["application_credential"], application_credential: cred } } };
   }
   if (a.password === undefined || !(a.username || a.userId)) {
-    throw new KeystoneError("INVALID_INPUT", "password authentication needs username (or userId) and password, or use an application credential (applicationCredentialId + applicationCredentialSecret).");
+    throw new KeystoneError(
+      "INVALID_INPUT",
+      "password authentication needs username (or userId) and password, or use an application credential (applicationCredentialId + applicationCredentialSecret).",
+    );
   }
   const user: Record<string, unknown> = a.userId
     ? { id: a.userId, password: a.password }
     : { name: a.username, domain: domainRef(a.userDomainId ?? a.domainId, a.userDomainName ?? a.domainName), password: a.password };
   const auth: Record<string, unknown> = { identity: { methods: ["password"], password: { user } } };
   if (a.projectId) auth.scope = { project: { id: a.projectId } };
-  else if (a.projectName) auth.scope = { project: { name: a.projectName, domain: domainRef(a.projectDomainId ?? a.domainId, a.projectDomainName ?? a.domainName) } };
+  else if (a.projectName)
+    auth.scope = {
+      project: { name: a.projectName, domain: domainRef(a.projectDomainId ?? a.domainId, a.projectDomainName ?? a.domainName) },
+    };
   else if (a.domainId || a.domainName) auth.scope = { domain: domainRef(a.domainId, a.domainName) };
   return { auth };
 }
@@ -160,7 +190,11 @@ export async function authenticate(a: AuthOptions, deps: KeystoneDeps = {}): Pro
   });
   const value = header(res.headers, "x-subject-token");
   const doc = await readJson<TokenDocument>(res, `authenticate ${who}`);
-  if (!value || !doc.token) throw new KeystoneError("HTTP_ERROR", `authenticate ${who}: Keystone answered 201 without a token (no X-Subject-Token). Check that auth_url points at Keystone v3.`);
+  if (!value || !doc.token)
+    throw new KeystoneError(
+      "HTTP_ERROR",
+      `authenticate ${who}: Keystone answered 201 without a token (no X-Subject-Token). Check that auth_url points at Keystone v3.`,
+    );
   const expires = Date.parse(doc.token.expires_at ?? "");
   return {
     value,
@@ -184,18 +218,29 @@ export function selectEndpoint(catalog: readonly CatalogService[], want: { type:
   const services = catalog.filter((s) => s.type === want.type);
   if (services.length === 0) {
     const types = [...new Set(catalog.map((s) => s.type))].sort().join(", ") || "none";
-    throw new KeystoneError("KEYSTONE_NO_ENDPOINT", `find ${want.type} endpoint: the catalog has no service of type ${want.type} (it has: ${types}). Check that the service is registered in Keystone, or set imageEndpoint.`);
+    throw new KeystoneError(
+      "KEYSTONE_NO_ENDPOINT",
+      `find ${want.type} endpoint: the catalog has no service of type ${want.type} (it has: ${types}). Check that the service is registered in Keystone, or set imageEndpoint.`,
+    );
   }
   const all = services.flatMap((s) => s.endpoints ?? []);
   const regionOf = (e: CatalogEndpoint) => e.region_id ?? e.region ?? "";
-  const matching = all.filter((e) => normalizeInterfaceSafe(e.interface) === iface && (want.region === undefined || regionOf(e) === want.region));
+  const matching = all.filter(
+    (e) => normalizeInterfaceSafe(e.interface) === iface && (want.region === undefined || regionOf(e) === want.region),
+  );
   const available = all.map((e) => `${e.interface}@${regionOf(e) || "no region"}`).join(", ");
   if (matching.length === 0) {
-    throw new KeystoneError("KEYSTONE_NO_ENDPOINT", `find ${want.type} endpoint: none for interface ${iface}${want.region ? ` in region ${want.region}` : ""} (the catalog has ${available}). Set region and interface to one of those.`);
+    throw new KeystoneError(
+      "KEYSTONE_NO_ENDPOINT",
+      `find ${want.type} endpoint: none for interface ${iface}${want.region ? ` in region ${want.region}` : ""} (the catalog has ${available}). Set region and interface to one of those.`,
+    );
   }
   const regions = [...new Set(matching.map(regionOf))];
   if (regions.length > 1) {
-    throw new KeystoneError("KEYSTONE_NO_ENDPOINT", `find ${want.type} endpoint: the catalog has ${iface} endpoints in several regions (${regions.join(", ")}). Set region (region_name) to one of them.`);
+    throw new KeystoneError(
+      "KEYSTONE_NO_ENDPOINT",
+      `find ${want.type} endpoint: the catalog has ${iface} endpoints in several regions (${regions.join(", ")}). Set region (region_name) to one of them.`,
+    );
   }
   return (matching[0] as CatalogEndpoint).url;
 }
@@ -214,7 +259,9 @@ export function glanceRoot(url: string): string {
 const tokens = new Map<string, Promise<Token>>();
 
 function fingerprint(a: AuthOptions): string {
-  return createHash("sha256").update(JSON.stringify(a, Object.keys(a).sort())).digest("hex");
+  return createHash("sha256")
+    .update(JSON.stringify(a, Object.keys(a).sort()))
+    .digest("hex");
 }
 
 /** Renew when less than this is left: a request never starts with a token about to expire. */
@@ -287,16 +334,27 @@ export class KeystoneSession {
     const streaming = isStream(req.body);
     const first = await this.token(streaming ? STREAM_MARGIN_MS : MARGIN_MS);
     const attempt = (t: Token, ok: readonly number[]) =>
-      send({ ...req, ok, headers: { accept: "application/json", ...req.headers, "x-auth-token": t.value }, dispatcher: this.dispatcher, signal: anySignal(req.signal, this.signal) });
+      send({
+        ...req,
+        ok,
+        headers: { accept: "application/json", ...req.headers, "x-auth-token": t.value },
+        dispatcher: this.dispatcher,
+        signal: anySignal(req.signal, this.signal),
+      });
     if (req.ok.includes(401)) return attempt(first, req.ok);
     const res = await attempt(first, [...req.ok, 401]);
     if (res.status !== 401) return res;
     await drain(res);
     if (streaming) {
-      throw new KeystoneError("KEYSTONE_UNAUTHORIZED", `${req.operation}: Glance refused the token while a stream was being sent (401 Unauthorized); the stream cannot be replayed. Run again; check that the token lifetime covers the upload.`, { status: 401 });
+      throw new KeystoneError(
+        "KEYSTONE_UNAUTHORIZED",
+        `${req.operation}: Glance refused the token while a stream was being sent (401 Unauthorized); the stream cannot be replayed. Run again; check that the token lifetime covers the upload.`,
+        { status: 401 },
+      );
     }
     const current = await tokens.get(this.key)?.catch(() => undefined);
-    const fresh = current && current.value !== first.value && current.expiresAt - Date.now() > MARGIN_MS ? current : await this.reauthenticate();
+    const fresh =
+      current && current.value !== first.value && current.expiresAt - Date.now() > MARGIN_MS ? current : await this.reauthenticate();
     return attempt(fresh, req.ok);
   }
 }
@@ -316,7 +374,9 @@ function tlsDispatcher(a: AuthOptions): Dispatcher | undefined {
     try {
       ca = [readFileSync(a.cacert, "utf8")];
     } catch (e) {
-      throw new ImageyardError("CLOUD_CONFIG", `read cacert ${a.cacert}: ${(e as Error).message}. Fix the cacert path of the cloud.`, { cause: e });
+      throw new ImageyardError("CLOUD_CONFIG", `read cacert ${a.cacert}: ${(e as Error).message}. Fix the cacert path of the cloud.`, {
+        cause: e,
+      });
     }
   }
   return createDispatcher({ tls: { ...(ca ? { ca } : {}), ...(a.insecure ? { insecure: true } : {}) } });

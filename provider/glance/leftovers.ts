@@ -29,10 +29,22 @@ function parseRun(v: unknown): Owner | undefined {
 }
 
 /** Images of this owner with this name and request key, best first (active before queued). */
-export async function findStarted(glance: GlanceClient, name: string, owner: string | undefined, key: string, signal?: AbortSignal): Promise<GlanceImage[]> {
-  const found = await listImages(glance, { name, ...(owner ? { owner } : {}), visibility: "all", properties: { [REQUEST_KEY_PROPERTY]: key } }, signal);
+export async function findStarted(
+  glance: GlanceClient,
+  name: string,
+  owner: string | undefined,
+  key: string,
+  signal?: AbortSignal,
+): Promise<GlanceImage[]> {
+  const found = await listImages(
+    glance,
+    { name, ...(owner ? { owner } : {}), visibility: "all", properties: { [REQUEST_KEY_PROPERTY]: key } },
+    signal,
+  );
   return found
-    .filter((i) => i[REQUEST_KEY_PROPERTY] === key && i.name === name && (owner === undefined || i.owner === owner) && FOUND.includes(i.status))
+    .filter(
+      (i) => i[REQUEST_KEY_PROPERTY] === key && i.name === name && (owner === undefined || i.owner === owner) && FOUND.includes(i.status),
+    )
     .sort((a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9));
 }
 
@@ -52,7 +64,14 @@ export interface LeftoverDeps {
 }
 
 /** Sorts out what earlier runs of `key` left: adopt, reuse, or delete (and say which). */
-export async function resolveEarlierRuns(glance: GlanceClient, name: string, owner: string | undefined, key: string, deadline: number, deps: LeftoverDeps): Promise<EarlierRun> {
+export async function resolveEarlierRuns(
+  glance: GlanceClient,
+  name: string,
+  owner: string | undefined,
+  key: string,
+  deadline: number,
+  deps: LeftoverDeps,
+): Promise<EarlierRun> {
   const out: EarlierRun = {};
   for (const candidate of await findStarted(glance, name, owner, key, deps.signal)) {
     let img = candidate;
@@ -63,7 +82,11 @@ export async function resolveEarlierRuns(glance: GlanceClient, name: string, own
         continue;
       }
       const settleMs = deps.settleMs ?? SETTLE_MS;
-      const who = run ? (run.host === hostname() ? `run pid ${run.pid}, still alive` : `a run on ${run.host}`) : "a run this provider cannot check";
+      const who = run
+        ? run.host === hostname()
+          ? `run pid ${run.pid}, still alive`
+          : `a run on ${run.host}`
+        : "a run this provider cannot check";
       deps.log(`${name}: image ${img.id} is ${img.status} (${who}); waiting up to ${Math.round(settleMs / 1000)} s for it to finish`);
       img = await settle(glance, img, Math.min(deadline, Date.now() + settleMs), deps);
       if (IN_FLIGHT.includes(img.status)) {

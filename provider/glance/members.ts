@@ -15,11 +15,19 @@ export interface ImageMember {
 }
 
 const enc = encodeURIComponent;
-const membersUrl = (c: GlanceClient, id: string, member?: string) => `${c.endpoint}/v2/images/${enc(id)}/members${member ? `/${enc(member)}` : ""}`;
+const membersUrl = (c: GlanceClient, id: string, member?: string) =>
+  `${c.endpoint}/v2/images/${enc(id)}/members${member ? `/${enc(member)}` : ""}`;
 
 /** GET /v2/images/{id}/members → 200. */
 export async function listMembers(c: GlanceClient, id: string, signal?: AbortSignal): Promise<ImageMember[]> {
-  const res = await c.session.request({ method: "GET", url: membersUrl(c, id), ok: [200], operation: `list members of image ${id}`, signal, mapError: (ctx) => glanceError(ctx, id) });
+  const res = await c.session.request({
+    method: "GET",
+    url: membersUrl(c, id),
+    ok: [200],
+    operation: `list members of image ${id}`,
+    signal,
+    mapError: (ctx) => glanceError(ctx, id),
+  });
   return (await readJson<{ members?: ImageMember[] }>(res, `list members of image ${id}`)).members ?? [];
 }
 
@@ -39,7 +47,13 @@ export async function addMember(c: GlanceClient, id: string, projectId: string, 
 }
 
 /** PUT /v2/images/{id}/members/{member} {status} → 200; only the member project may call it. */
-export async function setMemberStatus(c: GlanceClient, id: string, projectId: string, status: MemberStatus, signal?: AbortSignal): Promise<void> {
+export async function setMemberStatus(
+  c: GlanceClient,
+  id: string,
+  projectId: string,
+  status: MemberStatus,
+  signal?: AbortSignal,
+): Promise<void> {
   const res = await c.session.request({
     method: "PUT",
     url: membersUrl(c, id, projectId),
@@ -55,7 +69,14 @@ export async function setMemberStatus(c: GlanceClient, id: string, projectId: st
 
 /** DELETE /v2/images/{id}/members/{member} → 204; 404 (not a member) counts as done. */
 export async function removeMember(c: GlanceClient, id: string, projectId: string, signal?: AbortSignal): Promise<void> {
-  const res = await c.session.request({ method: "DELETE", url: membersUrl(c, id, projectId), ok: [204, 404], operation: `revoke project ${projectId} from image ${id}`, signal, mapError: (ctx) => glanceError(ctx, id) });
+  const res = await c.session.request({
+    method: "DELETE",
+    url: membersUrl(c, id, projectId),
+    ok: [204, 404],
+    operation: `revoke project ${projectId} from image ${id}`,
+    signal,
+    mapError: (ctx) => glanceError(ctx, id),
+  });
   await drain(res);
 }
 
@@ -81,7 +102,13 @@ export function planMembers(current: readonly ImageMember[], want: readonly stri
  * Takes the image's members to `want`: revokes first (access goes as soon as it is unwanted), then
  * adds, then accepts with the member projects' own sessions. Returns the members afterwards.
  */
-export async function syncMembers(owner: GlanceClient, id: string, want: readonly string[], acceptors: Readonly<Record<string, GlanceClient>> = {}, signal?: AbortSignal): Promise<ImageMember[]> {
+export async function syncMembers(
+  owner: GlanceClient,
+  id: string,
+  want: readonly string[],
+  acceptors: Readonly<Record<string, GlanceClient>> = {},
+  signal?: AbortSignal,
+): Promise<ImageMember[]> {
   const current = await listMembers(owner, id, signal);
   const plan = planMembers(current, want, Object.keys(acceptors));
   for (const p of plan.remove) await removeMember(owner, id, p, signal);

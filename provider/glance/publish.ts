@@ -13,7 +13,18 @@ import { resolveChecksum } from "../disk/source";
 import type { DiskFormat } from "../disk/qemu";
 import { send } from "../http/client";
 import { GlanceError, statusText } from "./errors";
-import { createImage, deleteImage, getImage, getImageTasks, importImage, patchImage, uploadImageData, type GlanceClient, type GlanceImage, type GlanceTask } from "./images";
+import {
+  createImage,
+  deleteImage,
+  getImage,
+  getImageTasks,
+  importImage,
+  patchImage,
+  uploadImageData,
+  type GlanceClient,
+  type GlanceImage,
+  type GlanceTask,
+} from "./images";
 import { pollGaps, REQUEST_KEY_PROPERTY, resolveEarlierRuns, RUN_PROPERTY, runId } from "./leftovers";
 
 export { findStarted, REQUEST_KEY_PROPERTY, RUN_PROPERTY } from "./leftovers";
@@ -76,7 +87,13 @@ export interface PublishFailureInfo {
 }
 
 /** SCS image metadata as openstack-image-manager fills it. */
-export function scsProperties(o: { name: string; url: string; buildDate?: string; login?: string; description?: string }): Record<string, string> {
+export function scsProperties(o: {
+  name: string;
+  url: string;
+  buildDate?: string;
+  login?: string;
+  description?: string;
+}): Record<string, string> {
   const p: Record<string, string> = { image_source: redactUrl(o.url), image_description: o.description ?? o.name };
   if (o.buildDate) p.image_build_date = o.buildDate;
   if (o.login) p.image_original_user = o.login;
@@ -87,7 +104,17 @@ export function scsProperties(o: { name: string; url: string; buildDate?: string
 export function requestKeyOf(spec: Pick<PublishSpec, "name" | "source" | "diskFormat" | "containerFormat" | "importMethod">): string {
   const s = spec.source;
   return createHash("sha256")
-    .update(JSON.stringify([spec.name, s.url, s.checksum ?? null, s.checksumUrl ?? null, spec.diskFormat, spec.containerFormat, spec.importMethod]))
+    .update(
+      JSON.stringify([
+        spec.name,
+        s.url,
+        s.checksum ?? null,
+        s.checksumUrl ?? null,
+        spec.diskFormat,
+        spec.containerFormat,
+        spec.importMethod,
+      ]),
+    )
     .digest("hex")
     .slice(0, 32);
 }
@@ -109,8 +136,14 @@ export async function publishImage(spec: PublishSpec, deps: PublishDeps): Promis
 
   // 1. An earlier run of this request may have created (or even finished) the image, or left one
   //    stuck mid-upload: adopt, reuse or delete it.
-  const earlier = await resolveEarlierRuns(glance, spec.name, owner, key, deadline, { signal, log, pollMs: deps.pollMs, settleMs: deps.settleMs });
-  if (earlier.finished) return { image: await finish(glance, earlier.finished, spec, d), adopted: true, uploadedBytes: 0, verified: "none" };
+  const earlier = await resolveEarlierRuns(glance, spec.name, owner, key, deadline, {
+    signal,
+    log,
+    pollMs: deps.pollMs,
+    settleMs: deps.settleMs,
+  });
+  if (earlier.finished)
+    return { image: await finish(glance, earlier.finished, spec, d), adopted: true, uploadedBytes: 0, verified: "none" };
   let image: GlanceImage | undefined = earlier.queued;
 
   if (spec.importMethod === "web-download") return webDownload(spec, image, key, d);
@@ -135,7 +168,11 @@ export async function publishImage(spec: PublishSpec, deps: PublishDeps): Promis
       await uploadImageData(glance, id, prepared.open(), prepared.size, signal);
       const digests = await prepared.digests();
       const active = await waitActive(glance, id, deadline, `upload ${spec.name}`, d);
-      const verified = verifyHashes(active, { size: digests.size, sha512: digests.sha512, md5: digests.md5 }, `upload ${spec.name} to image ${id}`);
+      const verified = verifyHashes(
+        active,
+        { size: digests.size, sha512: digests.sha512, md5: digests.md5 },
+        `upload ${spec.name} to image ${id}`,
+      );
       return { image: await finish(glance, active, spec, d), adopted: false, uploadedBytes: prepared.size, verified };
     });
   } finally {
@@ -154,12 +191,23 @@ function createOptions(spec: PublishSpec, key: string, sourceChecksum: string | 
     min_ram: spec.minRam,
     os_hidden: spec.hidden,
     tags: [...spec.tags],
-    properties: { ...spec.properties, [REQUEST_KEY_PROPERTY]: key, [RUN_PROPERTY]: runId(), ...(sourceChecksum ? { [SOURCE_CHECKSUM_PROPERTY]: sourceChecksum } : {}) },
+    properties: {
+      ...spec.properties,
+      [REQUEST_KEY_PROPERTY]: key,
+      [RUN_PROPERTY]: runId(),
+      ...(sourceChecksum ? { [SOURCE_CHECKSUM_PROPERTY]: sourceChecksum } : {}),
+    },
   };
 }
 
 /** Runs the steps after the image exists; on failure deletes it (or keeps it) and tags the error. */
-async function cleanupOnFailure<T>(glance: GlanceClient, id: string, spec: PublishSpec, log: (l: string) => void, steps: () => Promise<T>): Promise<T> {
+async function cleanupOnFailure<T>(
+  glance: GlanceClient,
+  id: string,
+  spec: PublishSpec,
+  log: (l: string) => void,
+  steps: () => Promise<T>,
+): Promise<T> {
   try {
     return await steps();
   } catch (e) {
@@ -181,7 +229,11 @@ async function cleanupOnFailure<T>(glance: GlanceClient, id: string, spec: Publi
     }
     const timedOut = isImageyardError(e, "CANCELLED") && spec.timeoutMs !== undefined;
     const err = timedOut
-      ? new GlanceError("GLANCE_TIMEOUT", `publish ${spec.name}: not finished ${Math.round((spec.timeoutMs ?? 0) / 1000)} s after it started (${(e as Error).message}). Raise timeouts.create or check the network to the source and Glance.`, { cause: e, imageId: id })
+      ? new GlanceError(
+          "GLANCE_TIMEOUT",
+          `publish ${spec.name}: not finished ${Math.round((spec.timeoutMs ?? 0) / 1000)} s after it started (${(e as Error).message}). Raise timeouts.create or check the network to the source and Glance.`,
+          { cause: e, imageId: id },
+        )
       : isImageyardError(e)
         ? e
         : new ImageyardError("GLANCE_ERROR", `publish ${spec.name}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
@@ -191,7 +243,13 @@ async function cleanupOnFailure<T>(glance: GlanceClient, id: string, spec: Publi
 }
 
 /** Polls until the image is active; a kill, a failed import or the deadline is an error naming the reason. */
-export async function waitActive(glance: GlanceClient, id: string, deadline: number, what: string, deps: Pick<PublishDeps, "signal" | "pollMs">): Promise<GlanceImage> {
+export async function waitActive(
+  glance: GlanceClient,
+  id: string,
+  deadline: number,
+  what: string,
+  deps: Pick<PublishDeps, "signal" | "pollMs">,
+): Promise<GlanceImage> {
   const gap = pollGaps(deps.pollMs ?? 500);
   for (;;) {
     const img = await getImage(glance, id, deps.signal);
@@ -242,21 +300,37 @@ export async function taskReason(glance: GlanceClient, id: string, signal?: Abor
 /** Glance's size and hashes must be those of the bytes we computed; md5 only when Glance has no sha512. */
 export function verifyHashes(img: GlanceImage, local: { size: number; sha512?: string; md5?: string }, what: string): "sha512" | "md5" {
   if (img.size !== null && img.size !== local.size) {
-    throw new GlanceError("SIZE_MISMATCH", `${what}: Glance stored ${img.size} bytes but ${local.size} were sent (image ${img.id}). The upload was cut or altered; it has been discarded.`, { imageId: img.id });
+    throw new GlanceError(
+      "SIZE_MISMATCH",
+      `${what}: Glance stored ${img.size} bytes but ${local.size} were sent (image ${img.id}). The upload was cut or altered; it has been discarded.`,
+      { imageId: img.id },
+    );
   }
   if (img.os_hash_algo === "sha512" && local.sha512) {
     if (img.os_hash_value !== local.sha512) {
-      throw new GlanceError("CHECKSUM_MISMATCH", `${what}: Glance's os_hash_value sha512:${String(img.os_hash_value).slice(0, 16)}… differs from the uploaded bytes' sha512:${local.sha512.slice(0, 16)}… (image ${img.id}). It has been discarded; run again.`, { imageId: img.id });
+      throw new GlanceError(
+        "CHECKSUM_MISMATCH",
+        `${what}: Glance's os_hash_value sha512:${String(img.os_hash_value).slice(0, 16)}… differs from the uploaded bytes' sha512:${local.sha512.slice(0, 16)}… (image ${img.id}). It has been discarded; run again.`,
+        { imageId: img.id },
+      );
     }
     return "sha512";
   }
   if (local.md5 && img.checksum) {
     if (img.checksum !== local.md5) {
-      throw new GlanceError("CHECKSUM_MISMATCH", `${what}: Glance's checksum md5:${img.checksum} differs from the uploaded bytes' md5:${local.md5} (image ${img.id}). It has been discarded; run again.`, { imageId: img.id });
+      throw new GlanceError(
+        "CHECKSUM_MISMATCH",
+        `${what}: Glance's checksum md5:${img.checksum} differs from the uploaded bytes' md5:${local.md5} (image ${img.id}). It has been discarded; run again.`,
+        { imageId: img.id },
+      );
     }
     return "md5";
   }
-  throw new GlanceError("CHECKSUM_MISMATCH", `${what}: Glance returned no hash to compare (os_hash_algo ${img.os_hash_algo ?? "none"}) for image ${img.id}; refusing to trust it.`, { imageId: img.id });
+  throw new GlanceError(
+    "CHECKSUM_MISMATCH",
+    `${what}: Glance returned no hash to compare (os_hash_algo ${img.os_hash_algo ?? "none"}) for image ${img.id}; refusing to trust it.`,
+    { imageId: img.id },
+  );
 }
 
 // ---------------------------------------------------------------- web-download
@@ -267,11 +341,19 @@ async function webDownload(spec: PublishSpec, existing: GlanceImage | undefined,
   const log = deps.log ?? (() => {});
   const expected = await resolveChecksum(spec.source, { signal, allowLocalFiles: spec.allowLocalFiles });
   const sourceFormat = spec.source.format ?? spec.diskFormat;
-  const image = existing ?? (await createImage(glance, createOptions(spec, key, expected ? `${expected.algo}:${expected.value}` : undefined, sourceFormat), signal));
+  const image =
+    existing ??
+    (await createImage(
+      glance,
+      createOptions(spec, key, expected ? `${expected.algo}:${expected.value}` : undefined, sourceFormat),
+      signal,
+    ));
   const id = image.id;
   const deadline = deps.deadline ?? Date.now() + (spec.timeoutMs ?? 3600_000);
   return cleanupOnFailure(glance, id, spec, log, async () => {
-    log(`${spec.name}: Glance imports ${redactUrl(spec.source.url)} into image ${id} (web-download${sourceFormat !== spec.diskFormat ? `, converting ${sourceFormat} → ${spec.diskFormat}` : ""})`);
+    log(
+      `${spec.name}: Glance imports ${redactUrl(spec.source.url)} into image ${id} (web-download${sourceFormat !== spec.diskFormat ? `, converting ${sourceFormat} → ${spec.diskFormat}` : ""})`,
+    );
     await importImage(glance, id, { name: "web-download", uri: spec.source.url }, signal);
     const active = await waitActive(glance, id, deadline, `web-download ${redactUrl(spec.source.url)}`, deps).catch(async (e: unknown) => {
       throw isImageyardError(e, "GLANCE_IMPORT_FAILED") ? await withUrlProbe(e, spec.source.url, signal) : e;
@@ -286,9 +368,15 @@ async function webDownload(spec: PublishSpec, existing: GlanceImage | undefined,
     let verified: PublishResult["verified"] = "none";
     // Glance hashes what it stored: that equals the source only when nothing was converted.
     if (expected && sourceFormat === spec.diskFormat && (expected.algo === "sha512" || expected.algo === "md5")) {
-      verified = verifyHashes(active, { size: active.size ?? 0, ...(expected.algo === "sha512" ? { sha512: expected.value } : { md5: expected.value }) }, `web-download ${redactUrl(spec.source.url)}`);
+      verified = verifyHashes(
+        active,
+        { size: active.size ?? 0, ...(expected.algo === "sha512" ? { sha512: expected.value } : { md5: expected.value }) },
+        `web-download ${redactUrl(spec.source.url)}`,
+      );
     } else if (expected) {
-      log(`${spec.name}: Glance fetched the data itself; its hashes cannot be compared with ${expected.algo}:${expected.value.slice(0, 12)}…${sourceFormat !== spec.diskFormat ? " after conversion" : ""}`);
+      log(
+        `${spec.name}: Glance fetched the data itself; its hashes cannot be compared with ${expected.algo}:${expected.value.slice(0, 12)}…${sourceFormat !== spec.diskFormat ? " after conversion" : ""}`,
+      );
     }
     return { image: await finish(glance, active, spec, deps), adopted: false, uploadedBytes: 0, verified };
   });
@@ -301,20 +389,33 @@ async function webDownload(spec: PublishSpec, existing: GlanceImage | undefined,
 async function withUrlProbe(e: ImageyardError, url: string, signal?: AbortSignal): Promise<ImageyardError> {
   let seen: string;
   try {
-    const res = await send({ method: "HEAD", url, ok: [], operation: `probe ${redactUrl(url)}`, signal, mapError: (ctx) => new ImageyardError("HTTP_ERROR", String(ctx.status), { status: ctx.status }) });
+    const res = await send({
+      method: "HEAD",
+      url,
+      ok: [],
+      operation: `probe ${redactUrl(url)}`,
+      signal,
+      mapError: (ctx) => new ImageyardError("HTTP_ERROR", String(ctx.status), { status: ctx.status }),
+    });
     seen = `answers ${res.status}`;
   } catch (probe) {
     const status = (probe as ImageyardError).status;
     seen = status !== undefined ? `answers ${statusText(status)}` : `cannot be reached (${(probe as Error).message.split(": ").pop()})`;
   }
   const at = e.message.lastIndexOf(" (status ");
-  const message = at > 0 ? `${e.message.slice(0, at)} (the URL ${seen} from here; ${e.message.slice(at + 2)}` : `${e.message} The URL ${seen} from here.`;
+  const message =
+    at > 0 ? `${e.message.slice(0, at)} (the URL ${seen} from here; ${e.message.slice(at + 2)}` : `${e.message} The URL ${seen} from here.`;
   return new GlanceError("GLANCE_IMPORT_FAILED", message, { cause: e, imageId: (e as GlanceError).imageId });
 }
 
 // ---------------------------------------------------------------- finish and update
 
 /** Brings a published image to the wanted attributes: protect, deactivate, and fix any drift. */
-async function finish(glance: GlanceClient, img: GlanceImage, spec: ImageAttributes, deps: Pick<PublishDeps, "signal">): Promise<GlanceImage> {
+async function finish(
+  glance: GlanceClient,
+  img: GlanceImage,
+  spec: ImageAttributes,
+  deps: Pick<PublishDeps, "signal">,
+): Promise<GlanceImage> {
   return applyAttributes(glance, img, spec, Object.keys(spec.properties), deps.signal);
 }

@@ -1,7 +1,19 @@
 // In-place changes to a published image: the minimal JSON-patch from what Glance has to what is
 // wanted (typed ops, `/tags` replaced whole, only our own properties removed), and the
 // deactivate/reactivate actions around it.
-import { deactivateImage, deleteImage, getImage, patchImage, pointer, reactivateImage, customProperties, type GlanceClient, type GlanceImage, type PatchOp, type Visibility } from "./images";
+import {
+  deactivateImage,
+  deleteImage,
+  getImage,
+  patchImage,
+  pointer,
+  reactivateImage,
+  customProperties,
+  type GlanceClient,
+  type GlanceImage,
+  type PatchOp,
+  type Visibility,
+} from "./images";
 
 /** What can change in place on an image. */
 export interface ImageAttributes {
@@ -63,7 +75,13 @@ export function planUpdate(current: GlanceImage, want: ImageAttributes, removabl
   };
 }
 
-export async function applyAttributes(glance: GlanceClient, current: GlanceImage, want: ImageAttributes, removable: readonly string[], signal?: AbortSignal): Promise<GlanceImage> {
+export async function applyAttributes(
+  glance: GlanceClient,
+  current: GlanceImage,
+  want: ImageAttributes,
+  removable: readonly string[],
+  signal?: AbortSignal,
+): Promise<GlanceImage> {
   const plan = planUpdate(current, want, removable);
   if (plan.reactivate) await reactivateImage(glance, current.id, signal);
   if (plan.patch.length > 0) await patchImage(glance, current.id, plan.patch, signal);
@@ -75,7 +93,13 @@ export async function applyAttributes(glance: GlanceClient, current: GlanceImage
  * Updates an image in place to `want`: reactivate first (if asked), then one JSON-patch, then
  * deactivate (if asked). `previous` says which properties were ours, so dropped ones are removed.
  */
-export async function updateImage(glance: GlanceClient, id: string, previous: Pick<ImageAttributes, "properties"> | undefined, want: ImageAttributes, signal?: AbortSignal): Promise<GlanceImage> {
+export async function updateImage(
+  glance: GlanceClient,
+  id: string,
+  previous: Pick<ImageAttributes, "properties"> | undefined,
+  want: ImageAttributes,
+  signal?: AbortSignal,
+): Promise<GlanceImage> {
   const current = await getImage(glance, id, signal);
   return applyAttributes(glance, current, want, Object.keys(previous?.properties ?? {}), signal);
 }

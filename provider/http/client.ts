@@ -6,10 +6,12 @@ import type { Agent as AgentType, Dispatcher, interceptors as Interceptors } fro
 
 // undici's index loads fetch, websockets, caches and mocks too: twice the start-up time of the
 // three modules used here, and start-up is most of a no-op copy from the CLI.
-/* eslint-disable @typescript-eslint/no-require-imports */
 const Agent: typeof AgentType = require("undici/lib/dispatcher/agent");
 const redirect: typeof Interceptors.redirect = require("undici/lib/interceptor/redirect");
-const apiRequest: (this: Dispatcher, opts: Record<string, unknown>) => Promise<Dispatcher.ResponseData<unknown>> = require("undici/lib/api/api-request");
+const apiRequest: (
+  this: Dispatcher,
+  opts: Record<string, unknown>,
+) => Promise<Dispatcher.ResponseData<unknown>> = require("undici/lib/api/api-request");
 /* eslint-enable @typescript-eslint/no-require-imports */
 
 /** undici's `request(url, opts)`, without its index: origin and path split as it does. */
@@ -100,7 +102,6 @@ export interface HttpErrorContext {
   /** The rate limiter has scheduled the wait for this answer (a 429 on a streamed body). */
   paced?: boolean;
 }
-
 
 export interface HttpResponse {
   status: number;

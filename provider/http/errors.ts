@@ -90,20 +90,21 @@ export class ImageyardError extends Error {
    * Names must be unique across the package (a test checks), and a bundler must keep class names.
    */
   static get brand(): string {
-    return this.name;
+    return ImageyardError.name;
   }
 
   static override [Symbol.hasInstance](instance: unknown): boolean {
     if (typeof instance !== "object" || instance === null) return false;
-    return (instance as Record<symbol, unknown>)[brandSymbol((this as typeof ImageyardError).brand)] === true;
+    return (instance as Record<symbol, unknown>)[brandSymbol((ImageyardError as typeof ImageyardError).brand)] === true;
   }
 }
 
 /** Puts the brand of every class from `leaf` up to ImageyardError on its prototype, once per class. */
-function brandChain(leaf: Function): void {
-  for (let c: Function | null = leaf; c && c !== Object && c !== Error; c = Object.getPrototypeOf(c) as Function | null) {
-    const key = brandSymbol((c as typeof ImageyardError).brand ?? c.name);
-    if (Object.prototype.hasOwnProperty.call(c.prototype, key)) return; // this class and its parents are done
+type ErrorClass = { name: string; prototype: object; brand?: string };
+function brandChain(leaf: ErrorClass): void {
+  for (let c: ErrorClass | null = leaf; c && c !== Object && c !== Error; c = Object.getPrototypeOf(c) as ErrorClass | null) {
+    const key = brandSymbol(c.brand ?? c.name);
+    if (Object.hasOwn(c.prototype, key)) return; // this class and its parents are done
     Object.defineProperty(c.prototype, key, { value: true, enumerable: false });
     if (c === ImageyardError) return;
   }
@@ -156,7 +157,10 @@ export function redactUrl(raw: string): string {
 
 /** Caps and strips a response body for an error message. */
 export function capBody(body: string, max = 512): string {
-  const clean = body.replace(/<br\s*\/?>/gi, " ").replace(/\s+/g, " ").trim();
+  const clean = body
+    .replace(/<br\s*\/?>/gi, " ")
+    .replace(/\s+/g, " ")
+    .trim();
   return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 

@@ -39,7 +39,11 @@ export function backoffDelay(policy: RetryPolicy, attempt: number, error: unknow
 }
 
 /** Runs `op` until it succeeds, fails with a non-retryable error, or attempts run out. */
-export async function withRetry<T>(op: (attempt: number) => Promise<T>, policy: RetryPolicy = DEFAULT_RETRY, opts: RetryOptions = {}): Promise<T> {
+export async function withRetry<T>(
+  op: (attempt: number) => Promise<T>,
+  policy: RetryPolicy = DEFAULT_RETRY,
+  opts: RetryOptions = {},
+): Promise<T> {
   const sleep = opts.sleep ?? abortableSleep;
   for (let attempt = 1; ; attempt++) {
     try {

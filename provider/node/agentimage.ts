@@ -33,7 +33,7 @@ export function agentBinaryPath(env: NodeJS.ProcessEnv = process.env): string {
 function tarHeader(name: string, size: number, mode: number, type: "0" | "5"): Buffer {
   const h = Buffer.alloc(512, 0);
   h.write(name, 0, 100, "utf8");
-  const octal = (n: number, len: number) => n.toString(8).padStart(len - 1, "0") + "\0";
+  const octal = (n: number, len: number) => `${n.toString(8).padStart(len - 1, "0")}\0`;
   h.write(octal(mode, 8), 100);
   h.write(octal(0, 8), 108);
   h.write(octal(0, 8), 116);
@@ -44,7 +44,7 @@ function tarHeader(name: string, size: number, mode: number, type: "0" | "5"): B
   h.write("ustar\0" + "00", 257);
   let sum = 0;
   for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, "0") + "\0 ", 148);
+  h.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
   return h;
 }
 
@@ -77,7 +77,10 @@ export interface AgentLayout {
 /** Builds (once per binary) the agent image's OCI layout beside the binary. */
 export async function agentLayout(binary = agentBinaryPath()): Promise<AgentLayout> {
   if (!existsSync(binary)) {
-    throw new ImageyardError("INVALID_INPUT", `build the prepull agent image: no agent binary at ${binary}. Run scripts/build-agent.sh (or set IMAGEYARD_AGENT_BINARY), or give agentImage.`);
+    throw new ImageyardError(
+      "INVALID_INPUT",
+      `build the prepull agent image: no agent binary at ${binary}. Run scripts/build-agent.sh (or set IMAGEYARD_AGENT_BINARY), or give agentImage.`,
+    );
   }
   const dir = join(dirname(binary), "layout");
   const store = new LayoutStore(dir);
@@ -90,17 +93,30 @@ export async function agentLayout(binary = agentBinaryPath()): Promise<AgentLayo
   const diffN = { n: 0 };
   const gzN = { n: 0 };
   try {
-    await pipeline(Readable.from(layerTar(binary)), hashing(diff, diffN), createGzip({ level: 6 }), hashing(gz, gzN), createWriteStream(tmp));
+    await pipeline(
+      Readable.from(layerTar(binary)),
+      hashing(diff, diffN),
+      createGzip({ level: 6 }),
+      hashing(gz, gzN),
+      createWriteStream(tmp),
+    );
     const layer = { mediaType: OCI_LAYER, digest: `sha256:${gz.digest("hex")}`, size: gzN.n };
     await store.writeBlob({ digest: layer.digest, size: layer.size, open: async () => createReadStream(tmp), from: tmp });
-    const config = Buffer.from(JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      config: { Entrypoint: ["/agent"], Cmd: ["serve"] },
-      rootfs: { type: "layers", diff_ids: [`sha256:${diff.digest("hex")}`] },
-    }));
+    const config = Buffer.from(
+      JSON.stringify({
+        architecture: "amd64",
+        os: "linux",
+        config: { Entrypoint: ["/agent"], Cmd: ["serve"] },
+        rootfs: { type: "layers", diff_ids: [`sha256:${diff.digest("hex")}`] },
+      }),
+    );
     const configDesc = { mediaType: OCI_CONFIG, digest: sha256(config), size: config.length };
-    await store.writeBlob({ digest: configDesc.digest, size: config.length, open: async () => Readable.from([config]), from: "agent config" });
+    await store.writeBlob({
+      digest: configDesc.digest,
+      size: config.length,
+      open: async () => Readable.from([config]),
+      from: "agent config",
+    });
     const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: configDesc, layers: [layer] }));
     const digest = await store.putManifest(AGENT_TAG, manifest, OCI_MANIFEST, { root: true });
     return { dir, digest };

@@ -12,12 +12,18 @@ export interface AgentRegistryTls {
   certDir?: string;
 }
 
-export async function ensureAgentImage(registry: string, auth: Credentials | undefined, tls: AgentRegistryTls | undefined, log: (line: string) => void): Promise<string> {
+export async function ensureAgentImage(
+  registry: string,
+  auth: Credentials | undefined,
+  tls: AgentRegistryTls | undefined,
+  log: (line: string) => void,
+): Promise<string> {
   const layout = await agentLayout();
   const repo = agentRepository(registry);
   const options: RegistryOptions = { credentialsInput: "agentRegistryAuth" };
   if (auth) options.credentials = { username: auth.username, password: auth.password };
-  if (tls?.caCert || tls?.insecure) options.tls = { ...(tls.caCert ? { ca: [tls.caCert] } : {}), ...(tls.insecure ? { insecure: true } : {}) };
+  if (tls?.caCert || tls?.insecure)
+    options.tls = { ...(tls.caCert ? { ca: [tls.caCert] } : {}), ...(tls.insecure ? { insecure: true } : {}) };
   if (tls?.certDir) options.certDir = tls.certDir;
   // The tag names the content, so two provider versions never fight over one tag.
   const tag = `${AGENT_TAG}-${layout.digest.slice("sha256:".length, "sha256:".length + 12)}`;

@@ -5,7 +5,6 @@ import type { Readable } from "node:stream";
 import { ImageyardError } from "../http/errors";
 import type { KubeClient } from "./kube";
 
-/* eslint-disable @typescript-eslint/no-require-imports */
 // Only undici's websocket module, not its index (see provider/http/client.ts on start-up cost).
 const { WebSocket } = require("undici/lib/web/websocket/websocket") as typeof import("undici");
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -49,7 +48,11 @@ export async function execInPod(client: KubeClient, req: ExecRequest): Promise<E
   for (const c of req.command) q.append("command", c);
   const url = `${client.server.replace(/^http/, "ws")}/api/v1/namespaces/${encodeURIComponent(req.namespace)}/pods/${encodeURIComponent(req.pod)}/exec?${q}`;
   const op = `exec ${req.command.slice(0, 2).join(" ")} in pod ${target}`;
-  const ws = new WebSocket(url, { protocols: ["v5.channel.k8s.io"], dispatcher: client.dispatcher, headers: client.authHeaders() } as unknown as string[]);
+  const ws = new WebSocket(url, {
+    protocols: ["v5.channel.k8s.io"],
+    dispatcher: client.dispatcher,
+    headers: client.authHeaders(),
+  } as unknown as string[]);
   ws.binaryType = "arraybuffer";
   const out: Buffer[] = [];
   const err: Buffer[] = [];
@@ -58,7 +61,14 @@ export async function execInPod(client: KubeClient, req: ExecRequest): Promise<E
   const timer = setTimeout(() => ws.close(), Math.max(1, req.deadline - Date.now()));
   try {
     const closed = new Promise<void>((resolve, reject) => {
-      ws.addEventListener("error", (e) => reject(new ImageyardError("NETWORK_ERROR", `${op}: the websocket failed (${(e as unknown as { message?: string }).message ?? "error"}). Check that the API server allows pods/exec for this user.`)));
+      ws.addEventListener("error", (e) =>
+        reject(
+          new ImageyardError(
+            "NETWORK_ERROR",
+            `${op}: the websocket failed (${(e as unknown as { message?: string }).message ?? "error"}). Check that the API server allows pods/exec for this user.`,
+          ),
+        ),
+      );
       ws.addEventListener("close", () => resolve());
     });
     ws.addEventListener("message", (ev) => {
@@ -73,7 +83,16 @@ export async function execInPod(client: KubeClient, req: ExecRequest): Promise<E
     });
     await new Promise<void>((resolve, reject) => {
       ws.addEventListener("open", () => resolve(), { once: true });
-      closed.then(() => reject(new ImageyardError("NETWORK_ERROR", `${op}: the API server closed the connection before exec started. Check pods/exec permission and the kubelet.`)), reject);
+      closed.then(
+        () =>
+          reject(
+            new ImageyardError(
+              "NETWORK_ERROR",
+              `${op}: the API server closed the connection before exec started. Check pods/exec permission and the kubelet.`,
+            ),
+          ),
+        reject,
+      );
     });
     if (req.stdin) await pump(ws, req.stdin, req.deadline, op, req.onBytes);
     await closed;
@@ -83,16 +102,27 @@ export async function execInPod(client: KubeClient, req: ExecRequest): Promise<E
   }
   const stdout = Buffer.concat(out).toString("utf8");
   const stderr = Buffer.concat(err).toString("utf8").trim();
-  if (Date.now() >= req.deadline && !status) throw new ImageyardError("TIMEOUT", `${op}: not finished before the deadline. Raise timeouts.`, { retryable: true });
-  if (!status) throw new ImageyardError("NETWORK_ERROR", `${op}: the connection closed without an exit status. Run again.`, { retryable: true });
+  if (Date.now() >= req.deadline && !status)
+    throw new ImageyardError("TIMEOUT", `${op}: not finished before the deadline. Raise timeouts.`, { retryable: true });
+  if (!status)
+    throw new ImageyardError("NETWORK_ERROR", `${op}: the connection closed without an exit status. Run again.`, { retryable: true });
   if (status.status !== "Success") {
     const code = status.details?.causes?.find((c) => c.reason === "ExitCode")?.message;
-    throw new ImageyardError("NODE_PULL_FAILED", `${op}: ${stderr || status.message || "failed"} (${code ? `exit ${code}` : status.reason ?? "Failure"}). Fix what the agent reports and run again.`);
+    throw new ImageyardError(
+      "NODE_PULL_FAILED",
+      `${op}: ${stderr || status.message || "failed"} (${code ? `exit ${code}` : (status.reason ?? "Failure")}). Fix what the agent reports and run again.`,
+    );
   }
   return { stdout, stderr };
 }
 
-async function pump(ws: InstanceType<typeof WebSocket>, input: Readable, deadline: number, op: string, onBytes?: (n: number) => void): Promise<void> {
+async function pump(
+  ws: InstanceType<typeof WebSocket>,
+  input: Readable,
+  deadline: number,
+  op: string,
+  onBytes?: (n: number) => void,
+): Promise<void> {
   let sent = 0;
   for await (const chunk of input) {
     const c = chunk as Buffer;
@@ -102,8 +132,15 @@ async function pump(ws: InstanceType<typeof WebSocket>, input: Readable, deadlin
       sent += part.length;
       onBytes?.(sent);
       while (ws.bufferedAmount > HIGH_WATER) {
-        if (ws.readyState !== ws.OPEN) throw new ImageyardError("NETWORK_ERROR", `${op}: the connection closed after ${sent} bytes of input. Check the agent's log on that node.`);
-        if (Date.now() >= deadline) throw new ImageyardError("TIMEOUT", `${op}: input not sent before the deadline (${sent} bytes). Raise timeouts.`, { retryable: true });
+        if (ws.readyState !== ws.OPEN)
+          throw new ImageyardError(
+            "NETWORK_ERROR",
+            `${op}: the connection closed after ${sent} bytes of input. Check the agent's log on that node.`,
+          );
+        if (Date.now() >= deadline)
+          throw new ImageyardError("TIMEOUT", `${op}: input not sent before the deadline (${sent} bytes). Raise timeouts.`, {
+            retryable: true,
+          });
         await new Promise((r) => setTimeout(r, 5));
       }
     }

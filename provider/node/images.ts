@@ -50,11 +50,18 @@ export function decodeAuth(auth: Credentials | string, property: string): Creden
   if (typeof auth === "string") {
     const text = Buffer.from(auth, "base64").toString("utf8");
     const colon = text.indexOf(":");
-    if (!/^[A-Za-z0-9+/=\s]+$/.test(auth) || colon <= 0) throw invalid(property, 'a string auth is base64 of "user:password" (BOSH\'s form), e.g. "dXNlcjpwYXNz"; or give { username, password }');
+    if (!/^[A-Za-z0-9+/=\s]+$/.test(auth) || colon <= 0)
+      throw invalid(
+        property,
+        'a string auth is base64 of "user:password" (BOSH\'s form), e.g. "dXNlcjpwYXNz"; or give { username, password }',
+      );
     return { username: text.slice(0, colon), password: text.slice(colon + 1) };
   }
   if (!auth || typeof auth !== "object" || typeof auth.username !== "string" || auth.username === "" || typeof auth.password !== "string") {
-    throw invalid(property, 'auth needs a username and a password, e.g. { username: "robot", password: config.requireSecret("registryPassword") }');
+    throw invalid(
+      property,
+      'auth needs a username and a password, e.g. { username: "robot", password: config.requireSecret("registryPassword") }',
+    );
   }
   return { username: auth.username, password: auth.password };
 }
@@ -67,7 +74,8 @@ export function normaliseRetag(name: string, property: string): string {
   } catch (e) {
     throw invalid(property, (e as Error).message);
   }
-  if (ref.digest) throw invalid(property, `retagAs "${name}" names a digest; give a name with a tag, e.g. "registry.k8s.io/debian-base:v2.0.0"`);
+  if (ref.digest)
+    throw invalid(property, `retagAs "${name}" names a digest; give a name with a tag, e.g. "registry.k8s.io/debian-base:v2.0.0"`);
   return formatReference(ref);
 }
 
@@ -75,7 +83,8 @@ export function normaliseRetag(name: string, property: string): string {
 export function planImage(entry: string | ImageEntry, i: number): PlannedImage {
   const property = `images[${i}]`;
   const e: ImageEntry = typeof entry === "string" ? { ref: entry } : entry;
-  if (!e || typeof e !== "object" || typeof e.ref !== "string" || e.ref === "") throw invalid(`${property}.ref`, `each image needs a ref, ${REF_EXAMPLE}`);
+  if (!e || typeof e !== "object" || typeof e.ref !== "string" || e.ref === "")
+    throw invalid(`${property}.ref`, `each image needs a ref, ${REF_EXAMPLE}`);
   const retags = e.retagAs === undefined ? [] : Array.isArray(e.retagAs) ? e.retagAs : [e.retagAs];
   const retagAs = retags.map((r, j) => normaliseRetag(r, `${property}.retagAs${Array.isArray(e.retagAs) ? `[${j}]` : ""}`));
   const out: PlannedImage = { key: "", kind: "registry", retagAs };
@@ -115,7 +124,11 @@ export async function resolveDigest(img: PlannedImage, options: RegistryOptions)
   if (!img.platform) {
     if (ref.digest) return ref.digest;
     const info = await client.headManifest(ref.repository, ref.tag ?? "latest");
-    if (!info) throw new ImageyardError("MANIFEST_UNKNOWN", `resolve ${img.key}: not found in the registry (404 MANIFEST_UNKNOWN). Check the tag and repository name.`);
+    if (!info)
+      throw new ImageyardError(
+        "MANIFEST_UNKNOWN",
+        `resolve ${img.key}: not found in the registry (404 MANIFEST_UNKNOWN). Check the tag and repository name.`,
+      );
     return info.digest;
   }
   const m = await client.getManifest(ref.repository, ref.digest ?? ref.tag ?? "latest");
@@ -123,7 +136,11 @@ export async function resolveDigest(img: PlannedImage, options: RegistryOptions)
   if (parsed.kind === "manifest") return m.digest;
   const want = parsePlatform(img.platform);
   const child = parsed.children.find((c) => platformMatches(want, c.platform));
-  if (!child) throw new ImageyardError("MANIFEST_UNKNOWN", `resolve ${img.key}: the image has no ${img.platform} manifest. Choose one of its platforms or drop platform.`);
+  if (!child)
+    throw new ImageyardError(
+      "MANIFEST_UNKNOWN",
+      `resolve ${img.key}: the image has no ${img.platform} manifest. Choose one of its platforms or drop platform.`,
+    );
   return child.digest;
 }
 

@@ -13,7 +13,12 @@ export class KubeError extends HttpStatusError {
   /** The API server's Status.reason ("NotFound", "Forbidden", "AlreadyExists", …). */
   readonly reason: string | undefined;
   constructor(code: ErrorCode, message: string, ctx: HttpErrorContext, reason: string | undefined) {
-    super(code, message, ctx.request.method, ctx.request.url, { status: ctx.status, body: ctx.body, retryable: isRetryableStatus(ctx.status), retryAfterMs: ctx.retryAfterMs });
+    super(code, message, ctx.request.method, ctx.request.url, {
+      status: ctx.status,
+      body: ctx.body,
+      retryable: isRetryableStatus(ctx.status),
+      retryAfterMs: ctx.retryAfterMs,
+    });
     this.name = "KubeError";
     this.reason = reason;
   }
@@ -42,12 +47,22 @@ export function kubeError(ctx: HttpErrorContext, operation: string, server: stri
   const said = st.message ?? (ctx.body || "no details");
   const label = st.reason ? `${ctx.status} ${st.reason}` : `${ctx.status}`;
   const [code, hint]: [ErrorCode, string] =
-    ctx.status === 401 ? ["KUBE_UNAUTHORIZED", `Check the credentials of the kubeconfig context for ${server}`]
-    : ctx.status === 403 ? ["KUBE_FORBIDDEN", "Grant the kubeconfig's user this permission (RBAC), or use another context"]
-    : ctx.status === 404 ? ["KUBE_NOT_FOUND", "Check the namespace and name"]
-    : ctx.status === 409 ? ["KUBE_CONFLICT", "Another client changed it at the same time; run again"]
-    : ctx.status === 422 || ctx.status === 400 ? ["INVALID_INPUT", "Fix the input the message names"]
-    : ["KUBE_ERROR", ctx.status >= 500 || ctx.status === 429 ? "Retry later; check the API server if it persists" : "Check the API server's logs"];
+    ctx.status === 401
+      ? ["KUBE_UNAUTHORIZED", `Check the credentials of the kubeconfig context for ${server}`]
+      : ctx.status === 403
+        ? ["KUBE_FORBIDDEN", "Grant the kubeconfig's user this permission (RBAC), or use another context"]
+        : ctx.status === 404
+          ? ["KUBE_NOT_FOUND", "Check the namespace and name"]
+          : ctx.status === 409
+            ? ["KUBE_CONFLICT", "Another client changed it at the same time; run again"]
+            : ctx.status === 422 || ctx.status === 400
+              ? ["INVALID_INPUT", "Fix the input the message names"]
+              : [
+                  "KUBE_ERROR",
+                  ctx.status >= 500 || ctx.status === 429
+                    ? "Retry later; check the API server if it persists"
+                    : "Check the API server's logs",
+                ];
   const what = ctx.status === 401 ? "the API server refused the credentials" : said;
   return new KubeError(code, `${operation}: ${what} (${label}). ${hint}.`, ctx, st.reason);
 }
@@ -89,13 +104,19 @@ export class KubeClient {
   private readonly headers: Record<string, string>;
   private readonly owned: boolean;
 
-  constructor(readonly connection: KubeConnection, opts: KubeClientOptions = {}) {
+  constructor(
+    readonly connection: KubeConnection,
+    opts: KubeClientOptions = {},
+  ) {
     this.server = connection.server;
     this.owned = !opts.dispatcher;
-    this.dispatcher = opts.dispatcher ?? createDispatcher({ tls: connection.tls, connections: 4, headersTimeoutMs: opts.requestTimeoutMs ?? 60_000, maxRedirections: 0 });
+    this.dispatcher =
+      opts.dispatcher ??
+      createDispatcher({ tls: connection.tls, connections: 4, headersTimeoutMs: opts.requestTimeoutMs ?? 60_000, maxRedirections: 0 });
     this.headers = { accept: "application/json" };
     if (connection.token) this.headers.authorization = `Bearer ${connection.token}`;
-    else if (connection.basic) this.headers.authorization = `Basic ${Buffer.from(`${connection.basic.username}:${connection.basic.password}`).toString("base64")}`;
+    else if (connection.basic)
+      this.headers.authorization = `Basic ${Buffer.from(`${connection.basic.username}:${connection.basic.password}`).toString("base64")}`;
   }
 
   /** Headers that authenticate a request (for the exec websocket). */
@@ -107,7 +128,14 @@ export class KubeClient {
     if (this.owned) await this.dispatcher.close();
   }
 
-  private async call<T>(method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE", path: string, operation: string, ok: number[], body?: unknown, contentType = "application/json"): Promise<T | undefined> {
+  private async call<T>(
+    method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
+    path: string,
+    operation: string,
+    ok: number[],
+    body?: unknown,
+    contentType = "application/json",
+  ): Promise<T | undefined> {
     const headers = { ...this.headers };
     if (body !== undefined) headers["content-type"] = contentType;
     const res = await send({
@@ -152,7 +180,11 @@ export class KubeClient {
 
   /** DELETE; a missing object is success (it is gone either way). */
   async remove(path: string, operation: string, propagation: "Background" | "Foreground" = "Background"): Promise<void> {
-    await this.call<unknown>("DELETE", path, operation, [200, 202, 404], { kind: "DeleteOptions", apiVersion: "v1", propagationPolicy: propagation });
+    await this.call<unknown>("DELETE", path, operation, [200, 202, 404], {
+      kind: "DeleteOptions",
+      apiVersion: "v1",
+      propagationPolicy: propagation,
+    });
   }
 
   /** Reachability and identity check: the server's version ("v1.37.2"). */

@@ -93,7 +93,12 @@ function parseDoc(text: string, base: string, where: string): Doc {
     if (Array.isArray(list)) for (const e of list as Named<T>[]) if (e && typeof e.name === "string") m.set(e.name, (e[inner] ?? {}) as T);
     return m;
   };
-  const doc: Doc = { base, clusters: entries("clusters", "cluster"), users: entries("users", "user"), contexts: entries("contexts", "context") };
+  const doc: Doc = {
+    base,
+    clusters: entries("clusters", "cluster"),
+    users: entries("users", "user"),
+    contexts: entries("contexts", "context"),
+  };
   if (typeof raw["current-context"] === "string" && raw["current-context"] !== "") doc.current = raw["current-context"];
   return doc;
 }
@@ -105,7 +110,10 @@ function loadDocs(src: KubeconfigSource): { docs: Doc[]; where: string } {
   }
   const paths = kubeconfigPaths(env).filter((p) => existsSync(p));
   if (paths.length === 0) {
-    throw configError(`no kubeconfig given and none found (${kubeconfigPaths(env).join(", ")})`, "Set the kubeconfig input, KUBECONFIG, or ~/.kube/config");
+    throw configError(
+      `no kubeconfig given and none found (${kubeconfigPaths(env).join(", ")})`,
+      "Set the kubeconfig input, KUBECONFIG, or ~/.kube/config",
+    );
   }
   return { docs: paths.map((p) => parseDoc(readFileSync(p, "utf8"), dirname(p), p)), where: paths.join(", ") };
 }
@@ -136,9 +144,17 @@ export function loadKubeconfig(src: KubeconfigSource = {}): KubeConnection {
   const contextName = src.context ?? docs.find((d) => d.current)?.current;
   if (!contextName) throw configError(`${where} sets no current-context`, "Set the context input or run kubectl config use-context");
   const ctx = pick<ContextEntry>(docs, "contexts", contextName);
-  if (!ctx) throw configError(`context "${contextName}" not found in ${where}`, "Use one of: " + [...new Set(docs.flatMap((d) => [...d.contexts.keys()]))].join(", "));
+  if (!ctx)
+    throw configError(
+      `context "${contextName}" not found in ${where}`,
+      `Use one of: ${[...new Set(docs.flatMap((d) => [...d.contexts.keys()]))].join(", ")}`,
+    );
   const cluster = ctx.entry.cluster ? pick<ClusterEntry>(docs, "clusters", ctx.entry.cluster) : undefined;
-  if (!cluster?.entry.server) throw configError(`context "${contextName}" names cluster "${ctx.entry.cluster ?? ""}", which has no server in ${where}`, "Fix the kubeconfig");
+  if (!cluster?.entry.server)
+    throw configError(
+      `context "${contextName}" names cluster "${ctx.entry.cluster ?? ""}", which has no server in ${where}`,
+      "Fix the kubeconfig",
+    );
   const user = ctx.entry.user ? pick<UserEntry>(docs, "users", ctx.entry.user) : undefined;
   const c = cluster.entry;
   const tls: TlsOptions = {};
@@ -168,10 +184,22 @@ function applyExec(conn: KubeConnection, exec: NonNullable<UserEntry["exec"]>, b
   let out: string;
   try {
     const extra = Object.fromEntries((exec.env ?? []).map((e) => [e.name, e.value]));
-    const info = JSON.stringify({ apiVersion: exec.apiVersion ?? "client.authentication.k8s.io/v1", kind: "ExecCredential", spec: { interactive: false } });
-    out = execFileSync(cmd, exec.args ?? [], { env: { ...env, ...extra, KUBERNETES_EXEC_INFO: info }, encoding: "utf8", timeout: 60_000, stdio: ["ignore", "pipe", "pipe"] });
+    const info = JSON.stringify({
+      apiVersion: exec.apiVersion ?? "client.authentication.k8s.io/v1",
+      kind: "ExecCredential",
+      spec: { interactive: false },
+    });
+    out = execFileSync(cmd, exec.args ?? [], {
+      env: { ...env, ...extra, KUBERNETES_EXEC_INFO: info },
+      encoding: "utf8",
+      timeout: 60_000,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
   } catch (e) {
-    throw configError(`the exec credential plugin ${exec.command} failed (${(e as Error).message.split("\n")[0]})`, "Run it by hand to see why");
+    throw configError(
+      `the exec credential plugin ${exec.command} failed (${(e as Error).message.split("\n")[0]})`,
+      "Run it by hand to see why",
+    );
   }
   const status = (JSON.parse(out) as { status?: { token?: string; clientCertificateData?: string; clientKeyData?: string } }).status ?? {};
   if (status.token) conn.token = status.token;

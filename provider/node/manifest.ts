@@ -104,7 +104,10 @@ export function agentImages(spec: SetSpec): { ref: string; retagAs?: string[]; p
 
 /** A stable hash of what the nodes must hold: pods are replaced exactly when it changes. */
 export function imagesHash(spec: SetSpec): string {
-  return createHash("sha256").update(JSON.stringify([agentImages(spec), spec.agentImage])).digest("hex").slice(0, 16);
+  return createHash("sha256")
+    .update(JSON.stringify([agentImages(spec), spec.agentImage]))
+    .digest("hex")
+    .slice(0, 16);
 }
 
 export function buildDaemonSet(spec: SetSpec): KubeObject & { spec: unknown } {
@@ -124,7 +127,10 @@ export function buildDaemonSet(spec: SetSpec): KubeObject & { spec: unknown } {
       resources: { requests: { cpu: "1m", memory: "8Mi" }, limits: { memory: "32Mi" } },
       terminationMessagePolicy: "FallbackToLogsOnError",
     }));
-  const secrets = [...new Set(spec.images.map((i) => i.secret).filter((s): s is string => !!s)), ...(spec.agentPullSecret ? [spec.agentPullSecret] : [])];
+  const secrets = [
+    ...new Set(spec.images.map((i) => i.secret).filter((s): s is string => !!s)),
+    ...(spec.agentPullSecret ? [spec.agentPullSecret] : []),
+  ];
   const socketVolumeMount: Record<string, unknown> = { name: "containerd", mountPath: SOCKET_MOUNT };
   if (mount.subPathExpr) socketVolumeMount.subPathExpr = mount.subPathExpr;
   const env = [
@@ -180,7 +186,13 @@ export function buildDaemonSet(spec: SetSpec): KubeObject & { spec: unknown } {
               // Startup: checked every second, so a node counts as ready as soon as the agent is done;
               // then every 10 s, so a name removed from the runtime shows in read.
               startupProbe: { exec: { command: [AGENT_BINARY, "check"] }, periodSeconds: 1, timeoutSeconds: 15, failureThreshold: 600 },
-              readinessProbe: { exec: { command: [AGENT_BINARY, "check"] }, periodSeconds: 10, timeoutSeconds: 15, failureThreshold: 1, successThreshold: 1 },
+              readinessProbe: {
+                exec: { command: [AGENT_BINARY, "check"] },
+                periodSeconds: 10,
+                timeoutSeconds: 15,
+                failureThreshold: 1,
+                successThreshold: 1,
+              },
               resources: { requests: { cpu: "5m", memory: "16Mi" }, limits: { memory: "128Mi" } },
               terminationMessagePolicy: "FallbackToLogsOnError",
             },
@@ -198,10 +210,18 @@ export interface DockerAuth {
 }
 
 /** A kubernetes.io/dockerconfigjson Secret (the kubelet's own format for imagePullSecrets). */
-export function buildPullSecret(namespace: string, name: string, set: string, auths: DockerAuth[]): KubeObject & { type: string; data: Record<string, string> } {
+export function buildPullSecret(
+  namespace: string,
+  name: string,
+  set: string,
+  auths: DockerAuth[],
+): KubeObject & { type: string; data: Record<string, string> } {
   const doc = {
     auths: Object.fromEntries(
-      auths.map((a) => [a.registry, { username: a.username, password: a.password, auth: Buffer.from(`${a.username}:${a.password}`).toString("base64") }]),
+      auths.map((a) => [
+        a.registry,
+        { username: a.username, password: a.password, auth: Buffer.from(`${a.username}:${a.password}`).toString("base64") },
+      ]),
     ),
   };
   return {

@@ -30,11 +30,23 @@ const dsTarget = (spec: { namespace: string; name: string }) => `DaemonSet ${spe
 export async function applySet(client: KubeClient, spec: SetSpec, secrets: PullSecret[]): Promise<void> {
   const ns = spec.namespace;
   const ns404 = await client.get(paths.namespace(ns), `read namespace ${ns}`);
-  if (!ns404) throw new ImageyardError("KUBE_NOT_FOUND", `apply ${dsTarget(spec)}: namespace ${ns} does not exist (404 NotFound). Create it first or choose another namespace.`);
-  for (const s of secrets) await upsert(client, paths.secrets(ns), paths.secret(ns, s.name), buildPullSecret(ns, s.name, spec.name, s.auths), `Secret ${ns}/${s.name}`);
+  if (!ns404)
+    throw new ImageyardError(
+      "KUBE_NOT_FOUND",
+      `apply ${dsTarget(spec)}: namespace ${ns} does not exist (404 NotFound). Create it first or choose another namespace.`,
+    );
+  for (const s of secrets)
+    await upsert(
+      client,
+      paths.secrets(ns),
+      paths.secret(ns, s.name),
+      buildPullSecret(ns, s.name, spec.name, s.auths),
+      `Secret ${ns}/${s.name}`,
+    );
   const ds = await upsert<DaemonSet>(client, paths.daemonSets(ns), paths.daemonSet(ns, spec.name), buildDaemonSet(spec), dsTarget(spec));
   const owner = [{ apiVersion: "apps/v1", kind: "DaemonSet", name: spec.name, uid: ds.metadata.uid!, blockOwnerDeletion: false }];
-  for (const s of secrets) await client.mergePatch(paths.secret(ns, s.name), { metadata: { ownerReferences: owner } }, `own Secret ${ns}/${s.name}`);
+  for (const s of secrets)
+    await client.mergePatch(paths.secret(ns, s.name), { metadata: { ownerReferences: owner } }, `own Secret ${ns}/${s.name}`);
   // Secrets of images that no longer have credentials go.
   const keep = new Set(secrets.map((s) => s.name));
   for (const old of await client.list<KubeObject>(paths.secrets(ns), `list Secrets of ${dsTarget(spec)}`, selector(spec.name))) {
@@ -42,7 +54,13 @@ export async function applySet(client: KubeClient, spec: SetSpec, secrets: PullS
   }
 }
 
-async function upsert<T extends KubeObject>(client: KubeClient, collection: string, path: string, body: KubeObject, what: string): Promise<T> {
+async function upsert<T extends KubeObject>(
+  client: KubeClient,
+  collection: string,
+  path: string,
+  body: KubeObject,
+  what: string,
+): Promise<T> {
   const cur = await client.get<KubeObject>(path, `read ${what}`);
   if (!cur) return client.create<T>(collection, body, `create ${what}`);
   const next = { ...body, metadata: { ...body.metadata, resourceVersion: cur.metadata.resourceVersion } };
@@ -53,7 +71,11 @@ async function upsert<T extends KubeObject>(client: KubeClient, collection: stri
  * Reads nodes, pods and (for pods whose agent is not ready) the probe's last message. `currentHash`
  * (while waiting on a rollout): pods of an older spec count as being replaced.
  */
-export async function observeSet(client: KubeClient, spec: Pick<SetSpec, "name" | "namespace" | "images" | "nodeSelector" | "tolerations" | "pin">, currentHash?: string): Promise<SetState> {
+export async function observeSet(
+  client: KubeClient,
+  spec: Pick<SetSpec, "name" | "namespace" | "images" | "nodeSelector" | "tolerations" | "pin">,
+  currentHash?: string,
+): Promise<SetState> {
   const [nodes, pods] = await Promise.all([
     client.list<Node>(paths.nodes(), "list nodes"),
     client.list<Pod>(paths.pods(spec.namespace), `list pods of ${dsTarget(spec)}`, selector(spec.name)),
@@ -115,12 +137,21 @@ export async function waitForSet(client: KubeClient, spec: SetSpec, deadline: nu
     last = line;
     const failures = failuresOf(state);
     if (failures.length > 0) {
-      throw new ImageyardError("NODE_PULL_FAILED", `pre-pull ${spec.namespace}/${spec.name}: ${failures.join("; ")}. Fix the image or its credentials and run again.`);
+      throw new ImageyardError(
+        "NODE_PULL_FAILED",
+        `pre-pull ${spec.namespace}/${spec.name}: ${failures.join("; ")}. Fix the image or its credentials and run again.`,
+      );
     }
-    const rolled = (ds.status?.observedGeneration ?? 0) >= (ds.metadata.generation ?? 0) && (ds.status?.updatedNumberScheduled ?? 0) >= (ds.status?.desiredNumberScheduled ?? 0);
+    const rolled =
+      (ds.status?.observedGeneration ?? 0) >= (ds.metadata.generation ?? 0) &&
+      (ds.status?.updatedNumberScheduled ?? 0) >= (ds.status?.desiredNumberScheduled ?? 0);
     if (rolled && state.ready === state.total) return state;
     if (now() >= deadline) {
-      throw new ImageyardError("TIMEOUT", `pre-pull ${spec.namespace}/${spec.name}: not every node ready before the deadline (${line}). Raise timeouts or check the nodes.`, { retryable: true });
+      throw new ImageyardError(
+        "TIMEOUT",
+        `pre-pull ${spec.namespace}/${spec.name}: not every node ready before the deadline (${line}). Raise timeouts or check the nodes.`,
+        { retryable: true },
+      );
     }
     await new Promise((r) => setTimeout(r, poll));
   }
@@ -137,7 +168,14 @@ export async function repairSet(client: KubeClient, spec: SetSpec, state: SetSta
   const current = imagesHash(spec);
   for (const n of state.nodes) {
     if (n.ready || !n.pod || n.podHash !== current) continue;
-    log(`${n.node}: recreating ${n.pod} (${Object.entries(n.images).filter(([, s]) => s.state !== "present").map(([k]) => k).join(", ") || "agent not ready"})`);
+    log(
+      `${n.node}: recreating ${n.pod} (${
+        Object.entries(n.images)
+          .filter(([, s]) => s.state !== "present")
+          .map(([k]) => k)
+          .join(", ") || "agent not ready"
+      })`,
+    );
     await client.remove(paths.pod(spec.namespace, n.pod), `delete pod ${spec.namespace}/${n.pod}`);
     repaired.push(n.node);
   }
@@ -155,7 +193,11 @@ export async function removeSet(client: KubeClient, ns: string, name: string, de
     const pods = await client.list<Pod>(paths.pods(ns), `list pods of DaemonSet ${ns}/${name}`, selector(name));
     if (pods.length === 0) return;
     if (now() >= deadline) {
-      throw new ImageyardError("TIMEOUT", `delete DaemonSet ${ns}/${name}: ${pods.length} pod(s) still terminating at the deadline (${pods.map((p) => p.metadata.name).join(", ")}). Check the nodes' kubelets.`, { retryable: true });
+      throw new ImageyardError(
+        "TIMEOUT",
+        `delete DaemonSet ${ns}/${name}: ${pods.length} pod(s) still terminating at the deadline (${pods.map((p) => p.metadata.name).join(", ")}). Check the nodes' kubelets.`,
+        { retryable: true },
+      );
     }
     await new Promise((r) => setTimeout(r, deps.pollMs ?? 1000));
   }

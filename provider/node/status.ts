@@ -109,8 +109,21 @@ export function classifyPullError(message: string): string {
   return "pull failed";
 }
 
-const PULL_FAILURES = new Set(["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable", "ErrInvalidImageName"]);
-const CONTAINER_FAILURES = new Set(["CrashLoopBackOff", "CreateContainerError", "CreateContainerConfigError", "RunContainerError", "StartError"]);
+const PULL_FAILURES = new Set([
+  "ErrImagePull",
+  "ImagePullBackOff",
+  "InvalidImageName",
+  "ErrImageNeverPull",
+  "RegistryUnavailable",
+  "ErrInvalidImageName",
+]);
+const CONTAINER_FAILURES = new Set([
+  "CrashLoopBackOff",
+  "CreateContainerError",
+  "CreateContainerConfigError",
+  "RunContainerError",
+  "StartError",
+]);
 
 function initState(st: ContainerStatus | undefined, image: NodeImage, before: string | undefined): ImageState {
   if (!st) return { state: "pending", reason: "pod not started" };
@@ -119,7 +132,8 @@ function initState(st: ContainerStatus | undefined, image: NodeImage, before: st
     const msg = w.message ?? w.reason;
     return { state: "failed", reason: `${classifyPullError(msg)}: ${w.reason}: ${msg}` };
   }
-  if (w?.reason && CONTAINER_FAILURES.has(w.reason)) return { state: "failed", reason: `${w.reason}: ${w.message ?? st.lastState?.terminated?.message ?? ""}`.trim() };
+  if (w?.reason && CONTAINER_FAILURES.has(w.reason))
+    return { state: "failed", reason: `${w.reason}: ${w.message ?? st.lastState?.terminated?.message ?? ""}`.trim() };
   const t = st.state?.terminated;
   if (t && t.exitCode === 0) {
     const digest = digestOfImageId(st.imageID);
@@ -134,11 +148,21 @@ function initState(st: ContainerStatus | undefined, image: NodeImage, before: st
  * Builds one node's state from its pod (or its absence). With `currentHash`, a pod of an older
  * spec or one being deleted only means "being replaced": what it reports is no longer the answer.
  */
-export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[], pin: boolean, probe?: string, currentHash?: string): NodeState {
+export function nodeState(
+  node: Node,
+  pod: Pod | undefined,
+  images: NodeImage[],
+  pin: boolean,
+  probe?: string,
+  currentHash?: string,
+): NodeState {
   const runtime = node.status?.nodeInfo?.containerRuntimeVersion;
   const out: NodeState = { node: node.metadata.name, images: {}, ready: false, warnings: [] };
   if (runtime) out.runtime = runtime;
-  if (pin && runtime && !pinSupported(runtime)) out.warnings.push(`pin not supported by ${runtime.replace("://", " ")} (io.cri-containerd.pinned needs containerd 1.7+): kubelet image GC may remove these images`);
+  if (pin && runtime && !pinSupported(runtime))
+    out.warnings.push(
+      `pin not supported by ${runtime.replace("://", " ")} (io.cri-containerd.pinned needs containerd 1.7+): kubelet image GC may remove these images`,
+    );
   if (!pod) {
     for (const img of images) out.images[img.key] = { state: "pending", reason: "no prepull pod on this node yet" };
     return out;
@@ -157,7 +181,8 @@ export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[],
   images.forEach((img, i) => {
     const name = initContainerName(i);
     let st: ImageState;
-    if (img.archive) st = out.ready ? { state: "present", digest: img.digest } : { state: "pending", reason: "archive not imported on this node yet" };
+    if (img.archive)
+      st = out.ready ? { state: "present", digest: img.digest } : { state: "pending", reason: "archive not imported on this node yet" };
     else st = initState(inits.get(name), img, before);
     if (st.state !== "present") before ??= img.key;
     out.images[img.key] = st;
@@ -165,13 +190,17 @@ export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[],
   if (!out.ready && agent) {
     // Every init container succeeded but the agent is not ready: it failed, or its probe says a name is gone.
     const w = agent.state?.waiting;
-    const failed = w?.reason && CONTAINER_FAILURES.has(w.reason) ? `agent ${w.reason}: ${agent.lastState?.terminated?.message ?? w.message ?? ""}`.trim() : undefined;
+    const failed =
+      w?.reason && CONTAINER_FAILURES.has(w.reason)
+        ? `agent ${w.reason}: ${agent.lastState?.terminated?.message ?? w.message ?? ""}`.trim()
+        : undefined;
     const lost = probe ? `readiness: ${probe}` : undefined;
     const why = failed ?? lost;
     if (why) {
       for (const img of images) {
         const cur = out.images[img.key];
-        if (cur?.state === "present" && (failed || probe?.includes(img.pullRef) || img.retagAs.some((r) => probe?.includes(r)))) out.images[img.key] = { state: "failed", reason: why };
+        if (cur?.state === "present" && (failed || probe?.includes(img.pullRef) || img.retagAs.some((r) => probe?.includes(r))))
+          out.images[img.key] = { state: "failed", reason: why };
       }
     }
   }
@@ -179,7 +208,14 @@ export function nodeState(node: Node, pod: Pod | undefined, images: NodeImage[],
 }
 
 /** The whole set: every covered node, in name order. */
-export function setState(nodes: Node[], pods: Pod[], images: NodeImage[], pin: boolean, probes: Map<string, string> = new Map(), currentHash?: string): SetState {
+export function setState(
+  nodes: Node[],
+  pods: Pod[],
+  images: NodeImage[],
+  pin: boolean,
+  probes: Map<string, string> = new Map(),
+  currentHash?: string,
+): SetState {
   const byNode = new Map<string, Pod>();
   for (const p of pods) {
     const n = p.spec.nodeName;
@@ -199,12 +235,19 @@ export function setState(nodes: Node[], pods: Pod[], images: NodeImage[], pin: b
 
 /** Every failure as "node: image: reason". */
 export function failuresOf(state: SetState): string[] {
-  return state.nodes.flatMap((n) => Object.entries(n.images).filter(([, s]) => s.state === "failed").map(([k, s]) => `${n.node}: ${k}: ${(s as { reason: string }).reason}`));
+  return state.nodes.flatMap((n) =>
+    Object.entries(n.images)
+      .filter(([, s]) => s.state === "failed")
+      .map(([k, s]) => `${n.node}: ${k}: ${(s as { reason: string }).reason}`),
+  );
 }
 
 /** Outputs: node → image → digest, or "failed: …" / "pending: …". */
 export function nodesOutput(state: SetState): Record<string, Record<string, string>> {
   return Object.fromEntries(
-    state.nodes.map((n) => [n.node, Object.fromEntries(Object.entries(n.images).map(([k, s]) => [k, s.state === "present" ? s.digest : `${s.state}: ${s.reason}`]))]),
+    state.nodes.map((n) => [
+      n.node,
+      Object.fromEntries(Object.entries(n.images).map(([k, s]) => [k, s.state === "present" ? s.digest : `${s.state}: ${s.reason}`])),
+    ]),
   );
 }

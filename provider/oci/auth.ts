@@ -121,7 +121,9 @@ export function mergeScopes(...lists: ReadonlyArray<readonly string[]>): string[
       }
     }
   }
-  return [...byResource.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([r, acts]) => `${r}:${[...acts].sort(actionOrder).join(",")}`);
+  return [...byResource.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([r, acts]) => `${r}:${[...acts].sort(actionOrder).join(",")}`);
 }
 
 const ACTION_RANK: Record<string, number> = { pull: 0, push: 1, delete: 2, "*": 3 };
@@ -139,7 +141,14 @@ export function scopesCover(have: readonly string[], want: readonly string[]): b
   return mergeScopes(want).every((s) => {
     const cut = s.lastIndexOf(":");
     const acts = granted.get(s.slice(0, cut));
-    return acts !== undefined && (acts.has("*") || s.slice(cut + 1).split(",").every((a) => acts.has(a)));
+    return (
+      acts !== undefined &&
+      (acts.has("*") ||
+        s
+          .slice(cut + 1)
+          .split(",")
+          .every((a) => acts.has(a)))
+    );
   });
 }
 
@@ -167,7 +176,10 @@ export function clearAuthCache(): void {
 
 export function credentialsKey(c: Credentials | undefined): string {
   if (!c || (!c.username && !c.password && !c.identityToken && !c.registryToken)) return "anonymous";
-  return createHash("sha256").update(JSON.stringify([c.username ?? "", c.password ?? "", c.identityToken ?? "", c.registryToken ?? ""])).digest("hex").slice(0, 32);
+  return createHash("sha256")
+    .update(JSON.stringify([c.username ?? "", c.password ?? "", c.identityToken ?? "", c.registryToken ?? ""]))
+    .digest("hex")
+    .slice(0, 32);
 }
 
 export function basicHeader(username: string, password: string): string {
@@ -279,7 +291,8 @@ export class Authenticator {
     const { credentials } = await this.credentials();
     if (credentials?.registryToken) return `Bearer ${credentials.registryToken}`;
     if (ch.scheme === "basic") {
-      if (credentials?.username !== undefined && credentials.password !== undefined) return basicHeader(credentials.username, credentials.password);
+      if (credentials?.username !== undefined && credentials.password !== undefined)
+        return basicHeader(credentials.username, credentials.password);
       if (!challenged) return undefined;
       throw this.unauthorizedError(who);
     }
@@ -318,7 +331,11 @@ export class Authenticator {
 
   private forget(headerValue: string): void {
     const list = tokenCache.get(this.key());
-    if (list) tokenCache.set(this.key(), list.filter((e) => e.header !== headerValue));
+    if (list)
+      tokenCache.set(
+        this.key(),
+        list.filter((e) => e.header !== headerValue),
+      );
   }
 
   private async fetchToken(ch: Challenge, scopes: readonly string[], c: Credentials | undefined, who: AuthSubject): Promise<string> {
@@ -327,12 +344,21 @@ export class Authenticator {
     try {
       url = new URL(realm);
     } catch {
-      throw new ImageyardError("REGISTRY_UNAUTHORIZED", `${who.operation} ${who.target}: the token realm "${realm}" is not a URL (401 UNAUTHORIZED). Check the registry's auth configuration.`);
+      throw new ImageyardError(
+        "REGISTRY_UNAUTHORIZED",
+        `${who.operation} ${who.target}: the token realm "${realm}" is not a URL (401 UNAUTHORIZED). Check the registry's auth configuration.`,
+      );
     }
     const sendsSecrets = c?.identityToken !== undefined || (c?.username !== undefined && c.password !== undefined);
     if (sendsSecrets) this.checkRealm(url, who);
     const service = ch.params.service;
-    const target = { operation: who.operation, target: who.target, registry: this.opts.registry, object: "registry" as const, ...this.describe() };
+    const target = {
+      operation: who.operation,
+      target: who.target,
+      registry: this.opts.registry,
+      object: "registry" as const,
+      ...this.describe(),
+    };
     const common = {
       dispatcher: this.opts.dispatcher,
       signal: this.opts.signal,
@@ -341,11 +367,23 @@ export class Authenticator {
     };
     let res: HttpResponse;
     if (c?.identityToken) {
-      const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: c.identityToken, client_id: CLIENT_ID, access_type: "offline" });
+      const form = new URLSearchParams({
+        grant_type: "refresh_token",
+        refresh_token: c.identityToken,
+        client_id: CLIENT_ID,
+        access_type: "offline",
+      });
       if (service) form.set("service", service);
       if (scopes.length) form.set("scope", scopes.join(" "));
       res = await this.observe("POST", url.toString(), () =>
-        send({ ...common, method: "POST", url: url.toString(), ok: [200], headers: { "content-type": "application/x-www-form-urlencoded" }, body: form.toString() }),
+        send({
+          ...common,
+          method: "POST",
+          url: url.toString(),
+          ok: [200],
+          headers: { "content-type": "application/x-www-form-urlencoded" },
+          body: form.toString(),
+        }),
       );
     } else {
       if (service) url.searchParams.set("service", service);
@@ -358,14 +396,25 @@ export class Authenticator {
       }
       res = await this.observe("GET", url.toString(), () => send({ ...common, method: "GET", url: url.toString(), ok: [200], headers }));
     }
-    const doc = await readJson<{ token?: string; access_token?: string; expires_in?: number }>(res, `${who.operation} ${who.target}`, 256 * 1024);
+    const doc = await readJson<{ token?: string; access_token?: string; expires_in?: number }>(
+      res,
+      `${who.operation} ${who.target}`,
+      256 * 1024,
+    );
     const token = doc.token ?? doc.access_token;
     if (!token) {
-      throw new ImageyardError("REGISTRY_UNAUTHORIZED", `${who.operation} ${who.target}: the token service answered without a token (200). Check the registry's auth configuration.`);
+      throw new ImageyardError(
+        "REGISTRY_UNAUTHORIZED",
+        `${who.operation} ${who.target}: the token service answered without a token (200). Check the registry's auth configuration.`,
+      );
     }
     const lifetime = typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : DEFAULT_TOKEN_LIFETIME_S;
     // Recorded as requested: a token granted less shows up as a 401, is forgotten and re-fetched once.
-    const entry: CachedToken = { scopes: mergeScopes(scopes), header: `Bearer ${token}`, expiresAt: this.now() + Math.max(lifetime * 1000 - TOKEN_SKEW_MS, lifetime * 500) };
+    const entry: CachedToken = {
+      scopes: mergeScopes(scopes),
+      header: `Bearer ${token}`,
+      expiresAt: this.now() + Math.max(lifetime * 1000 - TOKEN_SKEW_MS, lifetime * 500),
+    };
     const list = (tokenCache.get(this.key()) ?? []).filter((e) => !scopesCover(entry.scopes, e.scopes));
     list.push(entry);
     tokenCache.set(this.key(), list.slice(-MAX_TOKENS_PER_KEY));

@@ -83,7 +83,10 @@ export class RegistryTransport {
   /** "the source registry 127.0.0.1:5001", for messages. */
   readonly peer: string;
 
-  constructor(registry: string, protected readonly opts: RegistryOptions = {}) {
+  constructor(
+    registry: string,
+    protected readonly opts: RegistryOptions = {},
+  ) {
     this.registry = registry;
     this.host = apiHost(registry);
     this.peer = `the ${opts.side ? `${opts.side} ` : ""}registry ${registry}`;
@@ -91,7 +94,11 @@ export class RegistryTransport {
       host: this.host,
       budgetMs: opts.rateLimitBudgetMs ?? DEFAULT_RATE_LIMIT_BUDGET_MS,
       onPause: (p) =>
-        opts.onProgress?.({ phase: "wait", item: registry, message: `rate-limited (${p.reason}): pausing requests for ${formatSeconds(p.waitMs)} (${formatSeconds(p.spentMs)} of ${formatSeconds(p.budgetMs)} budget used)` }),
+        opts.onProgress?.({
+          phase: "wait",
+          item: registry,
+          message: `rate-limited (${p.reason}): pausing requests for ${formatSeconds(p.waitMs)} (${formatSeconds(p.spentMs)} of ${formatSeconds(p.budgetMs)} budget used)`,
+        }),
     };
     this.retry = opts.retry ?? DEFAULT_RETRY;
     const tls = tlsOptions(opts);
@@ -148,7 +155,8 @@ export class RegistryTransport {
       rememberScheme(this.host, "https");
       return res;
     } catch (e) {
-      if (!(e instanceof ImageyardError) || e.status !== undefined || e.code === "TLS_ERROR" || e.code === "CANCELLED" || isStream(c.body)) throw e;
+      if (!(e instanceof ImageyardError) || e.status !== undefined || e.code === "TLS_ERROR" || e.code === "CANCELLED" || isStream(c.body))
+        throw e;
       const res = await this.sendTo(c, `http://${this.host}${c.path}`, authorization, expect401);
       rememberScheme(this.host, "http");
       return res;
@@ -159,7 +167,14 @@ export class RegistryTransport {
     const headers: Record<string, string> = { ...c.headers };
     // Credentials go to the registry's own host only, never to a Location on another one.
     if (authorization && new URL(url).host === this.host) headers.authorization = authorization;
-    const target: () => RegistryTarget = () => ({ operation: c.operation, target: c.target, registry: this.registry, object: c.object, peer: this.peer, ...this.auth.describe() });
+    const target: () => RegistryTarget = () => ({
+      operation: c.operation,
+      target: c.target,
+      registry: this.registry,
+      object: c.object,
+      peer: this.peer,
+      ...this.auth.describe(),
+    });
     const req: HttpRequest = {
       method: c.method,
       url,
@@ -176,7 +191,9 @@ export class RegistryTransport {
     if (signal) req.signal = signal;
     try {
       // A streamed body's silence is the caller's to watch (its bytes say whether it moves).
-      const res = isStream(c.body) ? await send(req) : await waitingFor(this.opts.waits, c.what ?? `${c.operation} ${c.target}`, this.peer, () => send(req));
+      const res = isStream(c.body)
+        ? await send(req)
+        : await waitingFor(this.opts.waits, c.what ?? `${c.operation} ${c.target}`, this.peer, () => send(req));
       this.opts.onRequest?.(c.method, stripQuery(url), res.status);
       return res;
     } catch (e) {
@@ -192,12 +209,27 @@ export class RegistryTransport {
    */
   private unauthorized(c: Call, res: HttpResponse): ImageyardError {
     const who = this.auth.describe();
-    const insufficient = parseChallenges(res.headers["www-authenticate"]).some((ch) => ch.scheme === "bearer" && ch.params.error === "insufficient_scope");
+    const insufficient = parseChallenges(res.headers["www-authenticate"]).some(
+      (ch) => ch.scheme === "bearer" && ch.params.error === "insufficient_scope",
+    );
     const target: RegistryTarget = { operation: c.operation, target: c.target, registry: this.registry, object: c.object, ...who };
     const status = insufficient && who.hadCredentials ? 403 : 401;
-    const err = registryError({ request: { method: c.method, url: c.path, ok: c.ok, operation: c.operation }, status, headers: res.headers, body: "", retryAfterMs: undefined }, target);
+    const err = registryError(
+      {
+        request: { method: c.method, url: c.path, ok: c.ok, operation: c.operation },
+        status,
+        headers: res.headers,
+        body: "",
+        retryAfterMs: undefined,
+      },
+      target,
+    );
     if (status === 403) {
-      return new ImageyardError("REGISTRY_DENIED", err.message.replace("(403 DENIED)", `(401 insufficient_scope; requested ${c.scopes.join(" ")})`), { status: 401, cause: err });
+      return new ImageyardError(
+        "REGISTRY_DENIED",
+        err.message.replace("(403 DENIED)", `(401 insufficient_scope; requested ${c.scopes.join(" ")})`),
+        { status: 401, cause: err },
+      );
     }
     return err;
   }
@@ -205,7 +237,11 @@ export class RegistryTransport {
   /** The newest Location, made absolute. */
   protected location(res: HttpResponse, base: string): string {
     const loc = header(res.headers, "location");
-    if (!loc) throw new ImageyardError("HTTP_ERROR", `push ${this.registry}: the registry answered an upload call without a Location header. Check the registry.`);
+    if (!loc)
+      throw new ImageyardError(
+        "HTTP_ERROR",
+        `push ${this.registry}: the registry answered an upload call without a Location header. Check the registry.`,
+      );
     const baseUrl = /^https?:\/\//.test(base) ? base : `${this.fixedScheme ?? knownScheme(this.host) ?? "https"}://${this.host}${base}`;
     return new URL(loc, baseUrl).toString();
   }

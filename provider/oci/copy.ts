@@ -16,7 +16,20 @@ import { isSignatureTag, signatureTags } from "./walk";
 
 export { withDeadline } from "./deadline";
 export { executeCopy, type CopyResult } from "./execute";
-export { forgetKnownLocations, planCopy, summarizePlan, type BlobAction, type CopyDeps, type CopyPlan, type CopyRequest, type ManifestRole, type PlannedBlob, type PlannedManifest, type PlanTotals, type StoreSide } from "./plan";
+export {
+  forgetKnownLocations,
+  planCopy,
+  summarizePlan,
+  type BlobAction,
+  type CopyDeps,
+  type CopyPlan,
+  type CopyRequest,
+  type ManifestRole,
+  type PlannedBlob,
+  type PlannedManifest,
+  type PlanTotals,
+  type StoreSide,
+} from "./plan";
 export { formatLocation, parseLocation, resolveTarget, type ImageLocation } from "./location";
 
 /** Plans, then executes: the whole copy, within deps.timeoutMs (or the deadline of deps.signal). */
@@ -88,11 +101,16 @@ export async function removeImage(targetRef: string, digest: string, options: Re
   const others = tags.filter((t) => t !== tag && !isSignatureTag(t));
   const cap = options.maxTagChecks ?? 100;
   if (others.length > cap) {
-    return { tagDeleted, manifestDeleted: false, note: `the repository has ${others.length} other tags (more than ${cap} to check); kept manifest ${digest}` };
+    return {
+      tagDeleted,
+      manifestDeleted: false,
+      note: `the repository has ${others.length} other tags (more than ${cap} to check); kept manifest ${digest}`,
+    };
   }
   const heads = await mapLimit(others, 4, (t) => client.headManifest(repo, t));
   const holder = others.find((_t, i) => heads[i]?.digest === digest);
-  if (holder !== undefined) return { tagDeleted, manifestDeleted: false, note: `tag ${holder} still points at ${digest}; kept the manifest` };
+  if (holder !== undefined)
+    return { tagDeleted, manifestDeleted: false, note: `tag ${holder} still points at ${digest}; kept the manifest` };
 
   // What the copy wrote along with the image: children of an index and cosign signature tags.
   const root = await client.getManifest(repo, digest).catch(() => undefined);
@@ -105,7 +123,11 @@ export async function removeImage(targetRef: string, digest: string, options: Re
     return { tagDeleted: tag !== undefined, manifestDeleted, ...(extras ? { note: extras } : {}) };
   } catch (e) {
     if (isImageyardError(e, "UNSUPPORTED")) {
-      return { tagDeleted, manifestDeleted: false, note: `the registry does not allow deletes (UNSUPPORTED); ${tagDeleted ? "the manifest stays" : "the tag and manifest stay"}. Enable deletes on the registry (storage.delete.enabled) to clean up` };
+      return {
+        tagDeleted,
+        manifestDeleted: false,
+        note: `the registry does not allow deletes (UNSUPPORTED); ${tagDeleted ? "the manifest stays" : "the tag and manifest stay"}. Enable deletes on the registry (storage.delete.enabled) to clean up`,
+      };
     }
     throw e;
   }

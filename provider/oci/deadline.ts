@@ -18,9 +18,15 @@ export function isTimeoutReason(reason: unknown): boolean {
  * caller) and a wait board; a failure caused by the deadline becomes TIMEOUT naming the wait that
  * had been silent longest when it passed.
  */
-export async function withDeadline<T>(label: { source: string; target: string }, deps: CopyDeps, fn: (deps: CopyDeps) => Promise<T>): Promise<T> {
+export async function withDeadline<T>(
+  label: { source: string; target: string },
+  deps: CopyDeps,
+  fn: (deps: CopyDeps) => Promise<T>,
+): Promise<T> {
   const waits = deps.waits ?? new WaitBoard();
-  const parts = [deps.signal, deps.timeoutMs !== undefined ? AbortSignal.timeout(deps.timeoutMs) : undefined].filter((s): s is AbortSignal => s !== undefined);
+  const parts = [deps.signal, deps.timeoutMs !== undefined ? AbortSignal.timeout(deps.timeoutMs) : undefined].filter(
+    (s): s is AbortSignal => s !== undefined,
+  );
   const signal = parts.length > 1 ? AbortSignal.any(parts) : parts[0];
   const started = Date.now();
   let stalled: { wait: Wait; silentMs: number } | undefined;
@@ -30,7 +36,9 @@ export async function withDeadline<T>(label: { source: string; target: string },
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   const onProgress = deps.onProgress;
-  const stopWatch = onProgress ? waits.watch(deps.waitNoticeMs ?? DEFAULT_NOTICE_MS, (line) => onProgress({ phase: "notice", message: line })) : () => {};
+  const stopWatch = onProgress
+    ? waits.watch(deps.waitNoticeMs ?? DEFAULT_NOTICE_MS, (line) => onProgress({ phase: "notice", message: line }))
+    : () => {};
   try {
     return await fn({ ...deps, waits, ...(signal ? { signal } : {}) });
   } catch (e) {
@@ -42,7 +50,12 @@ export async function withDeadline<T>(label: { source: string; target: string },
   }
 }
 
-function timeoutError(label: { source: string; target: string }, elapsedMs: number, stalled: { wait: Wait; silentMs: number } | undefined, cause: unknown): ImageyardError {
+function timeoutError(
+  label: { source: string; target: string },
+  elapsedMs: number,
+  stalled: { wait: Wait; silentMs: number } | undefined,
+  cause: unknown,
+): ImageyardError {
   const secs = (ms: number) => `${Math.round(ms / 1000)} s`;
   const what = stalled
     ? `timed out after ${secs(elapsedMs)} waiting for ${stalled.wait.what} from ${stalled.wait.peer} (silent for ${secs(stalled.silentMs)})`

@@ -15,7 +15,10 @@ const HEX_LENGTH: Record<DigestAlgorithm, number> = { sha256: 64, sha512: 128 };
 export function algorithmOf(digest: string): DigestAlgorithm {
   const alg = digest.slice(0, digest.indexOf(":"));
   if (alg !== "sha256" && alg !== "sha512") {
-    throw new ImageyardError("UNSUPPORTED", `verify ${digest}: digest algorithm "${alg}" is not supported (UNSUPPORTED). Use images addressed by sha256 or sha512.`);
+    throw new ImageyardError(
+      "UNSUPPORTED",
+      `verify ${digest}: digest algorithm "${alg}" is not supported (UNSUPPORTED). Use images addressed by sha256 or sha512.`,
+    );
   }
   return alg;
 }
@@ -25,7 +28,10 @@ export function hexOf(digest: string): string {
   const alg = algorithmOf(digest);
   const hex = digest.slice(alg.length + 1);
   if (!new RegExp(`^[a-f0-9]{${HEX_LENGTH[alg]}}$`).test(hex)) {
-    throw new ImageyardError("INVALID_INPUT", `verify ${digest}: not a well-formed ${alg} digest (INVALID_INPUT). Check the manifest that names it.`);
+    throw new ImageyardError(
+      "INVALID_INPUT",
+      `verify ${digest}: not a well-formed ${alg} digest (INVALID_INPUT). Check the manifest that names it.`,
+    );
   }
   return hex;
 }

@@ -9,7 +9,10 @@ import type { Credentials } from "./auth";
 import { DOCKER_HUB } from "./reference";
 
 export interface DockerConfigFile {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string; email?: string }>;
+  auths?: Record<
+    string,
+    { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string; email?: string }
+  >;
   credHelpers?: Record<string, string>;
   credsStore?: string;
 }
@@ -28,7 +31,14 @@ export interface LookupOptions {
   helperTimeoutMs?: number;
 }
 
-const DOCKER_HUB_KEYS = ["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io", "https://index.docker.io/v1", "registry.hub.docker.com"];
+const DOCKER_HUB_KEYS = [
+  "https://index.docker.io/v1/",
+  "index.docker.io",
+  "docker.io",
+  "registry-1.docker.io",
+  "https://index.docker.io/v1",
+  "registry.hub.docker.com",
+];
 
 /** The files searched, in order (skopeo's order: containers auth first, then docker's). */
 export function configPaths(env: NodeJS.ProcessEnv = process.env): string[] {
@@ -77,19 +87,31 @@ async function readConfig(path: string, explicit: boolean): Promise<DockerConfig
     text = await readFile(path, "utf8");
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT" && !explicit) return undefined;
-    throw new ImageyardError("INVALID_INPUT", `read docker config ${path}: ${(e as Error).message}. Check the dockerConfig path.`, { cause: e });
+    throw new ImageyardError("INVALID_INPUT", `read docker config ${path}: ${(e as Error).message}. Check the dockerConfig path.`, {
+      cause: e,
+    });
   }
   try {
     const doc = JSON.parse(text) as unknown;
     if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new Error("not a JSON object");
     return doc as DockerConfigFile;
   } catch (e) {
-    throw new ImageyardError("INVALID_INPUT", `read docker config ${path}: not valid JSON (${(e as Error).message}). Fix or remove the file.`, { cause: e });
+    throw new ImageyardError(
+      "INVALID_INPUT",
+      `read docker config ${path}: not valid JSON (${(e as Error).message}). Fix or remove the file.`,
+      { cause: e },
+    );
   }
 }
 
 /** Resolves one config document: credHelpers[host], then the file's auths, then credsStore. */
-export async function fromConfig(config: DockerConfigFile, registry: string, path: string, env: NodeJS.ProcessEnv = process.env, timeoutMs?: number): Promise<FoundCredentials | undefined> {
+export async function fromConfig(
+  config: DockerConfigFile,
+  registry: string,
+  path: string,
+  env: NodeJS.ProcessEnv = process.env,
+  timeoutMs?: number,
+): Promise<FoundCredentials | undefined> {
   const helperKey = Object.keys(config.credHelpers ?? {}).find((k) => matches(k, registry));
   if (helperKey) {
     const helper = config.credHelpers![helperKey]!;
@@ -112,7 +134,11 @@ function decodeAuthEntry(entry: NonNullable<DockerConfigFile["auths"]>[string], 
   if (entry.auth) {
     const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
     const colon = decoded.indexOf(":");
-    if (colon < 0) throw new ImageyardError("INVALID_INPUT", `read docker config ${path}: the "auth" of "${key}" is not base64 of user:password. Log in again.`);
+    if (colon < 0)
+      throw new ImageyardError(
+        "INVALID_INPUT",
+        `read docker config ${path}: the "auth" of "${key}" is not base64 of user:password. Log in again.`,
+      );
     c.username = decoded.slice(0, colon);
     c.password = decoded.slice(colon + 1);
   } else if (entry.username !== undefined && entry.password !== undefined) {
@@ -128,28 +154,58 @@ function decodeAuthEntry(entry: NonNullable<DockerConfigFile["auths"]>[string], 
  * Runs `docker-credential-<name> get`: the server URL on stdin, JSON {Username, Secret} on stdout.
  * Username "<token>" means the secret is an identity (refresh) token. "not found" means none.
  */
-export function runCredentialHelper(name: string, server: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = 30_000): Promise<Credentials | undefined> {
+export function runCredentialHelper(
+  name: string,
+  server: string,
+  env: NodeJS.ProcessEnv = process.env,
+  timeoutMs = 30_000,
+): Promise<Credentials | undefined> {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) {
-    return Promise.reject(new ImageyardError("INVALID_INPUT", `credential helper "${name}" has an invalid name. Fix credHelpers/credsStore in the docker config.`));
+    return Promise.reject(
+      new ImageyardError(
+        "INVALID_INPUT",
+        `credential helper "${name}" has an invalid name. Fix credHelpers/credsStore in the docker config.`,
+      ),
+    );
   }
   const program = `docker-credential-${name}`;
   return new Promise((resolve, reject) => {
-    const child = execFile(program, ["get"], { env, timeout: timeoutMs, maxBuffer: 1024 * 1024, windowsHide: true }, (err, stdout, stderr) => {
-      if (err) {
-        const text = `${stdout}\n${stderr}`.toLowerCase();
-        if (text.includes("credentials not found") || text.includes("not found in native keychain")) return resolve(undefined);
-        const why = (err as NodeJS.ErrnoException).code === "ENOENT" ? `${program} is not on PATH` : `it failed (${stderr.toString().trim().slice(0, 200) || err.message})`;
-        return reject(new ImageyardError("REGISTRY_UNAUTHORIZED", `get credentials for ${server} from ${program}: ${why}. Install the helper or fix credHelpers/credsStore in the docker config.`, { cause: err }));
-      }
-      try {
-        const doc = JSON.parse(stdout.toString()) as { Username?: string; Secret?: string };
-        if (!doc.Secret) return resolve(undefined);
-        if (doc.Username === "<token>") return resolve({ identityToken: doc.Secret });
-        resolve({ username: doc.Username ?? "", password: doc.Secret });
-      } catch (e) {
-        reject(new ImageyardError("REGISTRY_UNAUTHORIZED", `get credentials for ${server} from ${program}: the helper printed something other than JSON. Check the helper.`, { cause: e }));
-      }
-    });
+    const child = execFile(
+      program,
+      ["get"],
+      { env, timeout: timeoutMs, maxBuffer: 1024 * 1024, windowsHide: true },
+      (err, stdout, stderr) => {
+        if (err) {
+          const text = `${stdout}\n${stderr}`.toLowerCase();
+          if (text.includes("credentials not found") || text.includes("not found in native keychain")) return resolve(undefined);
+          const why =
+            (err as NodeJS.ErrnoException).code === "ENOENT"
+              ? `${program} is not on PATH`
+              : `it failed (${stderr.toString().trim().slice(0, 200) || err.message})`;
+          return reject(
+            new ImageyardError(
+              "REGISTRY_UNAUTHORIZED",
+              `get credentials for ${server} from ${program}: ${why}. Install the helper or fix credHelpers/credsStore in the docker config.`,
+              { cause: err },
+            ),
+          );
+        }
+        try {
+          const doc = JSON.parse(stdout.toString()) as { Username?: string; Secret?: string };
+          if (!doc.Secret) return resolve(undefined);
+          if (doc.Username === "<token>") return resolve({ identityToken: doc.Secret });
+          resolve({ username: doc.Username ?? "", password: doc.Secret });
+        } catch (e) {
+          reject(
+            new ImageyardError(
+              "REGISTRY_UNAUTHORIZED",
+              `get credentials for ${server} from ${program}: the helper printed something other than JSON. Check the helper.`,
+              { cause: e },
+            ),
+          );
+        }
+      },
+    );
     child.stdin?.end(server);
   });
 }

@@ -103,7 +103,10 @@ export async function executeCopy(plan: CopyPlan, deps: CopyDeps = {}): Promise<
   checkCancelled(signal, plan);
   const stored = await target.putManifest(plan.tag, root.bytes, root.mediaType, { root: true });
   if (stored !== plan.digest) {
-    throw new ImageyardError("DIGEST_MISMATCH", `push ${plan.tagRef}: stored digest ${stored}, planned ${plan.digest} (DIGEST_MISMATCH). Report this: the manifest bytes changed between plan and push.`);
+    throw new ImageyardError(
+      "DIGEST_MISMATCH",
+      `push ${plan.tagRef}: stored digest ${stored}, planned ${plan.digest} (DIGEST_MISMATCH). Report this: the manifest bytes changed between plan and push.`,
+    );
   }
   onProgress?.({ phase: "manifest", item: plan.tagRef, done: true, message: plan.digest });
   return result;
@@ -115,13 +118,17 @@ async function mountBlob(target: ImageStore, b: PlannedBlob): Promise<boolean> {
   try {
     return await target.mountBlob(b.digest, b.mountFrom);
   } catch (e) {
-    if (isImageyardError(e, "REGISTRY_DENIED") || isImageyardError(e, "REGISTRY_UNAUTHORIZED") || isImageyardError(e, "NAME_UNKNOWN")) return false;
+    if (isImageyardError(e, "REGISTRY_DENIED") || isImageyardError(e, "REGISTRY_UNAUTHORIZED") || isImageyardError(e, "NAME_UNKNOWN"))
+      return false;
     throw e;
   }
 }
 
 function checkCancelled(signal: AbortSignal | undefined, plan: CopyPlan): void {
   if (signal?.aborted) {
-    throw new ImageyardError("CANCELLED", `copy ${plan.source} → ${plan.tagRef}: cancelled before it finished (CANCELLED); the target tag was not changed. Run again to finish.`);
+    throw new ImageyardError(
+      "CANCELLED",
+      `copy ${plan.source} → ${plan.tagRef}: cancelled before it finished (CANCELLED); the target tag was not changed. Run again to finish.`,
+    );
   }
 }

@@ -65,12 +65,18 @@ export class LayoutStore implements ImageStore {
   async getManifest(reference: string): Promise<ManifestResponse> {
     const info = await this.headManifest(reference);
     if (!info) {
-      throw new ImageyardError("MANIFEST_UNKNOWN", `read ${this.name}${reference ? `:${reference}` : ""}: manifest not found in index.json (MANIFEST_UNKNOWN). Check the tag; tags here: ${(await this.listTags()).join(", ") || "none"}.`);
+      throw new ImageyardError(
+        "MANIFEST_UNKNOWN",
+        `read ${this.name}${reference ? `:${reference}` : ""}: manifest not found in index.json (MANIFEST_UNKNOWN). Check the tag; tags here: ${(await this.listTags()).join(", ") || "none"}.`,
+      );
     }
     const bytes = await this.readManifestBlob(info.digest);
     const got = digestBytes(bytes, algorithmOf(info.digest));
     if (got !== info.digest) {
-      throw new ImageyardError("DIGEST_MISMATCH", `read ${this.name}@${info.digest}: the file hashes to ${got} (DIGEST_MISMATCH). The layout is damaged; copy it again.`);
+      throw new ImageyardError(
+        "DIGEST_MISMATCH",
+        `read ${this.name}@${info.digest}: the file hashes to ${got} (DIGEST_MISMATCH). The layout is damaged; copy it again.`,
+      );
     }
     return { bytes, digest: info.digest, mediaType: info.mediaType || parseManifest(bytes).mediaType, size: bytes.length };
   }
@@ -83,7 +89,9 @@ export class LayoutStore implements ImageStore {
     await this.updateIndex((index) => {
       const entry: Descriptor = { mediaType, digest, size: bytes.length };
       if (tag !== undefined) entry.annotations = { [REF_NAME]: tag };
-      index.manifests = index.manifests.filter((d) => (tag !== undefined ? refName(d) !== tag : d.digest !== digest || refName(d) !== undefined));
+      index.manifests = index.manifests.filter((d) =>
+        tag !== undefined ? refName(d) !== tag : d.digest !== digest || refName(d) !== undefined,
+      );
       index.manifests.push(entry);
     });
     return digest;
@@ -94,7 +102,11 @@ export class LayoutStore implements ImageStore {
     try {
       await stat(path);
     } catch (e) {
-      if (isMissing(e)) throw new ImageyardError("BLOB_UNKNOWN", `read ${this.name}@${digest}: blob file ${path} is missing (BLOB_UNKNOWN). The layout is incomplete; copy the image into it again.`);
+      if (isMissing(e))
+        throw new ImageyardError(
+          "BLOB_UNKNOWN",
+          `read ${this.name}@${digest}: blob file ${path} is missing (BLOB_UNKNOWN). The layout is incomplete; copy the image into it again.`,
+        );
       throw e;
     }
     return createReadStream(path);
@@ -150,14 +162,20 @@ export class LayoutStore implements ImageStore {
   private onlyImage(index: LayoutIndex): Descriptor | undefined {
     if (index.manifests.length <= 1) return index.manifests[0];
     const tags = index.manifests.map(refName).filter(Boolean);
-    throw new ImageyardError("INVALID_INPUT", `read ${this.name}: the layout holds ${index.manifests.length} images; name one as oci:${this.path}:TAG (tags: ${tags.join(", ") || "none"}).`);
+    throw new ImageyardError(
+      "INVALID_INPUT",
+      `read ${this.name}: the layout holds ${index.manifests.length} images; name one as oci:${this.path}:TAG (tags: ${tags.join(", ") || "none"}).`,
+    );
   }
 
   private async readManifestBlob(digest: string): Promise<Buffer> {
     const path = this.blobPath(digest);
     const size = await sizeOf(path);
     if (size !== undefined && size > MAX_MANIFEST_BYTES) {
-      throw new ImageyardError("MANIFEST_INVALID", `read ${this.name}@${digest}: ${size} bytes is too large for a manifest (MANIFEST_INVALID). Check the layout.`);
+      throw new ImageyardError(
+        "MANIFEST_INVALID",
+        `read ${this.name}@${digest}: ${size} bytes is too large for a manifest (MANIFEST_INVALID). Check the layout.`,
+      );
     }
     return readFile(path);
   }
@@ -169,7 +187,11 @@ export class LayoutStore implements ImageStore {
       text = await readFile(join(this.path, "index.json"), "utf8");
     } catch (e) {
       if (isMissing(e) && !mustExist) return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
-      if (isMissing(e)) throw new ImageyardError("INVALID_INPUT", `read ${this.name}: not an OCI image layout (no index.json). Point at a directory written by imageyard, skopeo or crane.`);
+      if (isMissing(e))
+        throw new ImageyardError(
+          "INVALID_INPUT",
+          `read ${this.name}: not an OCI image layout (no index.json). Point at a directory written by imageyard, skopeo or crane.`,
+        );
       throw e;
     }
     try {
@@ -177,7 +199,11 @@ export class LayoutStore implements ImageStore {
       if (!Array.isArray(doc.manifests)) throw new Error("manifests is not an array");
       return doc;
     } catch (e) {
-      throw new ImageyardError("INVALID_INPUT", `read ${this.name}/index.json: not a valid image index (${(e as Error).message}). Repair or recreate the layout.`, { cause: e });
+      throw new ImageyardError(
+        "INVALID_INPUT",
+        `read ${this.name}/index.json: not a valid image index (${(e as Error).message}). Repair or recreate the layout.`,
+        { cause: e },
+      );
     }
   }
 

@@ -3,7 +3,15 @@
 // registry → layout and layout → registry (air-gapped hand-over).
 import { resolve as resolvePath } from "node:path";
 import { ImageyardError } from "../http/errors";
-import { formatReference, isValidTag, parseReference, redactUserinfo, validateDigest, type ImageReference, type ParseOptions } from "./reference";
+import {
+  formatReference,
+  isValidTag,
+  parseReference,
+  redactUserinfo,
+  validateDigest,
+  type ImageReference,
+  type ParseOptions,
+} from "./reference";
 
 export type ImageLocation = RegistryLocation | LayoutLocation | ArchiveLocation;
 
@@ -46,7 +54,11 @@ const ARCHIVE_FORMATS = ["docker-archive", "oci-archive"] as const;
 
 /** Parses "docker://host/repo:tag", "host/repo@sha256:…", "oci:/dir:tag" or "oci-layout:dir". */
 export function parseLocation(input: string, opts: ParseOptions = {}): ImageLocation {
-  if (typeof input !== "string") throw new ImageyardError("INVALID_INPUT", `parse image location ${String(input)}: not a string. Write it as a reference ("127.0.0.1:5001/team/app:v1") or "oci:PATH[:tag]".`);
+  if (typeof input !== "string")
+    throw new ImageyardError(
+      "INVALID_INPUT",
+      `parse image location ${String(input)}: not a string. Write it as a reference ("127.0.0.1:5001/team/app:v1") or "oci:PATH[:tag]".`,
+    );
   const format = ARCHIVE_FORMATS.find((f) => input.startsWith(`${f}:`));
   if (format) return parseArchive(input, format, input.slice(format.length + 1));
   const prefix = LAYOUT_PREFIXES.find((p) => input.startsWith(p));
@@ -60,7 +72,10 @@ export function parseLocation(input: string, opts: ParseOptions = {}): ImageLoca
 
 function parseLayout(input: string, rest: string): LayoutLocation {
   const bad = (why: string) =>
-    new ImageyardError("INVALID_INPUT", `parse image location "${redactUserinfo(input)}": ${why}. Write an OCI layout as oci:PATH[:tag] or oci:PATH@sha256:<64 hex>, e.g. "oci:/srv/images/app:v1".`);
+    new ImageyardError(
+      "INVALID_INPUT",
+      `parse image location "${redactUserinfo(input)}": ${why}. Write an OCI layout as oci:PATH[:tag] or oci:PATH@sha256:<64 hex>, e.g. "oci:/srv/images/app:v1".`,
+    );
   let path = rest;
   let tag: string | undefined;
   let digest: string | undefined;

@@ -67,13 +67,19 @@ export function manifestMediaType(bytes: Buffer, contentType: string | undefined
 export function verifyDigest(bytes: Buffer, expected: string, what: string): string {
   const got = digestBytes(bytes, algorithmOf(expected));
   if (got !== expected) {
-    throw new ImageyardError("DIGEST_MISMATCH", `${what}: expected ${expected}, got ${got} after ${bytes.length} bytes (DIGEST_MISMATCH). The registry served different content; nothing was written.`);
+    throw new ImageyardError(
+      "DIGEST_MISMATCH",
+      `${what}: expected ${expected}, got ${got} after ${bytes.length} bytes (DIGEST_MISMATCH). The registry served different content; nothing was written.`,
+    );
   }
   return expected;
 }
 
 function invalid(what: string, why: string): ImageyardError {
-  return new ImageyardError("MANIFEST_INVALID", `parse ${what}: ${why} (MANIFEST_INVALID). The registry served a document that is not a valid OCI/Docker manifest; check the source image.`);
+  return new ImageyardError(
+    "MANIFEST_INVALID",
+    `parse ${what}: ${why} (MANIFEST_INVALID). The registry served a document that is not a valid OCI/Docker manifest; check the source image.`,
+  );
 }
 
 /** Parses and validates manifest or index bytes. `contentType` is the response header, if any. */
@@ -81,7 +87,10 @@ export function parseManifest(bytes: Buffer, contentType?: string, what = "manif
   const digest = digestOf(bytes);
   const label = `${what} ${digest.slice(0, 19)}`;
   if (isSchema1(contentType)) {
-    throw new ImageyardError("UNSUPPORTED", `parse ${label}: Docker schema 1 manifests are not supported (UNSUPPORTED). Re-push the image with a current client (schema 2 or OCI).`);
+    throw new ImageyardError(
+      "UNSUPPORTED",
+      `parse ${label}: Docker schema 1 manifests are not supported (UNSUPPORTED). Re-push the image with a current client (schema 2 or OCI).`,
+    );
   }
   let doc: unknown;
   try {
@@ -91,7 +100,10 @@ export function parseManifest(bytes: Buffer, contentType?: string, what = "manif
   }
   if (!isObject(doc)) throw invalid(label, "not a JSON object");
   if (doc.schemaVersion === 1) {
-    throw new ImageyardError("UNSUPPORTED", `parse ${label}: Docker schema 1 manifests are not supported (UNSUPPORTED). Re-push the image with a current client (schema 2 or OCI).`);
+    throw new ImageyardError(
+      "UNSUPPORTED",
+      `parse ${label}: Docker schema 1 manifests are not supported (UNSUPPORTED). Re-push the image with a current client (schema 2 or OCI).`,
+    );
   }
   if (doc.schemaVersion !== 2) throw invalid(label, `schemaVersion is ${JSON.stringify(doc.schemaVersion)}, expected 2`);
 
@@ -102,7 +114,14 @@ export function parseManifest(bytes: Buffer, contentType?: string, what = "manif
   mediaType ??= Array.isArray(doc.manifests) ? OCI_INDEX : OCI_MANIFEST;
   if (!isIndex(mediaType) && !isManifest(mediaType)) throw invalid(label, `unknown mediaType "${mediaType}"`);
 
-  const out: ParsedManifest = { kind: isIndex(mediaType) ? "index" : "manifest", mediaType, digest, size: bytes.length, children: [], layers: [] };
+  const out: ParsedManifest = {
+    kind: isIndex(mediaType) ? "index" : "manifest",
+    mediaType,
+    digest,
+    size: bytes.length,
+    children: [],
+    layers: [],
+  };
   if (out.kind === "index") {
     if (!Array.isArray(doc.manifests)) throw invalid(label, "an index needs a manifests array");
     out.children = doc.manifests.map((d, i) => parseDescriptor(d, `${label} manifests[${i}]`));
@@ -126,12 +145,15 @@ export function referencedDescriptors(m: ParsedManifest): Descriptor[] {
 function parseDescriptor(v: unknown, where: string): Descriptor {
   if (!isObject(v)) throw invalid(where, "a descriptor must be an object");
   if (typeof v.mediaType !== "string" || v.mediaType === "") throw invalid(where, "descriptor mediaType is missing");
-  if (typeof v.digest !== "string" || !DIGEST_RE.test(v.digest)) throw invalid(where, `descriptor digest ${JSON.stringify(v.digest)} is malformed`);
-  if (typeof v.size !== "number" || !Number.isSafeInteger(v.size) || v.size < 0) throw invalid(where, `descriptor size ${JSON.stringify(v.size)} is not a non-negative integer`);
+  if (typeof v.digest !== "string" || !DIGEST_RE.test(v.digest))
+    throw invalid(where, `descriptor digest ${JSON.stringify(v.digest)} is malformed`);
+  if (typeof v.size !== "number" || !Number.isSafeInteger(v.size) || v.size < 0)
+    throw invalid(where, `descriptor size ${JSON.stringify(v.size)} is not a non-negative integer`);
   const d: Descriptor = { mediaType: v.mediaType, digest: v.digest, size: v.size };
   if (v.platform !== undefined) {
     const p = v.platform;
-    if (!isObject(p) || typeof p.os !== "string" || typeof p.architecture !== "string") throw invalid(where, "platform needs os and architecture strings");
+    if (!isObject(p) || typeof p.os !== "string" || typeof p.architecture !== "string")
+      throw invalid(where, "platform needs os and architecture strings");
     const plat: Platform = { os: p.os, architecture: p.architecture };
     if (typeof p.variant === "string" && p.variant !== "") plat.variant = p.variant;
     if (typeof p["os.version"] === "string") plat["os.version"] = p["os.version"];
@@ -172,7 +194,10 @@ const PLATFORM_PART = /^[a-z0-9_.-]+$/;
 /** "linux/amd64", "linux/arm64/v8", "linux/arm/v7", "windows/amd64:10.0.17763" (os.version). */
 export function parsePlatform(s: string): Platform {
   const bad = (why: string) =>
-    new ImageyardError("INVALID_INPUT", `parse platform "${s}": ${why}. Write it as os/architecture[/variant], e.g. "linux/amd64" or "linux/arm64/v8".`);
+    new ImageyardError(
+      "INVALID_INPUT",
+      `parse platform "${s}": ${why}. Write it as os/architecture[/variant], e.g. "linux/amd64" or "linux/arm64/v8".`,
+    );
   if (typeof s !== "string" || s.trim() === "") throw bad("it is empty");
   let spec = s.trim().toLowerCase();
   let osVersion: string | undefined;

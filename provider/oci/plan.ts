@@ -119,7 +119,11 @@ const contexts = new WeakMap<CopyPlan, PlanContext>();
 
 export function planContext(plan: CopyPlan): PlanContext {
   const ctx = contexts.get(plan);
-  if (!ctx) throw new ImageyardError("INVALID_INPUT", "execute copy: the plan was not made by planCopy in this process. Call planCopy (or copyImage) again.");
+  if (!ctx)
+    throw new ImageyardError(
+      "INVALID_INPUT",
+      "execute copy: the plan was not made by planCopy in this process. Call planCopy (or copyImage) again.",
+    );
   return ctx;
 }
 
@@ -171,7 +175,9 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
   const sourceLoc = parseLocation(request.source, hint(request.sourceOptions, "source"));
   const targetLoc = resolveTarget(sourceLoc, parseLocation(request.target, hint(request.targetOptions, "target")));
   const budget = (o: RegistryOptions | undefined): RegistryOptions | undefined =>
-    request.rateLimitBudgetMs === undefined || o?.rateLimitBudgetMs !== undefined ? o : { ...o, rateLimitBudgetMs: request.rateLimitBudgetMs };
+    request.rateLimitBudgetMs === undefined || o?.rateLimitBudgetMs !== undefined
+      ? o
+      : { ...o, rateLimitBudgetMs: request.rateLimitBudgetMs };
   const source = openStore(sourceLoc, "source", budget(request.sourceOptions), deps);
   const target = openStore(targetLoc, "target", budget(request.targetOptions), deps);
   const wanted = request.platforms?.length ? request.platforms.map(parsePlatform) : undefined;
@@ -186,7 +192,13 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
   ]);
   if (!pinned && !sourceHead) throw notFound(source, sourceId);
   const sourceDigest = pinned ?? sourceHead!.digest;
-  const base = { source: sourceLoc.display, target: targetLoc.display, sourceDigest, sourceRef: pinnedLocation(sourceLoc, sourceDigest), ...(tag !== undefined ? { tag } : {}) };
+  const base = {
+    source: sourceLoc.display,
+    target: targetLoc.display,
+    sourceDigest,
+    sourceRef: pinnedLocation(sourceLoc, sourceDigest),
+    ...(tag !== undefined ? { tag } : {}),
+  };
   const ctx: PlanContext = { source, target, request, deps };
 
   if (!wanted && targetHead?.digest === sourceDigest) {
@@ -200,7 +212,13 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
   const image = await collectImage(source, root, wanted, sourceLoc.display);
   if (wanted && targetHead?.digest === image.digest) {
     const plan = upToDatePlan(base, targetLoc, targetHead.mediaType, tag);
-    Object.assign(plan, { digest: image.digest, pinnedRef: pinnedLocation(targetLoc, image.digest), platforms: image.platforms, platformsFiltered: image.filtered, totalSize: image.totalSize });
+    Object.assign(plan, {
+      digest: image.digest,
+      pinnedRef: pinnedLocation(targetLoc, image.digest),
+      platforms: image.platforms,
+      platformsFiltered: image.filtered,
+      totalSize: image.totalSize,
+    });
     if (tag === undefined) plan.tagRef = plan.pinnedRef;
     contexts.set(plan, ctx);
     return plan;
@@ -237,7 +255,12 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
   return plan;
 }
 
-function upToDatePlan(base: Pick<CopyPlan, "source" | "target" | "sourceDigest" | "sourceRef"> & { tag?: string }, targetLoc: ImageLocation, mediaType: string, tag: string | undefined): CopyPlan {
+function upToDatePlan(
+  base: Pick<CopyPlan, "source" | "target" | "sourceDigest" | "sourceRef"> & { tag?: string },
+  targetLoc: ImageLocation,
+  mediaType: string,
+  tag: string | undefined,
+): CopyPlan {
   const pinnedRef = pinnedLocation(targetLoc, base.sourceDigest);
   return {
     ...base,
@@ -265,7 +288,11 @@ async function describeInto(plan: CopyPlan, target: ImageStore): Promise<void> {
 
 function notFound(store: ImageStore, reference: string): ImageyardError {
   const what = reference === "" ? store.name : `${store.name}${reference.includes(":") ? "@" : ":"}${reference}`;
-  return new ImageyardError("MANIFEST_UNKNOWN", `pull ${what}: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.`, { status: 404 });
+  return new ImageyardError(
+    "MANIFEST_UNKNOWN",
+    `pull ${what}: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.`,
+    { status: 404 },
+  );
 }
 
 // Deciding what the target needs -------------------------------------------------------------
@@ -315,7 +342,11 @@ function totalsOf(blobs: PlannedBlob[], manifests: PlannedManifest[]): PlanTotal
 export function summarizePlan(plan: CopyPlan): string {
   if (plan.upToDate) return `up to date (${plan.digest})`;
   const t = plan.totals;
-  const parts = [`${t.upload} blob${t.upload === 1 ? "" : "s"} to upload (${formatBytes(t.bytesToUpload)})`, `${t.mount} to mount`, `${t.skip} already there`];
+  const parts = [
+    `${t.upload} blob${t.upload === 1 ? "" : "s"} to upload (${formatBytes(t.bytesToUpload)})`,
+    `${t.mount} to mount`,
+    `${t.skip} already there`,
+  ];
   let line = `${parts.join(", ")}; ${t.manifestsToPut} manifest${t.manifestsToPut === 1 ? "" : "s"}`;
   if (plan.signatures > 0) line += ` (${plan.signatures} signature${plan.signatures === 1 ? "" : "s"})`;
   if (plan.platformsFiltered) line += `; platforms ${plan.platforms.join(", ")} only: new digest ${plan.digest}`;

@@ -29,7 +29,10 @@ const SHA512_HEX_RE = /^[a-f0-9]{128}$/;
 const EXAMPLE = 'e.g. "alpine:3.20", "ghcr.io/org/app@sha256:<64 hex>" or "127.0.0.1:5001/team/app:v1"';
 
 function invalid(input: string, why: string): ImageyardError {
-  return new ImageyardError("INVALID_INPUT", `parse image reference "${redactUserinfo(input)}": ${why}. Write it as [registry[:port]/]repository[:tag][@digest], ${EXAMPLE}.`);
+  return new ImageyardError(
+    "INVALID_INPUT",
+    `parse image reference "${redactUserinfo(input)}": ${why}. Write it as [registry[:port]/]repository[:tag][@digest], ${EXAMPLE}.`,
+  );
 }
 
 /**
@@ -57,8 +60,10 @@ export interface ParseOptions {
 export function validateDigest(d: string, input = d): string {
   if (!DIGEST_RE.test(d)) throw invalid(input, `"${d}" is not a digest (algorithm:hex)`);
   const [alg, hex] = d.split(":", 2) as [string, string];
-  if (alg === "sha256" && !SHA256_HEX_RE.test(hex)) throw invalid(input, `a sha256 digest needs 64 lowercase hex characters, got ${hex.length}`);
-  if (alg === "sha512" && !SHA512_HEX_RE.test(hex)) throw invalid(input, `a sha512 digest needs 128 lowercase hex characters, got ${hex.length}`);
+  if (alg === "sha256" && !SHA256_HEX_RE.test(hex))
+    throw invalid(input, `a sha256 digest needs 64 lowercase hex characters, got ${hex.length}`);
+  if (alg === "sha512" && !SHA512_HEX_RE.test(hex))
+    throw invalid(input, `a sha512 digest needs 128 lowercase hex characters, got ${hex.length}`);
   if (alg !== "sha256" && alg !== "sha512") throw invalid(input, `unsupported digest algorithm "${alg}" (use sha256 or sha512)`);
   return d;
 }
@@ -95,7 +100,8 @@ export function parseReference(input: string, opts: ParseOptions = {}): ImageRef
   if (colon > rest.lastIndexOf("/")) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!TAG_RE.test(tag)) throw invalid(input, `"${tag}" is not a valid tag (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')`);
+    if (!TAG_RE.test(tag))
+      throw invalid(input, `"${tag}" is not a valid tag (letters, digits, '_', '.', '-'; at most 128; not starting with '.' or '-')`);
   }
   if (rest === "") throw invalid(input, "the repository name is missing");
 
@@ -119,7 +125,10 @@ export function parseReference(input: string, opts: ParseOptions = {}): ImageRef
   for (const part of repository.split("/")) {
     if (part !== part.toLowerCase()) throw invalid(input, "repository names must be lowercase");
     if (!PATH_COMPONENT_RE.test(part)) {
-      throw invalid(input, `"${part}" is not a valid repository path component (lowercase letters, digits, separated by '.', '_', '__' or '-')`);
+      throw invalid(
+        input,
+        `"${part}" is not a valid repository path component (lowercase letters, digits, separated by '.', '_', '__' or '-')`,
+      );
     }
   }
   if (registry.length + 1 + repository.length > MAX_NAME) throw invalid(input, `the name is longer than ${MAX_NAME} characters`);

@@ -2,7 +2,7 @@
 // Auth is challenge-driven (auth.ts), retries cover idempotent calls only, and blob bodies stream.
 // The transport (auth, schemes, retries, rate limits, waits) is call.ts.
 import type { Readable } from "node:stream";
-import { drain, header, readBytes, type HttpResponse } from "../http/client";
+import { drain, header, readBytes } from "../http/client";
 import { ImageyardError } from "../http/errors";
 import { shortDigest } from "../http/progress";
 import { repositoryScope } from "./auth";
@@ -52,7 +52,12 @@ export class RegistryClient extends RegistryTransport {
 
   /** Digest, media type and size of a manifest; undefined when the registry does not have it. */
   async headManifest(repo: string, reference: string): Promise<ManifestInfo | undefined> {
-    const res = await this.call({ ...this.manifestCall(repo, reference, "inspect", ["pull"]), method: "HEAD", ok: [200, 404], headers: { accept: MANIFEST_ACCEPT } });
+    const res = await this.call({
+      ...this.manifestCall(repo, reference, "inspect", ["pull"]),
+      method: "HEAD",
+      ok: [200, 404],
+      headers: { accept: MANIFEST_ACCEPT },
+    });
     await drain(res);
     if (res.status === 404) return undefined;
     const digest = header(res.headers, "docker-content-digest") ?? (isDigest(reference) ? reference : undefined);
@@ -83,11 +88,20 @@ export class RegistryClient extends RegistryTransport {
     const c = this.manifestCall(repo, reference, "push", ["pull", "push"]);
     const local = digestOf(bytes);
     if (isDigest(reference)) verifyDigest(bytes, reference, `${c.operation} ${c.target}`);
-    const res = await this.call({ ...c, method: "PUT", ok: [200, 201, 202], body: bytes, headers: { "content-type": mediaType, "content-length": String(bytes.length) } });
+    const res = await this.call({
+      ...c,
+      method: "PUT",
+      ok: [200, 201, 202],
+      body: bytes,
+      headers: { "content-type": mediaType, "content-length": String(bytes.length) },
+    });
     await drain(res);
     const answered = header(res.headers, "docker-content-digest");
-    if (answered && answered.startsWith("sha256:") && answered !== local) {
-      throw new ImageyardError("DIGEST_MISMATCH", `${c.operation} ${c.target}: the registry stored the manifest as ${answered}, expected ${local} (DIGEST_MISMATCH). The registry rewrote the manifest; use a registry that stores manifests verbatim.`);
+    if (answered?.startsWith("sha256:") && answered !== local) {
+      throw new ImageyardError(
+        "DIGEST_MISMATCH",
+        `${c.operation} ${c.target}: the registry stored the manifest as ${answered}, expected ${local} (DIGEST_MISMATCH). The registry rewrote the manifest; use a registry that stores manifests verbatim.`,
+      );
     }
     return local;
   }
@@ -160,7 +174,11 @@ export class RegistryClient extends RegistryTransport {
 
   async startUpload(repo: string): Promise<UploadSession> {
     const r = await this.initiateUpload(repo);
-    if (r.mounted) throw new ImageyardError("HTTP_ERROR", `push ${this.registry}/${repo}: the registry answered an upload start with 201 (no session). Check the registry.`);
+    if (r.mounted)
+      throw new ImageyardError(
+        "HTTP_ERROR",
+        `push ${this.registry}/${repo}: the registry answered an upload start with 201 (no session). Check the registry.`,
+      );
     return r.session;
   }
 
@@ -223,7 +241,14 @@ export class RegistryClient extends RegistryTransport {
    * short deadline: it is the clean-up after a copy that failed, timed out or was cancelled.
    */
   async cancelUpload(session: UploadSession): Promise<void> {
-    const res = await this.call({ ...this.uploadCall(session), method: "DELETE", ok: [200, 202, 204, 404], retry: true, what: "the cancel of an upload session", signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) });
+    const res = await this.call({
+      ...this.uploadCall(session),
+      method: "DELETE",
+      ok: [200, 202, 204, 404],
+      retry: true,
+      what: "the cancel of an upload session",
+      signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS),
+    });
     await drain(res);
   }
 
@@ -234,7 +259,16 @@ export class RegistryClient extends RegistryTransport {
     const tags: string[] = [];
     let path: string | undefined = `/v2/${repo}/tags/list`;
     for (let page = 0; path && page < MAX_TAG_PAGES; page++) {
-      const c: Call = { method: "GET", path, ok: [200], operation: "list tags", target: `${this.registry}/${repo}`, object: "repository", scopes: [repositoryScope(repo, ["pull"])], retry: true };
+      const c: Call = {
+        method: "GET",
+        path,
+        ok: [200],
+        operation: "list tags",
+        target: `${this.registry}/${repo}`,
+        object: "repository",
+        scopes: [repositoryScope(repo, ["pull"])],
+        retry: true,
+      };
       const { doc, next } = await this.withAttempts(c, async () => {
         const res = await this.once(c);
         const body = await readBytes(res, 16 * 1024 * 1024, `list tags ${c.target}`);
@@ -249,7 +283,17 @@ export class RegistryClient extends RegistryTransport {
   /** OCI 1.1 referrers of a manifest; undefined when the registry has no referrers API (404). */
   async referrers(repo: string, digest: string, artifactType?: string): Promise<Descriptor[] | undefined> {
     const q = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : "";
-    const c: Call = { method: "GET", path: `/v2/${repo}/referrers/${digest}${q}`, ok: [200, 404], headers: { accept: OCI_INDEX }, operation: "list referrers", target: `${this.registry}/${repo}@${digest}`, object: "referrers", scopes: [repositoryScope(repo, ["pull"])], retry: true };
+    const c: Call = {
+      method: "GET",
+      path: `/v2/${repo}/referrers/${digest}${q}`,
+      ok: [200, 404],
+      headers: { accept: OCI_INDEX },
+      operation: "list referrers",
+      target: `${this.registry}/${repo}@${digest}`,
+      object: "referrers",
+      scopes: [repositoryScope(repo, ["pull"])],
+      retry: true,
+    };
     const out = await this.withAttempts(c, async () => {
       const res = await this.once(c);
       if (res.status === 404) {
@@ -263,7 +307,16 @@ export class RegistryClient extends RegistryTransport {
 
   /** GET /v2/ (authenticating if challenged); proves reachability, TLS and credentials. */
   async ping(): Promise<void> {
-    const res = await this.call({ method: "GET", path: "/v2/", ok: [200], operation: "ping", target: this.registry, object: "registry", scopes: [], retry: true });
+    const res = await this.call({
+      method: "GET",
+      path: "/v2/",
+      ok: [200],
+      operation: "ping",
+      target: this.registry,
+      object: "registry",
+      scopes: [],
+      retry: true,
+    });
     await drain(res);
   }
 
@@ -281,11 +334,26 @@ export class RegistryClient extends RegistryTransport {
   }
 
   private blobCall(repo: string, digest: string, operation: string, actions: string[]): Omit<Call, "method" | "ok"> {
-    return { path: `/v2/${repo}/blobs/${digest}`, operation, target: `${this.registry}/${repo}@${digest}`, object: "blob", scopes: [repositoryScope(repo, actions)], retry: true, what: `blob ${shortDigest(digest)}` };
+    return {
+      path: `/v2/${repo}/blobs/${digest}`,
+      operation,
+      target: `${this.registry}/${repo}@${digest}`,
+      object: "blob",
+      scopes: [repositoryScope(repo, actions)],
+      retry: true,
+      what: `blob ${shortDigest(digest)}`,
+    };
   }
 
   private uploadCall(session: UploadSession): Omit<Call, "method" | "ok"> {
-    return { path: session.location, operation: "push", target: `${this.registry}/${session.repo}`, object: "upload", scopes: [repositoryScope(session.repo, ["pull", "push"])], retry: false };
+    return {
+      path: session.location,
+      operation: "push",
+      target: `${this.registry}/${session.repo}`,
+      object: "upload",
+      scopes: [repositoryScope(session.repo, ["pull", "push"])],
+      retry: false,
+    };
   }
 }
 
@@ -295,6 +363,8 @@ function parseJson<T>(buf: Buffer, what: string): T {
   try {
     return JSON.parse(buf.toString("utf8")) as T;
   } catch (e) {
-    throw new ImageyardError("HTTP_ERROR", `${what}: response is not valid JSON (${(e as Error).message}). Check the registry.`, { cause: e });
+    throw new ImageyardError("HTTP_ERROR", `${what}: response is not valid JSON (${(e as Error).message}). Check the registry.`, {
+      cause: e,
+    });
   }
 }

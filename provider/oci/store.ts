@@ -204,7 +204,9 @@ export class RegistryStore implements ImageStore {
         } else {
           const rest = w.size - held;
           // A registry that holds every byte only needs the commit, once the digest is proven.
-          const next = rest > 0 ? await this.client.patchBlob(session, body, held, rest) : (await pipeline(body, discard()), session);
+          let next = session;
+          if (rest > 0) next = await this.client.patchBlob(session, body, held, rest);
+          else await pipeline(body, discard());
           await this.client.commitBlob(next, w.digest);
         }
       } catch (e) {
@@ -250,8 +252,12 @@ function discard(): Writable {
   return new Writable({ write: (_c, _e, cb) => cb() });
 }
 
-
 /** A store over `client` (or a new one); `options.retry` also paces the blob transfer retries. */
 export function openRegistryStore(registry: string, repository: string, options: RegistryOptions, client?: RegistryClient): RegistryStore {
-  return new RegistryStore(client ?? new RegistryClient(registry, options), registry, repository, options.retry ? { ...BLOB_RETRY, ...options.retry } : BLOB_RETRY);
+  return new RegistryStore(
+    client ?? new RegistryClient(registry, options),
+    registry,
+    repository,
+    options.retry ? { ...BLOB_RETRY, ...options.retry } : BLOB_RETRY,
+  );
 }

@@ -30,13 +30,21 @@ export function tlsOptions(opts: { tls?: TlsOptions; certDir?: string }): TlsOpt
     try {
       names = readdirSync(opts.certDir).sort();
     } catch (e) {
-      throw new ImageyardError("INVALID_INPUT", `read certDir ${opts.certDir}: ${(e as Error).message}. Point certDir at a directory holding *.crt CA files.`, { cause: e });
+      throw new ImageyardError(
+        "INVALID_INPUT",
+        `read certDir ${opts.certDir}: ${(e as Error).message}. Point certDir at a directory holding *.crt CA files.`,
+        { cause: e },
+      );
     }
     for (const n of names) if (n.endsWith(".crt")) tls.ca!.push(readFileSync(join(opts.certDir, n), "utf8"));
     const cert = names.find((n) => n.endsWith(".cert"));
     if (cert && !tls.cert) {
       const key = cert.replace(/\.cert$/, ".key");
-      if (!names.includes(key)) throw new ImageyardError("INVALID_INPUT", `read certDir ${opts.certDir}: ${cert} has no matching ${key}. Put the client key next to its certificate.`);
+      if (!names.includes(key))
+        throw new ImageyardError(
+          "INVALID_INPUT",
+          `read certDir ${opts.certDir}: ${cert} has no matching ${key}. Put the client key next to its certificate.`,
+        );
       tls.cert = readFileSync(join(opts.certDir, cert), "utf8");
       tls.key = readFileSync(join(opts.certDir, key), "utf8");
     }

@@ -3,7 +3,15 @@
 import { ImageyardError } from "../http/errors";
 import { mapLimit } from "../http/retry";
 import { readVerified } from "./digest";
-import { formatPlatform, parseManifest, platformMatches, referencedDescriptors, type Descriptor, type ParsedManifest, type Platform } from "./manifest";
+import {
+  formatPlatform,
+  parseManifest,
+  platformMatches,
+  referencedDescriptors,
+  type Descriptor,
+  type ParsedManifest,
+  type Platform,
+} from "./manifest";
 import type { ManifestResponse } from "./registry";
 import type { ImageStore } from "./store";
 
@@ -45,7 +53,12 @@ export interface CollectedImage {
   totalSize: number;
 }
 
-export async function collectImage(store: ImageStore, root: ManifestResponse, wanted: Platform[] | undefined, label: string): Promise<CollectedImage> {
+export async function collectImage(
+  store: ImageStore,
+  root: ManifestResponse,
+  wanted: Platform[] | undefined,
+  label: string,
+): Promise<CollectedImage> {
   const parsed = parseManifest(root.bytes, root.mediaType, label);
   const manifests: WalkedManifest[] = [];
   const blobs = new Map<string, Descriptor>();
@@ -88,14 +101,33 @@ export async function collectImage(store: ImageStore, root: ManifestResponse, wa
   return { root: top, digest, manifests, blobs, platforms, filtered, totalSize };
 }
 
-async function walkChildren(store: ImageStore, children: Descriptor[], out: WalkedManifest[], blobs: Map<string, Descriptor>, label: string, depth: number): Promise<void> {
-  if (depth > 3) throw new ImageyardError("MANIFEST_INVALID", `copy ${label}: indexes nest deeper than 3 levels (MANIFEST_INVALID). Check the source image.`);
+async function walkChildren(
+  store: ImageStore,
+  children: Descriptor[],
+  out: WalkedManifest[],
+  blobs: Map<string, Descriptor>,
+  label: string,
+  depth: number,
+): Promise<void> {
+  if (depth > 3)
+    throw new ImageyardError(
+      "MANIFEST_INVALID",
+      `copy ${label}: indexes nest deeper than 3 levels (MANIFEST_INVALID). Check the source image.`,
+    );
   const fetched = await mapLimit(children, MANIFEST_CONCURRENCY, async (c) => ({ c, m: await store.getManifest(c.digest) }));
   for (const { c, m } of fetched) {
     const parsed = parseManifest(m.bytes, m.mediaType, `${label}@${c.digest}`);
     if (parsed.kind === "index") await walkChildren(store, parsed.children, out, blobs, label, depth + 1);
     else addBlobs(parsed, blobs);
-    const w: WalkedManifest = { digest: m.digest, mediaType: parsed.mediaType, size: m.bytes.length, role: "child", action: "put", bytes: m.bytes, blobDescriptors: parsed.kind === "index" ? [] : referencedBlobs(parsed) };
+    const w: WalkedManifest = {
+      digest: m.digest,
+      mediaType: parsed.mediaType,
+      size: m.bytes.length,
+      role: "child",
+      action: "put",
+      bytes: m.bytes,
+      blobDescriptors: parsed.kind === "index" ? [] : referencedBlobs(parsed),
+    };
     if (c.platform) w.platform = formatPlatform(c.platform);
     out.push(w);
   }
@@ -162,7 +194,12 @@ export function signatureTags(digest: string): string[] {
 
 export async function collectSignatures(source: ImageStore, image: CollectedImage, sourceDigest: string): Promise<WalkedManifest[]> {
   const subjects = image.filtered ? [] : [sourceDigest];
-  subjects.push(...image.manifests.filter((m) => m.role === "child").slice(0, MAX_SIGNED_CHILDREN).map((m) => m.digest));
+  subjects.push(
+    ...image.manifests
+      .filter((m) => m.role === "child")
+      .slice(0, MAX_SIGNED_CHILDREN)
+      .map((m) => m.digest),
+  );
   const tags = subjects.flatMap(signatureTags);
   const found = await mapLimit(tags, MANIFEST_CONCURRENCY, async (t) => ((await source.headManifest(t)) ? t : undefined));
   const out: WalkedManifest[] = [];
@@ -182,5 +219,13 @@ async function walkOne(store: ImageStore, reference: string): Promise<WalkedMani
   const m = await store.getManifest(reference);
   const parsed = parseManifest(m.bytes, m.mediaType, `${store.name}:${reference}`);
   const blobs = parsed.kind === "index" ? [] : referencedBlobs(parsed);
-  return { digest: m.digest, mediaType: parsed.mediaType, size: m.bytes.length, role: "signature", action: "put", bytes: m.bytes, blobDescriptors: blobs };
+  return {
+    digest: m.digest,
+    mediaType: parsed.mediaType,
+    size: m.bytes.length,
+    role: "signature",
+    action: "put",
+    bytes: m.bytes,
+    blobDescriptors: blobs,
+  };
 }

@@ -37,9 +37,11 @@ export function checkImmutableSource(olds: Partial<SourceInputs>, news: SourceIn
   const n = news.source;
   if (!o || !n || isUnknown(n) || isUnknown(o)) return [];
   const same = (a?: string, b?: string) => (a ?? "") === (b ?? "");
-  const resolvedChanged = olds.resolvedChecksum !== undefined && news.resolvedChecksum !== undefined && olds.resolvedChecksum !== news.resolvedChecksum;
+  const resolvedChanged =
+    olds.resolvedChecksum !== undefined && news.resolvedChecksum !== undefined && olds.resolvedChecksum !== news.resolvedChecksum;
   if (same(o.url, n.url) && same(o.checksum, n.checksum) && same(o.checksumUrl, n.checksumUrl) && !resolvedChanged) return [];
-  const what = resolvedChanged && same(o.url, n.url) ? "its checksum file now lists another build" : `its source changed to ${describe(news)}`;
+  const what =
+    resolvedChanged && same(o.url, n.url) ? "its checksum file now lists another build" : `its source changed to ${describe(news)}`;
   return [
     {
       property: "source",

@@ -94,7 +94,16 @@ const REPLACE_KEYS = ["diskFormat", "containerFormat", "resolvedChecksum"] as co
 /** Attributes Glance holds, compared with what read() last observed (so drift is a change). */
 const OBSERVED_KEYS = ["name", "visibility", "minDisk", "minRam", "protected", "hidden", "active"] as const;
 /** Inputs Glance does not hold: a change updates state (and the credentials used next time) only. */
-const LOCAL_KEYS = ["cloud", "credentials", "importMethod", "scratchDir", "timeouts", "keepOnFailure", "allowLocalFiles", "maxVirtualSize"] as const;
+const LOCAL_KEYS = [
+  "cloud",
+  "credentials",
+  "importMethod",
+  "scratchDir",
+  "timeouts",
+  "keepOnFailure",
+  "allowLocalFiles",
+  "maxVirtualSize",
+] as const;
 
 /** The Glance attributes the inputs ask for (defaults filled, SCS metadata merged). */
 export function wantedAttributes(i: CommunityImageInputs): ImageAttributes {
@@ -112,14 +121,18 @@ export function wantedAttributes(i: CommunityImageInputs): ImageAttributes {
 }
 
 export function managedProperties(i: CommunityImageInputs): Record<string, string> {
-  return { ...scsProperties({ name: i.name, url: i.source.url, buildDate: i.buildDate, login: i.login, description: i.description }), ...(i.properties ?? {}) };
+  return {
+    ...scsProperties({ name: i.name, url: i.source.url, buildDate: i.buildDate, login: i.login, description: i.description }),
+    ...(i.properties ?? {}),
+  };
 }
 
 export function diffCommunityImage(olds: CommunityImageOutputs, news: CommunityImageInputs): DiffResult {
   const replaces: string[] = [];
   const o = olds.source ?? ({} as ImageSource);
   const n = news.source ?? ({} as ImageSource);
-  if (isUnknown(n) || o.url !== n.url || (o.checksum ?? "") !== (n.checksum ?? "") || (o.checksumUrl ?? "") !== (n.checksumUrl ?? "")) replaces.push("source");
+  if (isUnknown(n) || o.url !== n.url || (o.checksum ?? "") !== (n.checksum ?? "") || (o.checksumUrl ?? "") !== (n.checksumUrl ?? ""))
+    replaces.push("source");
   for (const k of REPLACE_KEYS) if (!sameOr(olds[k], news[k], k === "containerFormat" ? "bare" : undefined)) replaces.push(k);
   const want = isUnknown(news.source) ? undefined : wantedAttributes(news);
   const updates: string[] = [];
@@ -153,12 +166,24 @@ function propertiesDiffer(olds: CommunityImageOutputs, want: Record<string, stri
 }
 
 function observedAttributes(o: CommunityImageOutputs): Partial<ImageAttributes> {
-  return { name: o.name, visibility: o.visibility, minDisk: o.minDisk, minRam: o.minRam, protected: o.protected, hidden: o.hidden, active: o.active };
+  return {
+    name: o.name,
+    visibility: o.visibility,
+    minDisk: o.minDisk,
+    minRam: o.minRam,
+    protected: o.protected,
+    hidden: o.hidden,
+    active: o.active,
+  };
 }
 
 // ---------------------------------------------------------------- create / update / read / delete
 
-async function connect(i: Pick<CommunityImageInputs, "cloud" | "credentials">, deps: CommunityDeps, signal?: AbortSignal): Promise<GlanceClient> {
+async function connect(
+  i: Pick<CommunityImageInputs, "cloud" | "credentials">,
+  deps: CommunityDeps,
+  signal?: AbortSignal,
+): Promise<GlanceClient> {
   if (deps.glance) return deps.glance;
   const { auth } = resolveCloud({ ...(i.cloud ? { cloud: i.cloud } : {}), explicit: i.credentials ?? {} });
   return glanceClient(new KeystoneSession(auth, { signal }));
@@ -213,13 +238,18 @@ export function publishSpecOf(i: CommunityImageInputs): PublishSpec {
   };
 }
 
-export async function createCommunityImage(inputs: CommunityImageInputs, deps: CommunityDeps = {}): Promise<{ id: string; outs: CommunityImageOutputs }> {
+export async function createCommunityImage(
+  inputs: CommunityImageInputs,
+  deps: CommunityDeps = {},
+): Promise<{ id: string; outs: CommunityImageOutputs }> {
   const log = deps.log ?? ((line: string) => console.log(line));
   const spec = { ...publishSpecOf(inputs), ...(inputs.publishName ? { name: inputs.publishName } : {}) };
   const glance = await connect(inputs, deps);
   try {
     const r = await stoppable(deps, log, (signal) => publishImage(spec, { glance, log, onProgress: lineProgress(log), signal }));
-    log(`${inputs.name}: image ${r.image.id} ${r.image.status} (${r.adopted ? "adopted" : `${r.uploadedBytes} bytes uploaded`}, verified ${r.verified})`);
+    log(
+      `${inputs.name}: image ${r.image.id} ${r.image.status} (${r.adopted ? "adopted" : `${r.uploadedBytes} bytes uploaded`}, verified ${r.verified})`,
+    );
     return { id: r.image.id, outs: await finishCreate(glance, r.image, inputs) };
   } catch (e) {
     const info = e as PublishFailureInfo;
@@ -243,7 +273,12 @@ async function finishCreate(glance: GlanceClient, img: GlanceImage, inputs: Comm
   }
 }
 
-export async function updateCommunityImage(id: string, olds: CommunityImageOutputs, news: CommunityImageInputs, deps: CommunityDeps = {}): Promise<CommunityImageOutputs> {
+export async function updateCommunityImage(
+  id: string,
+  olds: CommunityImageOutputs,
+  news: CommunityImageInputs,
+  deps: CommunityDeps = {},
+): Promise<CommunityImageOutputs> {
   return stoppable(deps, console.log, async (stop) => {
     const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs(news.timeouts, "update", 600)), stop]);
     const glance = await connect(news, deps, signal);
@@ -257,13 +292,21 @@ function stoppable<T>(deps: CommunityDeps, log: (line: string) => void, fn: (sig
   return deps.signal ? fn(deps.signal) : whileRunning(fn, log);
 }
 
-export async function readCommunityImage(id: string, props: CommunityImageOutputs | undefined, deps: CommunityDeps = {}): Promise<{ id?: string; props?: CommunityImageOutputs }> {
+export async function readCommunityImage(
+  id: string,
+  props: CommunityImageOutputs | undefined,
+  deps: CommunityDeps = {},
+): Promise<{ id?: string; props?: CommunityImageOutputs }> {
   const glance = await connect(props ?? {}, deps);
   const img = await findImage(glance, id);
   if (!img || img.status === "deleted" || img.status === "pending_delete") return {};
   if (props?.source) return { id, props: { ...outputsOf(props, img, props.managedProperties), ...(await readMembers(glance, id, props)) } };
   // No state (an import): describe the image from what Glance has.
-  const inputs: CommunityImageInputs = { name: img.name ?? "", source: { url: String(img.image_source ?? "") }, diskFormat: (img.disk_format ?? "raw") as DiskFormat };
+  const inputs: CommunityImageInputs = {
+    name: img.name ?? "",
+    source: { url: String(img.image_source ?? "") },
+    diskFormat: (img.disk_format ?? "raw") as DiskFormat,
+  };
   return { id, props: outputsOf(inputs, img, {}) };
 }
 

@@ -31,10 +31,14 @@ export function validateMembers(n: MembersInputs & { visibility?: string }): Che
   if (!Array.isArray(n.members) || n.members.some((m) => typeof m !== "string" || !/^[0-9a-f-]{8,64}$/i.test(m))) {
     out.push({ property: "members", reason: 'members must be a list of project IDs, e.g. ["8f3c0e3b6a0d4d4c9c2c9f1b2a3d4e5f"]' });
   } else if (n.members.length > 0 && n.visibility !== "shared" && !isUnknown(n.visibility)) {
-    out.push({ property: "members", reason: `members need visibility "shared" (it is ${JSON.stringify(n.visibility ?? "community")}): Glance shares only shared images` });
+    out.push({
+      property: "members",
+      reason: `members need visibility "shared" (it is ${JSON.stringify(n.visibility ?? "community")}): Glance shares only shared images`,
+    });
   }
   for (const p of Object.keys(n.memberCredentials ?? {})) {
-    if (!n.members.includes(p)) out.push({ property: `memberCredentials.${p}`, reason: `${p} is not in members; credentials are only used to accept a membership` });
+    if (!n.members.includes(p))
+      out.push({ property: `memberCredentials.${p}`, reason: `${p} is not in members; credentials are only used to accept a membership` });
   }
   return out;
 }
@@ -51,7 +55,12 @@ async function memberClient(creds: CredentialsInput): Promise<GlanceClient> {
 }
 
 /** After create/update: share, accept and revoke; the observed members for the outputs. */
-export async function applyMembers(glance: GlanceClient, id: string, i: CommunityImageInputs, signal?: AbortSignal): Promise<{ observedMembers?: string[] }> {
+export async function applyMembers(
+  glance: GlanceClient,
+  id: string,
+  i: CommunityImageInputs,
+  signal?: AbortSignal,
+): Promise<{ observedMembers?: string[] }> {
   const want = i.members ?? [];
   // Nothing asked and nothing to revoke: no request for images that never use members.
   if (want.length === 0 && i.visibility !== "shared") return {};
@@ -61,7 +70,11 @@ export async function applyMembers(glance: GlanceClient, id: string, i: Communit
 }
 
 /** In read: the members Glance has now, so a membership changed outside shows in refresh. */
-export async function readMembers(glance: GlanceClient, id: string, props: Partial<CommunityImageOutputs>): Promise<{ observedMembers?: string[] }> {
+export async function readMembers(
+  glance: GlanceClient,
+  id: string,
+  props: Partial<CommunityImageOutputs>,
+): Promise<{ observedMembers?: string[] }> {
   if (props.observedMembers === undefined) return {};
   return { observedMembers: observedMembers(await listMembers(glance, id)) };
 }

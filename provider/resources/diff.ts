@@ -18,16 +18,18 @@ export function sameValue(a: unknown, b: unknown): boolean {
 }
 
 function canonical(v: unknown): string {
-  return JSON.stringify(v, (_k, val: unknown) => {
-    if (val && typeof val === "object" && !Array.isArray(val)) {
-      return Object.fromEntries(
-        Object.entries(val as Record<string, unknown>)
-          .filter(([, x]) => x !== undefined)
-          .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)),
-      );
-    }
-    return val;
-  }) ?? "undefined";
+  return (
+    JSON.stringify(v, (_k, val: unknown) => {
+      if (val && typeof val === "object" && !Array.isArray(val)) {
+        return Object.fromEntries(
+          Object.entries(val as Record<string, unknown>)
+            .filter(([, x]) => x !== undefined)
+            .sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)),
+        );
+      }
+      return val;
+    }) ?? "undefined"
+  );
 }
 
 /** Keys among `keys` whose values differ between olds and news. */
@@ -49,7 +51,9 @@ export interface DiffResult {
 /** Builds the dynamic-provider diff answer from the keys that update and the keys that replace. */
 export function diffResult(updates: readonly string[], replaces: readonly string[]): DiffResult {
   const all = [...new Set([...updates, ...replaces])];
-  return replaces.length > 0 ? { changes: true, replaces: [...new Set(replaces)], deleteBeforeReplace: false } : { changes: all.length > 0 };
+  return replaces.length > 0
+    ? { changes: true, replaces: [...new Set(replaces)], deleteBeforeReplace: false }
+    : { changes: all.length > 0 };
 }
 
 /** The dynamic provider's serialized code, present in both olds and news. */

@@ -24,7 +24,7 @@ export interface Lifecycle<I, O> {
 }
 
 /** A lifecycle module: `export const lifecycle` beside a resource class. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: any lifecycle, whatever its inputs and outputs
 export type LifecycleModule = { lifecycle: Lifecycle<any, any> };
 type InputsOf<M extends LifecycleModule> = M["lifecycle"] extends Lifecycle<infer I, unknown> ? I : never;
 type OutputsOf<M extends LifecycleModule> = M["lifecycle"] extends Lifecycle<unknown, infer O> ? O : never;

@@ -6,7 +6,16 @@ import { ImageyardError, isImageyardError } from "../http/errors";
 import type { Lifecycle, OperationContext } from "./forward";
 import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
-import { copyImage, inspectImage, planCopy, removeImage, resolveTarget, summarizePlan, type CopyRequest, type CopyResult } from "../oci/copy";
+import {
+  copyImage,
+  inspectImage,
+  planCopy,
+  removeImage,
+  resolveTarget,
+  summarizePlan,
+  type CopyRequest,
+  type CopyResult,
+} from "../oci/copy";
 import { RegistryClient, type RegistryOptions } from "../oci/registry";
 import { parseLocation, type ImageLocation } from "../oci/location";
 import { parsePlatform } from "../oci/manifest";
@@ -101,7 +110,11 @@ function pinnedSource(inputs: MirrorInputs): string {
 
 // ---------------------------------------------------------------- check
 
-export async function checkMirror(olds: Partial<MirrorInputs>, news: MirrorInputs, deps: MirrorDeps = {}): Promise<{ inputs: MirrorInputs; failures: CheckFailure[] }> {
+export async function checkMirror(
+  olds: Partial<MirrorInputs>,
+  news: MirrorInputs,
+  deps: MirrorDeps = {},
+): Promise<{ inputs: MirrorInputs; failures: CheckFailure[] }> {
   const failures = validateMirror(news);
   const inputs: MirrorInputs = { ...news };
   delete inputs.sourceDigest;
@@ -112,7 +125,11 @@ export async function checkMirror(olds: Partial<MirrorInputs>, news: MirrorInput
   const sameSource = olds.source === news.source && olds.sourceDigest !== undefined;
   try {
     const info = await inspectImage(news.source, registryOptions(news.sourceAuth, news.sourceTls, "source"));
-    if (!info) throw new ImageyardError("MANIFEST_UNKNOWN", `resolve ${news.source}: not found in the source registry. Check the tag and repository name.`);
+    if (!info)
+      throw new ImageyardError(
+        "MANIFEST_UNKNOWN",
+        `resolve ${news.source}: not found in the source registry. Check the tag and repository name.`,
+      );
     inputs.sourceDigest = info.digest;
   } catch (e) {
     // An upstream that is down must not break every preview of an existing mirror: keep what we
@@ -169,7 +186,10 @@ export function validateMirror(news: Partial<MirrorInputs>): CheckFailure[] {
     try {
       target = parseLocation(news.target);
       if (target.kind === "registry" && target.ref.digest) {
-        fail("target", `target ${news.target} names a digest; give a repository or repository:tag, e.g. "${target.ref.registry}/${target.ref.repository}"`);
+        fail(
+          "target",
+          `target ${news.target} names a digest; give a repository or repository:tag, e.g. "${target.ref.registry}/${target.ref.repository}"`,
+        );
       }
     } catch (e) {
       fail("target", messageOf(e));
@@ -204,8 +224,10 @@ export function validateMirror(news: Partial<MirrorInputs>): CheckFailure[] {
   for (const key of ["sourceTls", "targetTls"] as const) {
     const t = news[key];
     if (t === undefined || isUnknown(t)) continue;
-    if (typeof t !== "object" || t === null) fail(key, `${key} must be an object like { caCert: "-----BEGIN CERTIFICATE-----…" } or { insecure: true }`);
-    else if (t.caCert !== undefined && !String(t.caCert).includes("-----BEGIN CERTIFICATE-----")) fail(`${key}.caCert`, "caCert must be a PEM certificate (-----BEGIN CERTIFICATE-----…)");
+    if (typeof t !== "object" || t === null)
+      fail(key, `${key} must be an object like { caCert: "-----BEGIN CERTIFICATE-----…" } or { insecure: true }`);
+    else if (t.caCert !== undefined && !String(t.caCert).includes("-----BEGIN CERTIFICATE-----"))
+      fail(`${key}.caCert`, "caCert must be a PEM certificate (-----BEGIN CERTIFICATE-----…)");
   }
   failures.push(...checkTimeouts(news.timeouts));
   return failures;
@@ -302,7 +324,7 @@ export function outputsOf(inputs: MirrorInputs, r: CopyResult): MirrorOutputs {
 }
 
 export async function readMirror(id: string, props?: MirrorOutputs): Promise<{ id: string; props: MirrorOutputs }> {
-  if (!props || !props.tagRef) {
+  if (!props?.tagRef) {
     throw new ImageyardError(
       "UNSUPPORTED",
       `read ${id}: importing a MirroredImage is not supported (pulumi import of dynamic resources is broken upstream). Declare the resource instead: an unchanged mirror is adopted by a no-op copy.`,
@@ -315,7 +337,10 @@ export async function readMirror(id: string, props?: MirrorOutputs): Promise<{ i
 export async function deleteMirror(id: string, props: MirrorOutputs, deps: MirrorDeps = {}): Promise<void> {
   const log = deps.log ?? ((line: string) => console.log(line));
   const signal = AbortSignal.timeout(timeoutMs(props.timeouts, "delete", DEFAULT_DELETE_TIMEOUT_S));
-  const outcome = await removeImage(props.tagRef ?? id, props.digest, { ...registryOptions(props.targetAuth, props.targetTls, "target"), signal });
+  const outcome = await removeImage(props.tagRef ?? id, props.digest, {
+    ...registryOptions(props.targetAuth, props.targetTls, "target"),
+    signal,
+  });
   if (outcome.note) log(`${props.tagRef ?? id}: ${outcome.note}`);
 }
 

@@ -72,13 +72,25 @@ export function validatePrePull(news: Partial<PrePullInputs>): { failures: Check
   const fail = (property: string, reason: string) => failures.push({ property, reason });
   const images: PlannedImage[] = [];
   if (typeof news.name !== "string" || !DNS_LABEL.test(news.name) || news.name.length > 50) {
-    if (!isUnknown(news.name)) fail("name", `name must be a DNS label of at most 50 characters (lowercase letters, digits, '-'), e.g. "prepull-core"; got ${JSON.stringify(news.name)}`);
+    if (!isUnknown(news.name))
+      fail(
+        "name",
+        `name must be a DNS label of at most 50 characters (lowercase letters, digits, '-'), e.g. "prepull-core"; got ${JSON.stringify(news.name)}`,
+      );
   }
-  if (news.namespace !== undefined && !isUnknown(news.namespace) && (typeof news.namespace !== "string" || !DNS_LABEL.test(news.namespace))) {
+  if (
+    news.namespace !== undefined &&
+    !isUnknown(news.namespace) &&
+    (typeof news.namespace !== "string" || !DNS_LABEL.test(news.namespace))
+  ) {
     fail("namespace", `namespace must be a DNS label, e.g. "kube-system"; got ${JSON.stringify(news.namespace)}`);
   }
   if (!Array.isArray(news.images) || news.images.length === 0) {
-    if (!isUnknown(news.images)) fail("images", 'images is a non-empty list, e.g. ["127.0.0.1:5000/team/app:v1", { ref: "harbor.local/base:v2", auth: { username, password }, retagAs: "registry.k8s.io/base:v2" }]');
+    if (!isUnknown(news.images))
+      fail(
+        "images",
+        'images is a non-empty list, e.g. ["127.0.0.1:5000/team/app:v1", { ref: "harbor.local/base:v2", auth: { username, password }, retagAs: "registry.k8s.io/base:v2" }]',
+      );
   } else {
     const seen = new Map<string, number>();
     news.images.forEach((entry, i) => {
@@ -95,24 +107,39 @@ export function validatePrePull(news: Partial<PrePullInputs>): { failures: Check
     });
   }
   const sel = news.nodeSelector;
-  if (sel !== undefined && !isUnknown(sel) && (typeof sel !== "object" || sel === null || Array.isArray(sel) || Object.values(sel).some((v) => typeof v !== "string"))) {
+  if (
+    sel !== undefined &&
+    !isUnknown(sel) &&
+    (typeof sel !== "object" || sel === null || Array.isArray(sel) || Object.values(sel).some((v) => typeof v !== "string"))
+  ) {
     fail("nodeSelector", 'nodeSelector maps label to value, e.g. { "kubernetes.io/os": "linux" }');
   }
-  if (news.tolerations !== undefined && !isUnknown(news.tolerations) && !Array.isArray(news.tolerations)) fail("tolerations", 'tolerations is a list, e.g. [{ operator: "Exists" }]');
+  if (news.tolerations !== undefined && !isUnknown(news.tolerations) && !Array.isArray(news.tolerations))
+    fail("tolerations", 'tolerations is a list, e.g. [{ operator: "Exists" }]');
   if (news.parallelism !== undefined && !isUnknown(news.parallelism) && !(Number.isInteger(news.parallelism) && news.parallelism > 0)) {
     fail("parallelism", `parallelism is a positive whole number of nodes; got ${JSON.stringify(news.parallelism)}`);
   }
   if (news.containerdSocket !== undefined && !isUnknown(news.containerdSocket) && !String(news.containerdSocket).startsWith("/")) {
-    fail("containerdSocket", 'containerdSocket is an absolute host path, e.g. "/run/k3s/containerd/containerd.sock" or "/var/lib/nodes/${NODE_NAME}/containerd.sock"');
+    fail(
+      "containerdSocket",
+      'containerdSocket is an absolute host path, e.g. "/run/k3s/containerd/containerd.sock" or "/var/lib/nodes/${NODE_NAME}/containerd.sock"',
+    );
   }
   if (news.agentImage === undefined && news.agentRegistry === undefined) {
-    fail("agentRegistry", 'give agentRegistry (a registry every node can pull from, e.g. "registry.local:5000"; the agent image is copied there) or agentImage');
+    fail(
+      "agentRegistry",
+      'give agentRegistry (a registry every node can pull from, e.g. "registry.local:5000"; the agent image is copied there) or agentImage',
+    );
   }
   failures.push(...checkTimeouts(news.timeouts));
   return { failures, images };
 }
 
-export async function checkPrePull(olds: Partial<PrePullInputs>, news: PrePullInputs, deps: PrePullDeps = {}): Promise<{ inputs: PrePullInputs; failures: CheckFailure[] }> {
+export async function checkPrePull(
+  olds: Partial<PrePullInputs>,
+  news: PrePullInputs,
+  deps: PrePullDeps = {},
+): Promise<{ inputs: PrePullInputs; failures: CheckFailure[] }> {
   const inputs: PrePullInputs = { ...news };
   delete inputs.digests;
   const { failures, images } = validatePrePull(news);
@@ -142,12 +169,16 @@ export async function checkPrePull(olds: Partial<PrePullInputs>, news: PrePullIn
   failures.push(...resolved.filter((f): f is CheckFailure => f !== undefined));
   if (failures.length > 0) return { inputs, failures };
   inputs.digests = Object.fromEntries(images.map((i) => [i.key, digests[i.key]!]));
-  for (const [k, d] of Object.entries(inputs.digests)) if (olds.digests?.[k] && olds.digests[k] !== d) logOf(deps)(`${k}: ${olds.digests[k]} → ${d}`);
+  for (const [k, d] of Object.entries(inputs.digests))
+    if (olds.digests?.[k] && olds.digests[k] !== d) logOf(deps)(`${k}: ${olds.digests[k]} → ${d}`);
   if (!isUnknown(news.kubeconfig) && !isUnknown(news.context)) {
     try {
       await withClient(news, (c) => c.version());
     } catch (e) {
-      failures.push({ property: news.context && isImageyardError(e, "KUBE_CONFIG") ? "context" : "kubeconfig", reason: `cannot reach the cluster for ${news.images.length} image(s): ${messageOf(e)}` });
+      failures.push({
+        property: news.context && isImageyardError(e, "KUBE_CONFIG") ? "context" : "kubeconfig",
+        reason: `cannot reach the cluster for ${news.images.length} image(s): ${messageOf(e)}`,
+      });
     }
   }
   return { inputs, failures };
@@ -156,7 +187,22 @@ export async function checkPrePull(olds: Partial<PrePullInputs>, news: PrePullIn
 // ---------------------------------------------------------------- diff
 
 const REPLACE_KEYS = ["name", "namespace", "context"] as const;
-const UPDATE_KEYS = ["images", "digests", "nodeSelector", "tolerations", "parallelism", "pin", "removeImagesOnDelete", "containerdSocket", "agentRegistry", "agentRegistryAuth", "agentRegistryTls", "agentImage", "kubeconfig", "timeouts"] as const;
+const UPDATE_KEYS = [
+  "images",
+  "digests",
+  "nodeSelector",
+  "tolerations",
+  "parallelism",
+  "pin",
+  "removeImagesOnDelete",
+  "containerdSocket",
+  "agentRegistry",
+  "agentRegistryAuth",
+  "agentRegistryTls",
+  "agentImage",
+  "kubeconfig",
+  "timeouts",
+] as const;
 
 export function diffPrePull(olds: PrePullOutputs, news: PrePullInputs): DiffResult {
   const o = { ...olds, namespace: olds.namespace ?? DEFAULT_NAMESPACE };
@@ -187,14 +233,24 @@ async function withClient<T>(inputs: Pick<PrePullInputs, "kubeconfig" | "context
  * The node-side plan: images with pull refs and secrets, agent image, socket, placement. An
  * archive image answers to the names the archive carries (read by the caller) and its retagAs.
  */
-export function buildSpec(inputs: PrePullInputs, agentImage: string, archives: Map<string, ArchiveInfo> = new Map()): { spec: SetSpec; secrets: PullSecret[] } {
+export function buildSpec(
+  inputs: PrePullInputs,
+  agentImage: string,
+  archives: Map<string, ArchiveInfo> = new Map(),
+): { spec: SetSpec; secrets: PullSecret[] } {
   const planned = inputs.images.map((e, i) => planImage(e, i));
   const secrets: PullSecret[] = [];
   const images: NodeImage[] = planned.map((img) => {
     const digest = inputs.digests?.[img.key];
-    if (!digest) throw new ImageyardError("INVALID_INPUT", `pre-pull ${img.key}: no resolved digest (check did not run). Run pulumi up again.`);
+    if (!digest)
+      throw new ImageyardError("INVALID_INPUT", `pre-pull ${img.key}: no resolved digest (check did not run). Run pulumi up again.`);
     const names = archives.get(img.key)?.names ?? [];
-    const out: NodeImage = { key: img.key, pullRef: img.kind === "archive" ? names[0] ?? img.key : pullRefOf(img, digest), digest, retagAs: img.retagAs };
+    const out: NodeImage = {
+      key: img.key,
+      pullRef: img.kind === "archive" ? (names[0] ?? img.key) : pullRefOf(img, digest),
+      digest,
+      retagAs: img.retagAs,
+    };
     if (img.kind === "archive") out.archive = true;
     if (img.auth) {
       const name = secretName(inputs.name, secrets.length);
@@ -242,7 +298,8 @@ function outputsOf(inputs: PrePullInputs, spec: SetSpec, state: SetState | undef
 async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePullDeps): Promise<PrePullOutputs> {
   const log = logOf(deps);
   const deadline = Date.now() + timeoutMs(inputs.timeouts, op, DEFAULT_TIMEOUT_S);
-  const agentImageRef = inputs.agentImage ?? (await ensureAgentImage(inputs.agentRegistry!, inputs.agentRegistryAuth, inputs.agentRegistryTls, log));
+  const agentImageRef =
+    inputs.agentImage ?? (await ensureAgentImage(inputs.agentRegistry!, inputs.agentRegistryAuth, inputs.agentRegistryTls, log));
   const archives = new Map<string, ArchiveInfo>();
   for (const img of inputs.images.map((e, i) => planImage(e, i))) if (img.archive) archives.set(img.key, await readArchive(img.archive));
   const { spec, secrets } = buildSpec(inputs, agentImageRef, archives);
@@ -253,7 +310,14 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
       if (op === "update") await engine.repairSet(client, spec, await engine.observeSet(client, spec), { log });
       let state = await engine.waitForSet(client, spec, deadline, { log, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
       if (spec.images.some((i) => i.archive)) {
-        await importArchives(client, spec, inputs.images.map((e, i) => planImage(e, i)), archives, deadline, log);
+        await importArchives(
+          client,
+          spec,
+          inputs.images.map((e, i) => planImage(e, i)),
+          archives,
+          deadline,
+          log,
+        );
         state = await engine.waitForSet(client, spec, deadline, { log, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
       }
       for (const n of state.nodes) for (const w of n.warnings) log(`${n.node}: ${w}`);
@@ -262,7 +326,11 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
     } catch (e) {
       // The DaemonSet exists: hand Pulumi its id and what is known, so nothing is orphaned.
       const state = await engine.observeSet(client, spec).catch(() => undefined);
-      throw Object.assign(e instanceof Error ? e : new Error(String(e)), { id, properties: outputsOf(inputs, spec, state, agentImageRef), reasons: [messageOf(e)] });
+      throw Object.assign(e instanceof Error ? e : new Error(String(e)), {
+        id,
+        properties: outputsOf(inputs, spec, state, agentImageRef),
+        reasons: [messageOf(e)],
+      });
     }
   });
 }
@@ -278,7 +346,10 @@ export function updatePrePull(_olds: PrePullOutputs, news: PrePullInputs, deps: 
 
 export async function readPrePull(id: string, props?: PrePullOutputs): Promise<{ id?: string; props?: PrePullOutputs }> {
   if (!props?.agentImageRef) {
-    throw new ImageyardError("UNSUPPORTED", `read ${id}: importing a PrePullSet is not supported. Declare the resource instead: an up adopts a DaemonSet of the same name.`);
+    throw new ImageyardError(
+      "UNSUPPORTED",
+      `read ${id}: importing a PrePullSet is not supported. Declare the resource instead: an up adopts a DaemonSet of the same name.`,
+    );
   }
   const { spec } = buildSpec(props, props.agentImageRef);
   return withClient(props, async (client) => {

@@ -83,7 +83,9 @@ export class PrePullSet extends pulumi.dynamic.Resource {
         name: args.name ?? name,
         // Credentials are secret wherever they sit: a list holding any auth is secret as a whole
         // (the engine keeps outputs of secret inputs secret), as is the kubeconfig.
-        images: pulumi.output(args.images).apply((list) => (list.some((e) => typeof e === "object" && e !== null && e.auth !== undefined) ? pulumi.secret(list) : list)),
+        images: pulumi
+          .output(args.images)
+          .apply((list) => (list.some((e) => typeof e === "object" && e !== null && e.auth !== undefined) ? pulumi.secret(list) : list)),
         kubeconfig: secret(args.kubeconfig),
         agentRegistryAuth: secret(args.agentRegistryAuth),
         digests: undefined,

@@ -33,9 +33,16 @@ export function checkTimeouts(timeouts: unknown, property = "timeouts"): CheckFa
   }
   const failures: CheckFailure[] = [];
   for (const [k, v] of Object.entries(timeouts)) {
-    if (!OPERATIONS.includes(k as Operation)) failures.push({ property: `${property}.${k}`, reason: `${property} has create, update and delete, e.g. { create: "30m", delete: 300 }` });
+    if (!OPERATIONS.includes(k as Operation))
+      failures.push({
+        property: `${property}.${k}`,
+        reason: `${property} has create, update and delete, e.g. { create: "30m", delete: 300 }`,
+      });
     else if (v !== undefined && !isUnknown(v) && timeoutSeconds(v) === undefined) {
-      failures.push({ property: `${property}.${k}`, reason: `${property}.${k} must be a positive number of seconds or a duration like "90s", "20m", "1h30m"; got ${JSON.stringify(v)}` });
+      failures.push({
+        property: `${property}.${k}`,
+        reason: `${property}.${k} must be a positive number of seconds or a duration like "90s", "20m", "1h30m"; got ${JSON.stringify(v)}`,
+      });
     }
   }
   return failures;

@@ -30,13 +30,36 @@ let dir: string;
 const catalogFile = () => join(dir, "catalog.yml");
 
 function version(v: string, file = "disk.qcow2") {
-  return { version: v, url: imageUrl(file), checksum: `sha256:${disks().files[file]!.sha256}`, build_date: `2024-05-${v.padStart(2, "0")}` };
+  return {
+    version: v,
+    url: imageUrl(file),
+    checksum: `sha256:${disks().files[file]!.sha256}`,
+    build_date: `2024-05-${v.padStart(2, "0")}`,
+  };
 }
 
 function writeCatalog(o: { versions: string[]; bStatus?: "active" | "deactivated"; broken?: boolean }): void {
   const images = [
-    { name: A, format: "qcow2", login: "ubuntu", min_disk: 1, visibility: "public", multi: true, meta: { os_distro: "ubuntu", replace_frequency: "weekly", uuid_validity: "last-3", provided_until: "none" }, tags: ["iy-e2e"], versions: o.versions.map((v) => version(v)) },
-    { name: B, format: "qcow2", visibility: "public", multi: false, status: o.bStatus ?? "active", versions: [version("1", "disk.qcow2.gz")], ...(o.broken ? { min_ram: "lots" } : {}) },
+    {
+      name: A,
+      format: "qcow2",
+      login: "ubuntu",
+      min_disk: 1,
+      visibility: "public",
+      multi: true,
+      meta: { os_distro: "ubuntu", replace_frequency: "weekly", uuid_validity: "last-3", provided_until: "none" },
+      tags: ["iy-e2e"],
+      versions: o.versions.map((v) => version(v)),
+    },
+    {
+      name: B,
+      format: "qcow2",
+      visibility: "public",
+      multi: false,
+      status: o.bStatus ?? "active",
+      versions: [version("1", "disk.qcow2.gz")],
+      ...(o.broken ? { min_ram: "lots" } : {}),
+    },
     { name: C, enable: false, format: "qcow2", visibility: "public", versions: [version("1")] },
   ];
   writeFileSync(catalogFile(), stringify({ images }));
@@ -114,82 +137,122 @@ afterAll(async () => {
 }, STEP_TIMEOUT);
 
 describe.sequential("ImageCatalog and CommunityImages with the real pulumi engine", () => {
-  it("up publishes a multi: true image of two versions (\"Name\", \"Name (1)\"), a multi: false one (\"Name 1\"), skips enable: false, and exports the maps", async () => {
-    const res = await main.stack.up({ onOutput: main.onOutput("up-1") });
-    expect(res.summary.result).toBe("succeeded");
-    const o = await outputs();
-    expect(Object.keys(o.imageIds).sort()).toEqual([B, A].sort());
-    expect(await glanceView(o.versionIds[A]!)).toEqual({ "1": { name: `${A} (1)`, visibility: "public", status: "active" }, "2": { name: A, visibility: "public", status: "active" } });
-    expect(await glanceView(o.versionIds[B]!)).toEqual({ "1": { name: `${B} 1`, visibility: "public", status: "active" } });
-    expect(o.imageIds[A]).toBe(o.versionIds[A]!["2"]);
-    expect(await listImages(admin, { name: `${C} 1`, visibility: "all" })).toEqual([]);
-    const img = await findImage(admin, o.versionIds[A]!["2"]!);
-    expect(img).toMatchObject({ image_source: imageUrl("disk.qcow2"), image_build_date: "2024-05-02", image_original_user: "ubuntu", image_description: A, replace_frequency: "weekly", internal_version: "2" });
-    // CommunityImages' key → ID map is a stack output.
-    expect(Object.keys(o.communityImageIds)).toEqual(["k1"]);
-    expect(await findImage(admin, o.communityImageIds.k1!)).toMatchObject({ name: KEY_NAME, visibility: "community", status: "active" });
-  }, STEP_TIMEOUT);
+  it(
+    'up publishes a multi: true image of two versions ("Name", "Name (1)"), a multi: false one ("Name 1"), skips enable: false, and exports the maps',
+    async () => {
+      const res = await main.stack.up({ onOutput: main.onOutput("up-1") });
+      expect(res.summary.result).toBe("succeeded");
+      const o = await outputs();
+      expect(Object.keys(o.imageIds).sort()).toEqual([B, A].sort());
+      expect(await glanceView(o.versionIds[A]!)).toEqual({
+        "1": { name: `${A} (1)`, visibility: "public", status: "active" },
+        "2": { name: A, visibility: "public", status: "active" },
+      });
+      expect(await glanceView(o.versionIds[B]!)).toEqual({ "1": { name: `${B} 1`, visibility: "public", status: "active" } });
+      expect(o.imageIds[A]).toBe(o.versionIds[A]!["2"]);
+      expect(await listImages(admin, { name: `${C} 1`, visibility: "all" })).toEqual([]);
+      const img = await findImage(admin, o.versionIds[A]!["2"]!);
+      expect(img).toMatchObject({
+        image_source: imageUrl("disk.qcow2"),
+        image_build_date: "2024-05-02",
+        image_original_user: "ubuntu",
+        image_description: A,
+        replace_frequency: "weekly",
+        internal_version: "2",
+      });
+      // CommunityImages' key → ID map is a stack output.
+      expect(Object.keys(o.communityImageIds)).toEqual(["k1"]);
+      expect(await findImage(admin, o.communityImageIds.k1!)).toMatchObject({ name: KEY_NAME, visibility: "community", status: "active" });
+    },
+    STEP_TIMEOUT,
+  );
 
-  it("a second preview on the unchanged stack shows no changes", async () => {
-    const res = await main.stack.preview({ onOutput: main.onOutput("preview-same") });
-    // stack, two components, three catalog versions, one community image
-    expect(res.changeSummary).toEqual({ same: 7 });
-  }, STEP_TIMEOUT);
+  it(
+    "a second preview on the unchanged stack shows no changes",
+    async () => {
+      const res = await main.stack.preview({ onOutput: main.onOutput("preview-same") });
+      // stack, two components, three catalog versions, one community image
+      expect(res.changeSummary).toEqual({ same: 7 });
+    },
+    STEP_TIMEOUT,
+  );
 
-  it("adding version 3: it is created (and active as \"Name\") before version 2 is renamed \"Name (2)\"; version 1 untouched, nothing deleted", async () => {
-    const before = (await outputs()).versionIds[A]!;
-    writeCatalog({ versions: ["1", "2", "3"] });
-    const rec = recorder();
-    const res = await main.stack.up({ onOutput: main.onOutput("up-3"), onEvent: rec.onEvent });
-    expect(res.summary.resourceChanges).toMatchObject({ create: 1, update: 1 });
-    expect(res.summary.resourceChanges?.delete).toBeUndefined();
-    const created = rec.seen.findIndex(([k, op, n]) => k === "done" && op === "create" && n.endsWith("-3"));
-    const renameStarts = rec.seen.findIndex(([k, op, n]) => k === "start" && op === "update" && n.endsWith("-2"));
-    expect(created).toBeGreaterThanOrEqual(0);
-    expect(renameStarts).toBeGreaterThan(created);
-    const after = (await outputs()).versionIds[A]!;
-    expect(after["1"]).toBe(before["1"]);
-    expect(after["2"]).toBe(before["2"]);
-    expect(await glanceView(after)).toEqual({
-      "1": { name: `${A} (1)`, visibility: "public", status: "active" },
-      "2": { name: `${A} (2)`, visibility: "public", status: "active" },
-      "3": { name: A, visibility: "public", status: "active" },
-    });
-  }, STEP_TIMEOUT);
+  it(
+    'adding version 3: it is created (and active as "Name") before version 2 is renamed "Name (2)"; version 1 untouched, nothing deleted',
+    async () => {
+      const before = (await outputs()).versionIds[A]!;
+      writeCatalog({ versions: ["1", "2", "3"] });
+      const rec = recorder();
+      const res = await main.stack.up({ onOutput: main.onOutput("up-3"), onEvent: rec.onEvent });
+      expect(res.summary.resourceChanges).toMatchObject({ create: 1, update: 1 });
+      expect(res.summary.resourceChanges?.delete).toBeUndefined();
+      const created = rec.seen.findIndex(([k, op, n]) => k === "done" && op === "create" && n.endsWith("-3"));
+      const renameStarts = rec.seen.findIndex(([k, op, n]) => k === "start" && op === "update" && n.endsWith("-2"));
+      expect(created).toBeGreaterThanOrEqual(0);
+      expect(renameStarts).toBeGreaterThan(created);
+      const after = (await outputs()).versionIds[A]!;
+      expect(after["1"]).toBe(before["1"]);
+      expect(after["2"]).toBe(before["2"]);
+      expect(await glanceView(after)).toEqual({
+        "1": { name: `${A} (1)`, visibility: "public", status: "active" },
+        "2": { name: `${A} (2)`, visibility: "public", status: "active" },
+        "3": { name: A, visibility: "public", status: "active" },
+      });
+    },
+    STEP_TIMEOUT,
+  );
 
-  it("a fourth version demotes the oldest to community (keep 3); status: deactivated deactivates the multi: false image", async () => {
-    writeCatalog({ versions: ["1", "2", "3", "4"], bStatus: "deactivated" });
-    const res = await main.stack.up({ onOutput: main.onOutput("up-4") });
-    expect(res.summary.resourceChanges).toMatchObject({ create: 1, update: 3 });
-    const o = await outputs();
-    expect(await glanceView(o.versionIds[A]!)).toEqual({
-      "1": { name: `${A} (1)`, visibility: "community", status: "active" },
-      "2": { name: `${A} (2)`, visibility: "public", status: "active" },
-      "3": { name: `${A} (3)`, visibility: "public", status: "active" },
-      "4": { name: A, visibility: "public", status: "active" },
-    });
-    expect((await glanceView(o.versionIds[B]!))["1"]!.status).toBe("deactivated");
-  }, STEP_TIMEOUT);
+  it(
+    "a fourth version demotes the oldest to community (keep 3); status: deactivated deactivates the multi: false image",
+    async () => {
+      writeCatalog({ versions: ["1", "2", "3", "4"], bStatus: "deactivated" });
+      const res = await main.stack.up({ onOutput: main.onOutput("up-4") });
+      expect(res.summary.resourceChanges).toMatchObject({ create: 1, update: 3 });
+      const o = await outputs();
+      expect(await glanceView(o.versionIds[A]!)).toEqual({
+        "1": { name: `${A} (1)`, visibility: "community", status: "active" },
+        "2": { name: `${A} (2)`, visibility: "public", status: "active" },
+        "3": { name: `${A} (3)`, visibility: "public", status: "active" },
+        "4": { name: A, visibility: "public", status: "active" },
+      });
+      expect((await glanceView(o.versionIds[B]!))["1"]!.status).toBe("deactivated");
+    },
+    STEP_TIMEOUT,
+  );
 
-  it("a malformed catalog fails the preview naming the file, the image and the field", async () => {
-    writeCatalog({ versions: ["1", "2", "3", "4"], bStatus: "deactivated", broken: true });
-    const msg = await failedPreview("preview-broken");
-    expect(msg).toContain(`${catalogFile()}: image "${B}": min_ram: must be a whole number ≥ 0, not "lots"`);
-    writeCatalog({ versions: ["1", "2", "3", "4"], bStatus: "deactivated" });
-  }, STEP_TIMEOUT);
+  it(
+    "a malformed catalog fails the preview naming the file, the image and the field",
+    async () => {
+      writeCatalog({ versions: ["1", "2", "3", "4"], bStatus: "deactivated", broken: true });
+      const msg = await failedPreview("preview-broken");
+      expect(msg).toContain(`${catalogFile()}: image "${B}": min_ram: must be a whole number ≥ 0, not "lots"`);
+      writeCatalog({ versions: ["1", "2", "3", "4"], bStatus: "deactivated" });
+    },
+    STEP_TIMEOUT,
+  );
 
-  it("a changed source under an existing CommunityImages key fails the preview, saying keys are immutable and how to add a new key", async () => {
-    await setCommunity(imageUrl("disk.qcow2.gz"), "disk.qcow2.gz");
-    const msg = await failedPreview("preview-key");
-    expect(msg).toMatch(/key "k1" was published from .*disk\.qcow2 .*Keys are immutable.*Add the new image under a new key \(e\.g\. "k1_\d{8}"\).*allowSourceChange: true/s);
-    await setCommunity(imageUrl("disk.qcow2"), "disk.qcow2");
-  }, STEP_TIMEOUT);
+  it(
+    "a changed source under an existing CommunityImages key fails the preview, saying keys are immutable and how to add a new key",
+    async () => {
+      await setCommunity(imageUrl("disk.qcow2.gz"), "disk.qcow2.gz");
+      const msg = await failedPreview("preview-key");
+      expect(msg).toMatch(
+        /key "k1" was published from .*disk\.qcow2 .*Keys are immutable.*Add the new image under a new key \(e\.g\. "k1_\d{8}"\).*allowSourceChange: true/s,
+      );
+      await setCommunity(imageUrl("disk.qcow2"), "disk.qcow2");
+    },
+    STEP_TIMEOUT,
+  );
 
-  it("destroy deletes every image of the catalog and the map", async () => {
-    const o = await outputs();
-    const ids = [...Object.values(o.versionIds).flatMap((m) => Object.values(m)), ...Object.values(o.communityImageIds)];
-    const res = await main.stack.destroy({ onOutput: main.onOutput("destroy") });
-    expect(res.summary.result).toBe("succeeded");
-    for (const id of ids) expect(await findImage(admin, id)).toBeUndefined();
-  }, STEP_TIMEOUT);
+  it(
+    "destroy deletes every image of the catalog and the map",
+    async () => {
+      const o = await outputs();
+      const ids = [...Object.values(o.versionIds).flatMap((m) => Object.values(m)), ...Object.values(o.communityImageIds)];
+      const res = await main.stack.destroy({ onOutput: main.onOutput("destroy") });
+      expect(res.summary.result).toBe("succeeded");
+      for (const id of ids) expect(await findImage(admin, id)).toBeUndefined();
+    },
+    STEP_TIMEOUT,
+  );
 });

@@ -16,7 +16,10 @@ let tb: K8sTestbed;
 let main: ProjectStack;
 let mirrorRepo: string;
 
-const digestsOn = async (node: string) => ((JSON.parse((await crictl(tb, node, ["images", "-o", "json"])).stdout) as { images: { repoDigests: string[] }[] }).images.flatMap((i) => i.repoDigests));
+const digestsOn = async (node: string) =>
+  (JSON.parse((await crictl(tb, node, ["images", "-o", "json"])).stdout) as { images: { repoDigests: string[] }[] }).images.flatMap(
+    (i) => i.repoDigests,
+  );
 
 beforeAll(async () => {
   tb = await useK8sTestbed();
@@ -34,7 +37,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   try {
-    if (main && (await resourcesOfType(main.stack, PREPULL_TYPE)).length > 0) await main.stack.destroy({ onOutput: main.onOutput("destroy-cleanup") });
+    if (main && (await resourcesOfType(main.stack, PREPULL_TYPE)).length > 0)
+      await main.stack.destroy({ onOutput: main.onOutput("destroy-cleanup") });
   } finally {
     main?.cleanup();
     await removeK8sNode("node3").catch(() => undefined);
@@ -44,54 +48,88 @@ afterAll(async () => {
 describe.sequential("PrePullSet with the real pulumi engine", () => {
   let pinned: string;
 
-  it("up mirrors, pre-pulls onto every node (crictl sees the digest) and the Never-pull Deployment becomes ready", async () => {
-    const res = await main.stack.up({ onOutput: main.onOutput("up-1"), onEvent: main.onEvent });
-    expect(res.summary.result).toBe("succeeded");
-    pinned = res.outputs.pinnedRef!.value as string;
-    const digest = pinned.split("@")[1]!;
-    expect(res.outputs.ready!.value).toBe(2);
-    expect(res.outputs.total!.value).toBe(2);
-    for (const node of ["node1", "node2"]) expect(await digestsOn(node)).toContain(pinned);
-    expect((res.outputs.nodes!.value as Record<string, Record<string, string>>).node1![pinned]).toBe(digest);
-    const avail = (await kubectl(tb, ["get", "deployment", "-n", "default", res.outputs.deploymentName!.value as string, "-o", "jsonpath={.status.availableReplicas}"])).stdout;
-    expect(avail).toBe("1");
-    expect(main.log.all()).toMatch(/nodes ready 2\/2/);
-  }, STEP);
+  it(
+    "up mirrors, pre-pulls onto every node (crictl sees the digest) and the Never-pull Deployment becomes ready",
+    async () => {
+      const res = await main.stack.up({ onOutput: main.onOutput("up-1"), onEvent: main.onEvent });
+      expect(res.summary.result).toBe("succeeded");
+      pinned = res.outputs.pinnedRef!.value as string;
+      const digest = pinned.split("@")[1]!;
+      expect(res.outputs.ready!.value).toBe(2);
+      expect(res.outputs.total!.value).toBe(2);
+      for (const node of ["node1", "node2"]) expect(await digestsOn(node)).toContain(pinned);
+      expect((res.outputs.nodes!.value as Record<string, Record<string, string>>).node1![pinned]).toBe(digest);
+      const avail = (
+        await kubectl(tb, [
+          "get",
+          "deployment",
+          "-n",
+          "default",
+          res.outputs.deploymentName!.value as string,
+          "-o",
+          "jsonpath={.status.availableReplicas}",
+        ])
+      ).stdout;
+      expect(avail).toBe("1");
+      expect(main.log.all()).toMatch(/nodes ready 2\/2/);
+    },
+    STEP,
+  );
 
-  it("a second preview shows no changes", async () => {
-    const res = await main.stack.preview({ onOutput: main.onOutput("preview-nochange"), onEvent: main.onEvent });
-    expect(res.changeSummary.update ?? 0).toBe(0);
-    expect(res.changeSummary.replace ?? 0).toBe(0);
-  }, STEP);
+  it(
+    "a second preview shows no changes",
+    async () => {
+      const res = await main.stack.preview({ onOutput: main.onOutput("preview-nochange"), onEvent: main.onEvent });
+      expect(res.changeSummary.update ?? 0).toBe(0);
+      expect(res.changeSummary.replace ?? 0).toBe(0);
+    },
+    STEP,
+  );
 
-  it("a node that joins later gets the image without an up, and refresh counts it", async () => {
-    await addK8sNode("node3", { runtime: "containerd2" });
-    await waitUntil("node3 to hold the pinned image", 120_000, async () => (await digestsOn("node3")).includes(pinned));
-    await waitUntil("refresh to count node3 ready", 60_000, async () => {
-      await main.stack.refresh({ onOutput: main.onOutput("refresh-node3") });
-      const outs = await main.stack.outputs();
-      return outs.ready!.value === 3 && outs.total!.value === 3;
-    });
-  }, STEP);
+  it(
+    "a node that joins later gets the image without an up, and refresh counts it",
+    async () => {
+      await addK8sNode("node3", { runtime: "containerd2" });
+      await waitUntil("node3 to hold the pinned image", 120_000, async () => (await digestsOn("node3")).includes(pinned));
+      await waitUntil("refresh to count node3 ready", 60_000, async () => {
+        await main.stack.refresh({ onOutput: main.onOutput("refresh-node3") });
+        const outs = await main.stack.outputs();
+        return outs.ready!.value === 3 && outs.total!.value === 3;
+      });
+    },
+    STEP,
+  );
 
-  it("an image removed by hand shows in refresh, preview proposes an update, and up restores it", async () => {
-    await ctr(tb, "node1", ["images", "rm", pinned]);
-    await waitUntil("refresh to see node1 lost the image", 90_000, async () => {
-      await main.stack.refresh({ onOutput: main.onOutput("refresh-lost") });
-      const nodes = (await main.stack.outputs()).nodes!.value as Record<string, Record<string, string>>;
-      return nodes.node1![pinned]!.startsWith("failed:");
-    });
-    const pre = await main.stack.preview({ onOutput: main.onOutput("preview-repair"), onEvent: main.onEvent });
-    expect(pre.changeSummary.update).toBeGreaterThanOrEqual(1);
-    const res = await main.stack.up({ onOutput: main.onOutput("up-repair"), onEvent: main.onEvent });
-    expect(res.outputs.ready!.value).toBe(3);
-    expect(await digestsOn("node1")).toContain(pinned);
-  }, STEP);
+  it(
+    "an image removed by hand shows in refresh, preview proposes an update, and up restores it",
+    async () => {
+      await ctr(tb, "node1", ["images", "rm", pinned]);
+      await waitUntil("refresh to see node1 lost the image", 90_000, async () => {
+        await main.stack.refresh({ onOutput: main.onOutput("refresh-lost") });
+        const nodes = (await main.stack.outputs()).nodes!.value as Record<string, Record<string, string>>;
+        return nodes.node1![pinned]!.startsWith("failed:");
+      });
+      const pre = await main.stack.preview({ onOutput: main.onOutput("preview-repair"), onEvent: main.onEvent });
+      expect(pre.changeSummary.update).toBeGreaterThanOrEqual(1);
+      const res = await main.stack.up({ onOutput: main.onOutput("up-repair"), onEvent: main.onEvent });
+      expect(res.outputs.ready!.value).toBe(3);
+      expect(await digestsOn("node1")).toContain(pinned);
+    },
+    STEP,
+  );
 
-  it("destroy removes the DaemonSet and Secrets and leaves the images on the nodes", async () => {
-    const res = await main.stack.destroy({ onOutput: main.onOutput("destroy"), onEvent: main.onEvent });
-    expect(res.summary.result).toBe("succeeded");
-    expect((await kubectl(tb, ["get", "ds,secrets", "-n", "kube-system", "-l", "imageyard.dev/prepullset=prepull", "-o", "name"])).stdout.trim()).toBe("");
-    expect(await digestsOn("node2")).toContain(pinned);
-  }, STEP);
+  it(
+    "destroy removes the DaemonSet and Secrets and leaves the images on the nodes",
+    async () => {
+      const res = await main.stack.destroy({ onOutput: main.onOutput("destroy"), onEvent: main.onEvent });
+      expect(res.summary.result).toBe("succeeded");
+      expect(
+        (
+          await kubectl(tb, ["get", "ds,secrets", "-n", "kube-system", "-l", "imageyard.dev/prepullset=prepull", "-o", "name"])
+        ).stdout.trim(),
+      ).toBe("");
+      expect(await digestsOn("node2")).toContain(pinned);
+    },
+    STEP,
+  );
 });

@@ -42,23 +42,44 @@ export class FakeKube {
   }
 
   addNode(name: string, runtime = "containerd://2.4.2"): void {
-    this.nodes.push({ metadata: { name, labels: { "kubernetes.io/hostname": name } }, spec: {}, status: { nodeInfo: { containerRuntimeVersion: runtime } } });
+    this.nodes.push({
+      metadata: { name, labels: { "kubernetes.io/hostname": name } },
+      spec: {},
+      status: { nodeInfo: { containerRuntimeVersion: runtime } },
+    });
   }
 
   /** The DaemonSet controller and kubelets, run before every read so state is always current. */
   private reconcile(): void {
     for (const ds of this.daemonSets.values()) {
-      const tpl = (ds.spec as { template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: { initContainers: { name: string; image: string }[]; tolerations?: []; nodeSelector?: Record<string, string> } } }).template;
+      const tpl = (
+        ds.spec as {
+          template: {
+            metadata: { labels: Record<string, string>; annotations: Record<string, string> };
+            spec: { initContainers: { name: string; image: string }[]; tolerations?: []; nodeSelector?: Record<string, string> };
+          };
+        }
+      ).template;
       const covered = coveredNodes(this.nodes, tpl.spec.nodeSelector, tpl.spec.tolerations ?? []);
       let updated = 0;
       for (const n of covered) {
-        let pod = [...this.pods.values()].find((p) => p.spec.nodeName === n.metadata.name && p.metadata.labels?.["imageyard.dev/prepullset"] === ds.metadata.name);
+        let pod = [...this.pods.values()].find(
+          (p) => p.spec.nodeName === n.metadata.name && p.metadata.labels?.["imageyard.dev/prepullset"] === ds.metadata.name,
+        );
         if (pod && pod.metadata.annotations?.[ANNOTATION_IMAGES] !== tpl.metadata.annotations[ANNOTATION_IMAGES]) {
           this.pods.delete(pod.metadata.name);
           pod = undefined;
         }
         if (!pod) {
-          pod = { metadata: { name: `${ds.metadata.name}-${++this.seq}`, namespace: ds.metadata.namespace, labels: { ...tpl.metadata.labels }, annotations: { ...tpl.metadata.annotations } }, spec: { nodeName: n.metadata.name } };
+          pod = {
+            metadata: {
+              name: `${ds.metadata.name}-${++this.seq}`,
+              namespace: ds.metadata.namespace,
+              labels: { ...tpl.metadata.labels },
+              annotations: { ...tpl.metadata.annotations },
+            },
+            spec: { nodeName: n.metadata.name },
+          };
           this.pods.set(pod.metadata.name, pod);
         }
         const images = tpl.spec.initContainers.filter((c) => c.name.startsWith("image-")).map((c) => c.image);
@@ -86,10 +107,20 @@ export class FakeKube {
     let m: RegExpExecArray | null;
     if (p === "/version") return send(200, { gitVersion: "v1.37.2" });
     if (p === "/api/v1/nodes") return send(200, { items: this.nodes });
-    if ((m = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(p))) return this.namespaces.has(m[1]!) ? send(200, { metadata: { name: m[1] } }) : notFound();
+    if ((m = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(p)))
+      return this.namespaces.has(m[1]!) ? send(200, { metadata: { name: m[1] } }) : notFound();
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(p))) {
       const pod = /involvedObject\.name=([^,]+)/.exec(u.searchParams.get("fieldSelector") ?? "")?.[1];
-      return send(200, { items: this.events.filter((e) => e.pod === pod).map((e, i) => ({ metadata: { name: `e${i}` }, reason: "Unhealthy", message: e.message, lastTimestamp: new Date(i * 1000).toISOString() })) });
+      return send(200, {
+        items: this.events
+          .filter((e) => e.pod === pod)
+          .map((e, i) => ({
+            metadata: { name: `e${i}` },
+            reason: "Unhealthy",
+            message: e.message,
+            lastTimestamp: new Date(i * 1000).toISOString(),
+          })),
+      });
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/.exec(p))) {
       if (m[2]) {
@@ -100,7 +131,11 @@ export class FakeKube {
       const sel = u.searchParams.get("labelSelector")?.split("=") ?? [];
       return send(200, { items: [...this.pods.values()].filter((x) => x.metadata.labels?.[sel[0]!] === sel[1]) });
     }
-    const coll = (m = /^\/apis\/apps\/v1\/namespaces\/[^/]+\/daemonsets(?:\/([^/]+))?$/.exec(p)) ? this.daemonSets : (m = /^\/api\/v1\/namespaces\/[^/]+\/secrets(?:\/([^/]+))?$/.exec(p)) ? this.secrets : undefined;
+    const coll = (m = /^\/apis\/apps\/v1\/namespaces\/[^/]+\/daemonsets(?:\/([^/]+))?$/.exec(p))
+      ? this.daemonSets
+      : (m = /^\/api\/v1\/namespaces\/[^/]+\/secrets(?:\/([^/]+))?$/.exec(p))
+        ? this.secrets
+        : undefined;
     if (!coll || !m) return notFound();
     const name = m[1];
     if (!name && req.method === "GET") {
@@ -118,11 +153,20 @@ export class FakeKube {
     if (req.method === "GET") return send(200, cur);
     if (req.method === "DELETE") {
       coll.delete(name!);
-      if (coll === this.daemonSets) for (const [k, pod] of this.pods) if (pod.metadata.labels?.["imageyard.dev/prepullset"] === name) this.pods.delete(k);
+      if (coll === this.daemonSets)
+        for (const [k, pod] of this.pods) if (pod.metadata.labels?.["imageyard.dev/prepullset"] === name) this.pods.delete(k);
       return send(200, {});
     }
     if (req.method === "PUT") {
-      const obj = { ...body!, metadata: { ...body!.metadata, uid: cur.metadata.uid, resourceVersion: String(Number(cur.metadata.resourceVersion) + 1), generation: (cur.metadata.generation ?? 1) + 1 } } as Obj;
+      const obj = {
+        ...body!,
+        metadata: {
+          ...body!.metadata,
+          uid: cur.metadata.uid,
+          resourceVersion: String(Number(cur.metadata.resourceVersion) + 1),
+          generation: (cur.metadata.generation ?? 1) + 1,
+        },
+      } as Obj;
       coll.set(name!, obj);
       return send(200, obj);
     }
@@ -136,7 +180,12 @@ export class FakeKube {
 
 /** A one-context kubeconfig document for `server`. */
 export function kubeconfigFor(server: string): string {
-  return JSON.stringify({ "current-context": "c", clusters: [{ name: "c", cluster: { server } }], contexts: [{ name: "c", context: { cluster: "c", user: "u" } }], users: [{ name: "u", user: { token: "t" } }] });
+  return JSON.stringify({
+    "current-context": "c",
+    clusters: [{ name: "c", cluster: { server } }],
+    contexts: [{ name: "c", context: { cluster: "c", user: "u" } }],
+    users: [{ name: "u", user: { token: "t" } }],
+  });
 }
 
 /** A kubelet whose pulls all succeed: imageID = the pulled reference. */

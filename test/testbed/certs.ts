@@ -25,7 +25,9 @@ function openssl(args: string[], cwd: string): void {
     execFileSync("openssl", args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
   } catch (e) {
     const err = e as { stderr?: Buffer };
-    throw new Error(`openssl ${args[0]} in ${cwd}: ${err.stderr?.toString().trim() ?? String(e)}. Check that openssl 3 is installed (scripts/bootstrap.sh).`);
+    throw new Error(
+      `openssl ${args[0]} in ${cwd}: ${err.stderr?.toString().trim() ?? String(e)}. Check that openssl 3 is installed (scripts/bootstrap.sh).`,
+    );
   }
 }
 
@@ -35,7 +37,27 @@ const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes
 function issue(dir: string, name: string, subject: string, ext: string): void {
   openssl(["req", "-new", ...EC, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir);
   writeFileSync(join(dir, `${name}.ext`), ext);
-  openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "3650", "-sha256", "-out", `${name}.crt`, "-extfile", `${name}.ext`], dir);
+  openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "3650",
+      "-sha256",
+      "-out",
+      `${name}.crt`,
+      "-extfile",
+      `${name}.ext`,
+    ],
+    dir,
+  );
   rmSync(join(dir, `${name}.csr`));
 }
 
@@ -56,14 +78,37 @@ export function ensureCerts(dir: string): TestbedCerts {
   if (existsSync(done)) return certs;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  openssl(["req", "-x509", ...EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-sha256", "-subj", "/CN=imageyard test CA",
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], dir);
-  issue(dir, "server", "/CN=localhost",
-    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  openssl(
+    [
+      "req",
+      "-x509",
+      ...EC,
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.crt",
+      "-days",
+      "3650",
+      "-sha256",
+      "-subj",
+      "/CN=imageyard test CA",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ],
+    dir,
+  );
+  issue(
+    dir,
+    "server",
+    "/CN=localhost",
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+  );
   issue(dir, "token", "/CN=imageyard test token signer", "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n");
   writeFileSync(certs.rootBundle, readFileSync(certs.tokenCert, "utf8") + readFileSync(certs.caFile, "utf8"));
   mkdirSync(certs.certDir, { recursive: true });
   copyFileSync(certs.caFile, join(certs.certDir, "ca.crt"));
-  writeFileSync(done, new Date().toISOString() + "\n");
+  writeFileSync(done, `${new Date().toISOString()}\n`);
   return certs;
 }

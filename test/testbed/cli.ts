@@ -1,6 +1,13 @@
 // `node dist/test/testbed/cli.js up|down|status [--json] [--show-passwords]` (scripts/testbed.sh wraps it): starts,
 // stops or describes the registry test bed for the demo, the benches and manual poking.
-import { defaultStateDir, loadRegistryTestbed, startRegistryTestbed, stopRegistryTestbed, type RegistryEndpoint, type RegistryTestbed } from "./registry";
+import {
+  defaultStateDir,
+  loadRegistryTestbed,
+  startRegistryTestbed,
+  stopRegistryTestbed,
+  type RegistryEndpoint,
+  type RegistryTestbed,
+} from "./registry";
 
 function describe(tb: RegistryTestbed, showPasswords: boolean): string {
   const rows: string[] = [];
@@ -9,7 +16,10 @@ function describe(tb: RegistryTestbed, showPasswords: boolean): string {
   for (const r of Object.values(tb.registries)) {
     rows.push(`${r.name.padEnd(9)} ${r.url.padEnd(24)} auth=${r.auth.padEnd(8)} ${creds(r)}`);
     if (r.certDir) rows.push(`${"".padEnd(9)} ca=${r.caFile}  cert-dir=${r.certDir}`);
-    if (r.pullUser) rows.push(`${"".padEnd(9)} pull-only=${r.pullUser.username}:${secret(r.pullUser.password)}  realm=${r.tokenRealm} service=${r.tokenService}`);
+    if (r.pullUser)
+      rows.push(
+        `${"".padEnd(9)} pull-only=${r.pullUser.username}:${secret(r.pullUser.password)}  realm=${r.tokenRealm} service=${r.tokenService}`,
+      );
   }
   rows.push(`realm     ${tb.tokenServer.realm}`);
   rows.push(`state     ${tb.dir}/testbed.json${showPasswords ? "" : "  (passwords: --show-passwords, or read it)"}`);
@@ -23,7 +33,7 @@ async function main(argv: string[]): Promise<number> {
   const stateDir = defaultStateDir();
   if (cmd === "up") {
     const tb = await startRegistryTestbed(stateDir, { lease: "cli", persistent: true });
-    process.stdout.write((json ? JSON.stringify(tb, null, 2) : describe(tb, show)) + "\n");
+    process.stdout.write(`${json ? JSON.stringify(tb, null, 2) : describe(tb, show)}\n`);
     return 0;
   }
   if (cmd === "down") {
@@ -39,7 +49,7 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${(e as Error).message}\n`);
       return 1;
     }
-    process.stdout.write((json ? JSON.stringify(tb, null, 2) : describe(tb, show)) + "\n");
+    process.stdout.write(`${json ? JSON.stringify(tb, null, 2) : describe(tb, show)}\n`);
     return 0;
   }
   process.stderr.write("usage: testbed.sh up|down|status [--json] [--show-passwords]\n");

@@ -12,10 +12,14 @@ export default async function setup(): Promise<() => Promise<void>> {
   mkdirSync(dirname(file), { recursive: true });
   rmSync(file, { force: true });
   const script = resolve(__dirname, "diskimages.ts");
-  const child = spawn(process.execPath, ["--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", "--disable-warning=ExperimentalWarning", script, "serve"], {
-    stdio: ["ignore", "inherit", "inherit"],
-    env: process.env,
-  });
+  const child = spawn(
+    process.execPath,
+    ["--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", "--disable-warning=ExperimentalWarning", script, "serve"],
+    {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: process.env,
+    },
+  );
   let exited: string | undefined;
   child.on("exit", (code, sig) => (exited = `exit ${code ?? sig}`));
   // Generating the images takes a few seconds the first time; poll with a deadline.

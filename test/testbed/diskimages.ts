@@ -8,7 +8,19 @@
 // Only node: built-ins are imported, so Node runs this file directly with type stripping.
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { dirname, join, resolve } from "node:path";
 
@@ -48,7 +60,10 @@ export function testbedFile(): string {
 
 export function loadDiskImageTestbed(): DiskImageTestbed {
   const path = testbedFile();
-  if (!existsSync(path)) throw new Error(`disk image test bed not running: ${path} is missing (vitest's globalSetup test/testbed/diskimages.setup.ts starts it)`);
+  if (!existsSync(path))
+    throw new Error(
+      `disk image test bed not running: ${path} is missing (vitest's globalSetup test/testbed/diskimages.setup.ts starts it)`,
+    );
   return JSON.parse(readFileSync(path, "utf8")) as DiskImageTestbed;
 }
 
@@ -151,7 +166,27 @@ function generateInto(dir: string): Record<string, DiskImageFile> {
   rmSync(p("zeros.raw"));
 
   const files: Record<string, DiskImageFile> = {};
-  for (const n of ["disk.raw", "disk.qcow2", "disk.vmdk", "disk.qcow2.gz", "disk.qcow2.bz2", "disk.qcow2.xz", "disk.qcow2.zst", "raw-xz-named.img", "damaged.qcow2.gz", "corrupt.qcow2", "truncated.qcow2", "backing.qcow2", "datafile.qcow2", "tiny.raw", "compressible.raw", "compressed.qcow2", "huge.qcow2", "huge.qcow2.gz", "zeros.raw.gz"]) {
+  for (const n of [
+    "disk.raw",
+    "disk.qcow2",
+    "disk.vmdk",
+    "disk.qcow2.gz",
+    "disk.qcow2.bz2",
+    "disk.qcow2.xz",
+    "disk.qcow2.zst",
+    "raw-xz-named.img",
+    "damaged.qcow2.gz",
+    "corrupt.qcow2",
+    "truncated.qcow2",
+    "backing.qcow2",
+    "datafile.qcow2",
+    "tiny.raw",
+    "compressible.raw",
+    "compressed.qcow2",
+    "huge.qcow2",
+    "huge.qcow2.gz",
+    "zeros.raw.gz",
+  ]) {
     files[n] = digestFile(p(n), n);
   }
   const f = (n: string) => files[n] as DiskImageFile;
@@ -161,7 +196,7 @@ function generateInto(dir: string): Record<string, DiskImageFile> {
   writeFileSync(p("MD5SUMS"), gnuNames.map((n) => `${f(n).md5}  ./${n}\n`).join(""));
   writeFileSync(
     p("CHECKSUMS.bsd"),
-    gnuNames.flatMap((n) => [`SHA256 (${n}) = ${f(n).sha256}`, `SHA512 (${n}) = ${f(n).sha512}`]).join("\n") + "\n",
+    `${gnuNames.flatMap((n) => [`SHA256 (${n}) = ${f(n).sha256}`, `SHA512 (${n}) = ${f(n).sha512}`]).join("\n")}\n`,
   );
   writeFileSync(
     p("Fedora-Cloud-CHECKSUM"),
@@ -169,9 +204,9 @@ function generateInto(dir: string): Record<string, DiskImageFile> {
       "-----BEGIN PGP SIGNED MESSAGE-----",
       "Hash: SHA256",
       "",
-      "# disk.qcow2: " + f("disk.qcow2").size + " bytes",
+      `# disk.qcow2: ${f("disk.qcow2").size} bytes`,
       `SHA256 (disk.qcow2) = ${f("disk.qcow2").sha256}`,
-      "# disk.qcow2.zst: " + f("disk.qcow2.zst").size + " bytes",
+      `# disk.qcow2.zst: ${f("disk.qcow2.zst").size} bytes`,
       `SHA256 (disk.qcow2.zst) = ${f("disk.qcow2.zst").sha256}`,
       "-----BEGIN PGP SIGNATURE-----",
       "",
@@ -217,7 +252,11 @@ export function serveDiskImages(dir: string): Server {
       const key = `${route}/${parts[1]}`;
       const drop = !dropped.has(key);
       dropped.add(key);
-      return serveFile(req, res, join(dir, parts[2] as string), { dropHalfway: drop, ignoreRange: route === "norange-drop", wrongRange: route === "badrange-drop" && !drop });
+      return serveFile(req, res, join(dir, parts[2] as string), {
+        dropHalfway: drop,
+        ignoreRange: route === "norange-drop",
+        wrongRange: route === "badrange-drop" && !drop,
+      });
     }
     if (route === "slow" && parts.length === 2) return serveFile(req, res, join(dir, parts[1] as string), { slow: true });
     if (route === "chunked" && parts.length === 2) return serveFile(req, res, join(dir, parts[1] as string), { chunked: true });
@@ -226,7 +265,11 @@ export function serveDiskImages(dir: string): Server {
       const first = !dropped.has(key);
       dropped.add(key);
       const close = route === "close-mid";
-      return serveFile(req, res, join(dir, parts[2] as string), { dropHalfway: first && close, stallHalfway: first && !close, connectionClose: close });
+      return serveFile(req, res, join(dir, parts[2] as string), {
+        dropHalfway: first && close,
+        stallHalfway: first && !close,
+        connectionClose: close,
+      });
     }
     res.writeHead(404, { "content-type": "text/plain" });
     res.end("not found\n");
@@ -253,7 +296,12 @@ function serveFile(req: IncomingMessage, res: ServerResponse, path: string, mode
   let start = 0;
   let end = st.size - 1;
   let status = 200;
-  const headers: Record<string, string> = { etag, "last-modified": st.mtime.toUTCString(), "accept-ranges": "bytes", "content-type": "application/octet-stream" };
+  const headers: Record<string, string> = {
+    etag,
+    "last-modified": st.mtime.toUTCString(),
+    "accept-ranges": "bytes",
+    "content-type": "application/octet-stream",
+  };
   const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
   const ifRange = req.headers["if-range"];
   if (range && !mode.ignoreRange && (ifRange === undefined || ifRange === etag)) {

@@ -68,9 +68,21 @@ export async function startFaultProxy(upstream: { port: number; host?: string },
   const server: Server = createServer((inReq, inRes) => {
     const method = inReq.method ?? "GET";
     const path = inReq.url ?? "/";
-    const entry: ProxiedRequest = { method, path, status: undefined, fault: undefined, hadAuthorization: inReq.headers.authorization !== undefined, at: Date.now() };
+    const entry: ProxiedRequest = {
+      method,
+      path,
+      status: undefined,
+      fault: undefined,
+      hadAuthorization: inReq.headers.authorization !== undefined,
+      at: Date.now(),
+    };
     requests.push(entry);
-    const match = active.find((a) => (a.rule.method === undefined || a.rule.method === method) && (a.rule.path === undefined || a.rule.path.test(path)) && a.hits < (a.rule.times ?? Infinity));
+    const match = active.find(
+      (a) =>
+        (a.rule.method === undefined || a.rule.method === method) &&
+        (a.rule.path === undefined || a.rule.path.test(path)) &&
+        a.hits < (a.rule.times ?? Infinity),
+    );
     if (match) match.hits++;
     const fault = match?.rule.fault;
     entry.fault = fault?.kind;
@@ -86,42 +98,53 @@ export async function startFaultProxy(upstream: { port: number; host?: string },
     forward(inReq, inRes, entry, fault);
   });
 
-  function answer(inRes: ServerResponse, entry: ProxiedRequest, fault: { status: number; headers?: Record<string, string>; body?: string }): void {
+  function answer(
+    inRes: ServerResponse,
+    entry: ProxiedRequest,
+    fault: { status: number; headers?: Record<string, string>; body?: string },
+  ): void {
     entry.status = fault.status;
     const body = fault.body ?? "";
-    inRes.writeHead(fault.status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)), ...fault.headers });
+    inRes.writeHead(fault.status, {
+      "content-type": "application/json",
+      "content-length": String(Buffer.byteLength(body)),
+      ...fault.headers,
+    });
     inRes.end(body);
   }
 
   function forward(inReq: IncomingMessage, inRes: ServerResponse, entry: ProxiedRequest, fault: Fault | undefined): void {
-    const out = httpRequest({ host: upstreamHost, port: upstream.port, method: inReq.method, path: inReq.url, headers: inReq.headers, agent }, (upRes) => {
-      entry.status = upRes.statusCode;
-      if (fault?.kind === "replace") {
-        upRes.resume();
-        upRes.on("end", () => answer(inRes, entry, fault));
-        return;
-      }
-      const headers = { ...upRes.headers, ...(fault?.kind === "headers" ? fault.headers : {}) };
-      inRes.writeHead(upRes.statusCode ?? 502, headers);
-      if (fault?.kind !== "cut") {
-        upRes.pipe(inRes);
-        return;
-      }
-      let sent = 0;
-      upRes.on("data", (chunk: Buffer) => {
-        if (sent >= fault.afterBytes) return;
-        const part = chunk.subarray(0, fault.afterBytes - sent);
-        sent += part.length;
-        inRes.write(part);
-        if (sent >= fault.afterBytes) {
-          upRes.destroy();
-          // Let the bytes leave, then break the connection mid-body.
-          inRes.socket?.end(() => inRes.socket?.destroy());
-          setTimeout(() => inRes.socket?.destroy(), 50).unref();
+    const out = httpRequest(
+      { host: upstreamHost, port: upstream.port, method: inReq.method, path: inReq.url, headers: inReq.headers, agent },
+      (upRes) => {
+        entry.status = upRes.statusCode;
+        if (fault?.kind === "replace") {
+          upRes.resume();
+          upRes.on("end", () => answer(inRes, entry, fault));
+          return;
         }
-      });
-      upRes.on("end", () => inRes.end());
-    });
+        const headers = { ...upRes.headers, ...(fault?.kind === "headers" ? fault.headers : {}) };
+        inRes.writeHead(upRes.statusCode ?? 502, headers);
+        if (fault?.kind !== "cut") {
+          upRes.pipe(inRes);
+          return;
+        }
+        let sent = 0;
+        upRes.on("data", (chunk: Buffer) => {
+          if (sent >= fault.afterBytes) return;
+          const part = chunk.subarray(0, fault.afterBytes - sent);
+          sent += part.length;
+          inRes.write(part);
+          if (sent >= fault.afterBytes) {
+            upRes.destroy();
+            // Let the bytes leave, then break the connection mid-body.
+            inRes.socket?.end(() => inRes.socket?.destroy());
+            setTimeout(() => inRes.socket?.destroy(), 50).unref();
+          }
+        });
+        upRes.on("end", () => inRes.end());
+      },
+    );
     out.on("error", () => inRes.socket?.destroy());
     inReq.pipe(out);
   }

@@ -51,7 +51,10 @@ export function glanceTestbedFile(): string {
 /** What the last start wrote; throws when the test bed was never started. */
 export function loadGlanceTestbed(): GlanceTestbed {
   const file = glanceTestbedFile();
-  if (!existsSync(file)) throw new Error(`Glance test bed not running: ${file} is missing. Start it with test/testbed/glance.sh (vitest's globalSetup test/testbed/glance.setup.ts does it too).`);
+  if (!existsSync(file))
+    throw new Error(
+      `Glance test bed not running: ${file} is missing. Start it with test/testbed/glance.sh (vitest's globalSetup test/testbed/glance.setup.ts does it too).`,
+    );
   return JSON.parse(readFileSync(file, "utf8")) as GlanceTestbed;
 }
 
@@ -133,7 +136,11 @@ export async function startExtraGlanceApi(tb: GlanceTestbed, timeoutMs = 60_000)
   const override = join(dir, "override.conf");
   writeFileSync(override, `[DEFAULT]\nbind_port = ${port}\nlog_file = ${join(dir, "glance-api.log")}\n`);
   const out = openSync(join(dir, "stdout.log"), "a");
-  const child = spawn("/usr/bin/python3", ["-m", "glance.cmd.api", "--config-file", join(tb.dir, "etc", "glance-api.conf"), "--config-file", override], { stdio: ["ignore", out, out] });
+  const child = spawn(
+    "/usr/bin/python3",
+    ["-m", "glance.cmd.api", "--config-file", join(tb.dir, "etc", "glance-api.conf"), "--config-file", override],
+    { stdio: ["ignore", out, out] },
+  );
   closeSync(out);
   const exited = new Promise<void>((ok) => child.on("exit", () => ok()));
   let gone = false;
@@ -142,7 +149,10 @@ export async function startExtraGlanceApi(tb: GlanceTestbed, timeoutMs = 60_000)
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (gone) throw new Error(`extra glance-api exited before answering on ${url}; see ${dir}`);
-    const ok = await fetch(`${url}/healthcheck`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${url}/healthcheck`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (Date.now() > deadline) {
       child.kill("SIGKILL");

@@ -3,7 +3,19 @@
 // Docker schema-2 media types, cosign-style signatures, and skopeo (the independent peer) to push
 // them and to read digests back.
 import { createCipheriv, createHash, createPrivateKey, createPublicKey, randomBytes, sign } from "node:crypto";
-import { copyFileSync, createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
@@ -92,7 +104,8 @@ export function parsePlatform(p: string): Platform {
 
 /** Incompressible bytes: AES-CTR keystream, keyed by seed + name when seeded. */
 function randomSource(seed: string | number | undefined, name: string): (n: number) => Buffer {
-  const key = seed === undefined ? randomBytes(32) : createHash("sha256").update(`imageyard-testbed/${GENERATION}/${seed}/${name}`).digest();
+  const key =
+    seed === undefined ? randomBytes(32) : createHash("sha256").update(`imageyard-testbed/${GENERATION}/${seed}/${name}`).digest();
   const cipher = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
   const zeros = Buffer.alloc(CHUNK);
   return (n) => cipher.update(zeros.subarray(0, n));
@@ -110,7 +123,7 @@ const TAR_TYPE = { file: "0", symlink: "2", dir: "5" } as const;
 function tarHeader(name: string, size: number, opts: { type?: keyof typeof TAR_TYPE; mode?: number; link?: string } = {}): Buffer {
   const h = Buffer.alloc(512);
   const field = (off: number, len: number, value: string) => h.write(value, off, len, "ascii");
-  const octal = (off: number, len: number, n: number) => field(off, len, n.toString(8).padStart(len - 1, "0") + "\0");
+  const octal = (off: number, len: number, n: number) => field(off, len, `${n.toString(8).padStart(len - 1, "0")}\0`);
   if (Buffer.byteLength(name) > 100) throw new Error(`tar entry name too long: ${name}`);
   if (opts.link && Buffer.byteLength(opts.link) > 100) throw new Error(`tar link target too long: ${opts.link}`);
   field(0, 100, name);
@@ -128,7 +141,7 @@ function tarHeader(name: string, size: number, opts: { type?: keyof typeof TAR_T
   field(297, 32, "root");
   let sum = 0;
   for (const b of h) sum += b;
-  field(148, 8, sum.toString(8).padStart(6, "0") + "\0 ");
+  field(148, 8, `${sum.toString(8).padStart(6, "0")}\0 `);
   return h;
 }
 
@@ -164,7 +177,13 @@ export class OciLayoutWriter {
    * A gzip'd tar holding one file of `size` random bytes, streamed chunk by chunk to disk; also
    * returns the diff ID (digest of the uncompressed tar) the config needs.
    */
-  async writeLayer(opts: { name: string; size: number; seed?: string | number; gzipLevel?: number; mediaType?: string }): Promise<{ descriptor: Descriptor; diffId: string }> {
+  async writeLayer(opts: {
+    name: string;
+    size: number;
+    seed?: string | number;
+    gzipLevel?: number;
+    mediaType?: string;
+  }): Promise<{ descriptor: Descriptor; diffId: string }> {
     const rand = randomSource(opts.seed, opts.name);
     const diff = createHash("sha256");
     const packed = createHash("sha256");
@@ -188,7 +207,10 @@ export class OciLayoutWriter {
       await pipeline(tar(), createGzip({ level: opts.gzipLevel ?? 0, chunkSize: 256 * 1024 }), count, createWriteStream(tmp));
       const digest = `sha256:${packed.digest("hex")}`;
       renameSync(tmp, this.blobPath(digest));
-      return { descriptor: { mediaType: opts.mediaType ?? MEDIA.ociLayer, digest, size: packedSize }, diffId: `sha256:${diff.digest("hex")}` };
+      return {
+        descriptor: { mediaType: opts.mediaType ?? MEDIA.ociLayer, digest, size: packedSize },
+        diffId: `sha256:${diff.digest("hex")}`,
+      };
     } finally {
       rmSync(tmp, { force: true });
     }
@@ -205,7 +227,8 @@ export class OciLayoutWriter {
     async function* tar(): AsyncGenerator<Buffer> {
       const emit = (b: Buffer) => (diff.update(b), b);
       for (const e of entries) {
-        if (e.type === "dir") yield emit(tarHeader(e.path.endsWith("/") ? e.path : `${e.path}/`, 0, { type: "dir", mode: e.mode ?? 0o755 }));
+        if (e.type === "dir")
+          yield emit(tarHeader(e.path.endsWith("/") ? e.path : `${e.path}/`, 0, { type: "dir", mode: e.mode ?? 0o755 }));
         else if (e.type === "symlink") yield emit(tarHeader(e.path, 0, { type: "symlink", mode: 0o777, link: e.target }));
         else {
           const size = statSync(e.source).size;
@@ -260,18 +283,37 @@ function signingKey(seed: string | number | undefined) {
 
 /** The tag cosign stores an image's signature under. */
 export function signatureTag(digest: string): string {
-  return digest.replace(":", "-") + ".sig";
+  return `${digest.replace(":", "-")}.sig`;
 }
 
-function writeSignature(w: OciLayoutWriter, image: Descriptor, identity: string, seed: string | number | undefined): NonNullable<LayoutImage["signature"]> {
+function writeSignature(
+  w: OciLayoutWriter,
+  image: Descriptor,
+  identity: string,
+  seed: string | number | undefined,
+): NonNullable<LayoutImage["signature"]> {
   const payload = Buffer.from(
-    JSON.stringify({ critical: { identity: { "docker-reference": identity }, image: { "docker-manifest-digest": image.digest }, type: "cosign container image signature" }, optional: null }),
+    JSON.stringify({
+      critical: {
+        identity: { "docker-reference": identity },
+        image: { "docker-manifest-digest": image.digest },
+        type: "cosign container image signature",
+      },
+      optional: null,
+    }),
   );
   const key = signingKey(seed);
   const signature = sign(null, payload, key).toString("base64");
   const payloadDesc = { ...w.writeBytes(payload, MEDIA.cosignPayload), annotations: { [COSIGN_SIGNATURE_ANNOTATION]: signature } };
   const config = w.writeJson(
-    { architecture: "", os: "", created: "0001-01-01T00:00:00Z", config: {}, rootfs: { type: "layers", diff_ids: [`sha256:${createHash("sha256").update(payload).digest("hex")}`] }, history: [{ created: "0001-01-01T00:00:00Z" }] },
+    {
+      architecture: "",
+      os: "",
+      created: "0001-01-01T00:00:00Z",
+      config: {},
+      rootfs: { type: "layers", diff_ids: [`sha256:${createHash("sha256").update(payload).digest("hex")}`] },
+      history: [{ created: "0001-01-01T00:00:00Z" }],
+    },
     MEDIA.ociConfig,
   );
   const manifest = w.writeJson({ schemaVersion: 2, mediaType: MEDIA.ociManifest, config, layers: [payloadDesc] }, MEDIA.ociManifest);
@@ -287,7 +329,8 @@ function writeDirView(w: OciLayoutWriter, top: Descriptor, manifests: Descriptor
   writeFileSync(join(dir, "version"), "Directory Transport Version: 1.1\n");
   const hex = (d: Descriptor) => d.digest.replace(/^sha256:/, "");
   copyFileSync(w.blobPath(top.digest), join(dir, "manifest.json"));
-  if (top.digest !== manifests[0]?.digest) for (const m of manifests) copyFileSync(w.blobPath(m.digest), join(dir, `${hex(m)}.manifest.json`));
+  if (top.digest !== manifests[0]?.digest)
+    for (const m of manifests) copyFileSync(w.blobPath(m.digest), join(dir, `${hex(m)}.manifest.json`));
   for (const b of blobs) if (!existsSync(join(dir, hex(b)))) linkSync(w.blobPath(b.digest), join(dir, hex(b)));
   return `dir:${dir}`;
 }
@@ -309,7 +352,8 @@ export async function writeImageLayout(dir: string, tag: string, spec: ImageSpec
   };
   const multi = platforms.length > 1;
   const shared = [];
-  for (let i = 0; multi && i < Math.min(spec.sharedLayers ?? 0, layerCount); i++) shared.push(await layer(`data/shared-layer${String(i).padStart(3, "0")}.bin`));
+  for (let i = 0; multi && i < Math.min(spec.sharedLayers ?? 0, layerCount); i++)
+    shared.push(await layer(`data/shared-layer${String(i).padStart(3, "0")}.bin`));
   const manifests: Descriptor[] = [];
   for (const p of platforms) {
     const plat = [p.os, p.architecture, p.variant].filter(Boolean).join("-");
@@ -329,7 +373,13 @@ export async function writeImageLayout(dir: string, tag: string, spec: ImageSpec
     blobs.set(config.digest, config);
     const body = docker
       ? { schemaVersion: 2, mediaType: MEDIA.dockerManifest, config, layers: layers.map((l) => l.descriptor) }
-      : { schemaVersion: 2, mediaType: MEDIA.ociManifest, config, layers: layers.map((l) => l.descriptor), annotations: { "org.opencontainers.image.created": created } };
+      : {
+          schemaVersion: 2,
+          mediaType: MEDIA.ociManifest,
+          config,
+          layers: layers.map((l) => l.descriptor),
+          annotations: { "org.opencontainers.image.created": created },
+        };
     manifests.push({ ...w.writeJson(body, docker ? MEDIA.dockerManifest : MEDIA.ociManifest), platform: p });
   }
   let top: Descriptor;
@@ -363,7 +413,10 @@ export async function cachedImageLayout(stateDir: string, spec: ImageSpec): Prom
     const dir = join(root, `tmp-${process.pid}-${randomBytes(6).toString("hex")}`);
     return { ...(await writeImageLayout(dir, "image", spec)), temporary: true };
   }
-  const key = createHash("sha256").update(JSON.stringify({ GENERATION, ...spec, layerSize: parseSize(spec.layerSize ?? CHUNK) })).digest("hex").slice(0, 16);
+  const key = createHash("sha256")
+    .update(JSON.stringify({ GENERATION, ...spec, layerSize: parseSize(spec.layerSize ?? CHUNK) }))
+    .digest("hex")
+    .slice(0, 16);
   const dir = join(root, key);
   const described = join(dir, "image.json");
   if (existsSync(described)) return { ...(JSON.parse(readFileSync(described, "utf8")) as LayoutImage), temporary: false };
@@ -412,11 +465,30 @@ export async function seedImage(ep: RegistryEndpoint, ref: string, spec: ImageSp
   try {
     const isList = image.top.mediaType === MEDIA.ociIndex || image.top.mediaType === MEDIA.dockerList;
     const copy = (source: string, destTag: string) =>
-      runSkopeo(["copy", "-q", "--preserve-digests", ...(isList ? ["--all"] : []), ...skopeoFlags(ep, "dest"), source, dockerRef(ep, `${repo}:${destTag}`)]);
+      runSkopeo([
+        "copy",
+        "-q",
+        "--preserve-digests",
+        ...(isList ? ["--all"] : []),
+        ...skopeoFlags(ep, "dest"),
+        source,
+        dockerRef(ep, `${repo}:${destTag}`),
+      ]);
     await copy(image.source, tag);
     const digest = await digestOf(ep, `${repo}:${tag}`);
-    if (digest !== image.top.digest) throw new Error(`seedImage ${ep.host}/${repo}:${tag}: registry serves ${digest}, generated ${image.top.digest}`);
-    const seeded: SeededImage = { ref: `${ep.host}/${repo}:${tag}`, repository: repo, tag, digest, mediaType: image.top.mediaType, size: image.top.size, manifests: image.manifests, blobs: image.blobs, layoutDir: image.dir };
+    if (digest !== image.top.digest)
+      throw new Error(`seedImage ${ep.host}/${repo}:${tag}: registry serves ${digest}, generated ${image.top.digest}`);
+    const seeded: SeededImage = {
+      ref: `${ep.host}/${repo}:${tag}`,
+      repository: repo,
+      tag,
+      digest,
+      mediaType: image.top.mediaType,
+      size: image.top.size,
+      manifests: image.manifests,
+      blobs: image.blobs,
+      layoutDir: image.dir,
+    };
     if (image.signature) {
       await copy(`oci:${image.dir}:${image.signature.tag}`, image.signature.tag);
       seeded.signature = { tag: image.signature.tag, digest: await digestOf(ep, `${repo}:${image.signature.tag}`) };

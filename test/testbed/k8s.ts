@@ -14,9 +14,32 @@ import { basename, join, resolve } from "node:path";
 import { createDispatcher, drain, send } from "../../provider/http/client";
 import { buildAndPushImages, imagesPresent, type K8sImage, type K8sImages } from "./k8simages";
 import { ensureK8sPki, ensureNodeKubeconfig, kubeconfigOf, type K8sPki } from "./k8spki";
-import { mountsUnder, planNode, shimsOf, startNode, stopNode, terminate, type K8sNode, type K8sNodeOptions, type K8sRuntime, type NodeContext } from "./k8snode";
+import {
+  mountsUnder,
+  planNode,
+  shimsOf,
+  startNode,
+  stopNode,
+  terminate,
+  type K8sNode,
+  type K8sNodeOptions,
+  type K8sRuntime,
+  type NodeContext,
+} from "./k8snode";
 import { KubeApi, readyCondition } from "./kubeapi";
-import { defaultStateDir, freePort, isAlive, isOurProcess, liveLeases, logTail, repoRoot, spawnLogged, waitHttp, waitUntil, withLock } from "./processes";
+import {
+  defaultStateDir,
+  freePort,
+  isAlive,
+  isOurProcess,
+  liveLeases,
+  logTail,
+  repoRoot,
+  spawnLogged,
+  waitHttp,
+  waitUntil,
+  withLock,
+} from "./processes";
 import { releaseRegistryTestbed, startRegistryTestbed, type RegistryEndpoint } from "./registry";
 
 export type { K8sImage, K8sImages, K8sNode, K8sNodeOptions, K8sRuntime };
@@ -33,7 +56,14 @@ const START_LOCK_MS = 600_000;
 const CONTROL_PLANE_READY_MS = 180_000;
 const NODE_READY_MS = 180_000;
 /** Host sysctls the kubelet rewrites (overcommit, panic on oops, keyring limits): restored at stop. */
-const KERNEL_TUNABLES = ["vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops", "kernel.keys.root_maxkeys", "kernel.keys.root_maxbytes"];
+const KERNEL_TUNABLES = [
+  "vm.overcommit_memory",
+  "vm.panic_on_oom",
+  "kernel.panic",
+  "kernel.panic_on_oops",
+  "kernel.keys.root_maxkeys",
+  "kernel.keys.root_maxbytes",
+];
 
 export const DEFAULT_NODES: { name: string; runtime: K8sRuntime }[] = [
   { name: "node1", runtime: "containerd1" },
@@ -119,7 +149,10 @@ function writeTestbed(tb: K8sTestbed): void {
 
 export function loadK8sTestbed(stateDir = defaultStateDir()): K8sTestbed {
   const tb = readTestbed(stateDir);
-  if (!tb) throw new Error(`Kubernetes test bed not running: ${testbedJson(stateDir)} is missing. Start it with scripts/k8sbed.sh up, or call useK8sTestbed() in the test's beforeAll.`);
+  if (!tb)
+    throw new Error(
+      `Kubernetes test bed not running: ${testbedJson(stateDir)} is missing. Start it with scripts/k8sbed.sh up, or call useK8sTestbed() in the test's beforeAll.`,
+    );
   return tb;
 }
 
@@ -130,18 +163,45 @@ export function k8sBinDir(): string {
 }
 
 function requireBinaries(binDir: string): void {
-  const missing = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl", "crictl", "containerd2/containerd", "containerd2/ctr", "pause/pause"].filter((b) => !existsSync(join(binDir, b)));
-  if (missing.length) throw new Error(`Kubernetes test bed: ${missing.join(", ")} missing in ${binDir}. Run scripts/k8s-build.sh ensure (about 30 min cold, seconds when cached).`);
+  const missing = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kubectl",
+    "crictl",
+    "containerd2/containerd",
+    "containerd2/ctr",
+    "pause/pause",
+  ].filter((b) => !existsSync(join(binDir, b)));
+  if (missing.length)
+    throw new Error(
+      `Kubernetes test bed: ${missing.join(", ")} missing in ${binDir}. Run scripts/k8s-build.sh ensure (about 30 min cold, seconds when cached).`,
+    );
   for (const b of ["/usr/bin/etcd", "/usr/bin/containerd", "/usr/sbin/runc", "/usr/lib/cni/loopback"]) {
-    if (!existsSync(b)) throw new Error(`Kubernetes test bed: ${b} missing. Run scripts/bootstrap.sh (Debian packages etcd-server, containerd, runc, containernetworking-plugins).`);
+    if (!existsSync(b))
+      throw new Error(
+        `Kubernetes test bed: ${b} missing. Run scripts/bootstrap.sh (Debian packages etcd-server, containerd, runc, containernetworking-plugins).`,
+      );
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Control plane
 
-async function waitStatus200(what: string, url: string, proc: K8sProcess, tls: { ca?: string; insecure?: boolean }, ms: number): Promise<void> {
-  const dispatcher = createDispatcher({ tls: { ca: tls.ca ? [readFileSync(tls.ca, "utf8")] : undefined, insecure: tls.insecure }, connections: 1, connectTimeoutMs: 2_000, headersTimeoutMs: 10_000 });
+async function waitStatus200(
+  what: string,
+  url: string,
+  proc: K8sProcess,
+  tls: { ca?: string; insecure?: boolean },
+  ms: number,
+): Promise<void> {
+  const dispatcher = createDispatcher({
+    tls: { ca: tls.ca ? [readFileSync(tls.ca, "utf8")] : undefined, insecure: tls.insecure },
+    connections: 1,
+    connectTimeoutMs: 2_000,
+    headersTimeoutMs: 10_000,
+  });
   try {
     // Until its post-start hooks finish the apiserver answers 500 (or 403 before RBAC exists).
     await waitUntil(`${what}: wait for 200 from ${url}`, ms, async () => {
@@ -169,32 +229,61 @@ async function startEtcd(dir: string): Promise<K8sProcess> {
   const data = join(dir, "etcd");
   const [client, peer] = [await freePort(), await freePort()];
   const marker = `--data-dir=${data}`;
-  const p = spawn(dir, "etcd", "/usr/bin/etcd", [
-    "--name=imageyard", marker,
-    `--listen-client-urls=http://127.0.0.1:${client}`, `--advertise-client-urls=http://127.0.0.1:${client}`,
-    `--listen-peer-urls=http://127.0.0.1:${peer}`, `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
-    `--initial-cluster=imageyard=http://127.0.0.1:${peer}`, "--logger=zap", "--log-outputs=stderr",
-  ], marker, client);
+  const p = spawn(
+    dir,
+    "etcd",
+    "/usr/bin/etcd",
+    [
+      "--name=imageyard",
+      marker,
+      `--listen-client-urls=http://127.0.0.1:${client}`,
+      `--advertise-client-urls=http://127.0.0.1:${client}`,
+      `--listen-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-cluster=imageyard=http://127.0.0.1:${peer}`,
+      "--logger=zap",
+      "--log-outputs=stderr",
+    ],
+    marker,
+    client,
+  );
   await waitHttp(`http://127.0.0.1:${client}/health`, [200], p.pid, marker, p.logFile, undefined, CONTROL_PLANE_READY_MS);
   return p;
 }
 
 async function startApiserver(dir: string, binDir: string, pki: K8sPki, etcd: K8sProcess, port: number): Promise<K8sProcess> {
   const marker = `--tls-private-key-file=${pki.apiserverKey}`;
-  const p = spawn(dir, "kube-apiserver", join(binDir, "kube-apiserver"), [
-    `--etcd-servers=http://127.0.0.1:${etcd.port}`,
-    "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", `--secure-port=${port}`,
-    `--tls-cert-file=${pki.apiserverCert}`, marker, `--client-ca-file=${pki.caFile}`,
-    `--service-account-key-file=${pki.saPub}`, `--service-account-signing-key-file=${pki.saKey}`,
-    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-    // Endpoints refuse loopback addresses: no reconciler for the `kubernetes` service.
-    `--service-cluster-ip-range=${SERVICE_CIDR}`, "--endpoint-reconciler-type=none",
-    "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-    `--kubelet-client-certificate=${pki.kubeletClientCert}`, `--kubelet-client-key=${pki.kubeletClientKey}`,
-    // Nodes carry InternalIP 127.0.0.1 (patched in); without this the apiserver resolves node names.
-    "--kubelet-preferred-address-types=InternalIP",
-    "--allow-privileged=true", "--profiling=false", "--v=1",
-  ], marker, port);
+  const p = spawn(
+    dir,
+    "kube-apiserver",
+    join(binDir, "kube-apiserver"),
+    [
+      `--etcd-servers=http://127.0.0.1:${etcd.port}`,
+      "--bind-address=127.0.0.1",
+      "--advertise-address=127.0.0.1",
+      `--secure-port=${port}`,
+      `--tls-cert-file=${pki.apiserverCert}`,
+      marker,
+      `--client-ca-file=${pki.caFile}`,
+      `--service-account-key-file=${pki.saPub}`,
+      `--service-account-signing-key-file=${pki.saKey}`,
+      "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+      // Endpoints refuse loopback addresses: no reconciler for the `kubernetes` service.
+      `--service-cluster-ip-range=${SERVICE_CIDR}`,
+      "--endpoint-reconciler-type=none",
+      "--authorization-mode=Node,RBAC",
+      "--enable-admission-plugins=NodeRestriction",
+      `--kubelet-client-certificate=${pki.kubeletClientCert}`,
+      `--kubelet-client-key=${pki.kubeletClientKey}`,
+      // Nodes carry InternalIP 127.0.0.1 (patched in); without this the apiserver resolves node names.
+      "--kubelet-preferred-address-types=InternalIP",
+      "--allow-privileged=true",
+      "--profiling=false",
+      "--v=1",
+    ],
+    marker,
+    port,
+  );
   await waitStatus200("kube-apiserver", `https://127.0.0.1:${port}/readyz`, p, { ca: pki.caFile }, CONTROL_PLANE_READY_MS);
   return p;
 }
@@ -203,10 +292,25 @@ async function startController(dir: string, binDir: string, pki: K8sPki, which: 
   const kubeconfig = kubeconfigOf(pki, which);
   const port = await freePort();
   const marker = `--kubeconfig=${kubeconfig}`;
-  const common = [marker, `--authentication-kubeconfig=${kubeconfig}`, `--authorization-kubeconfig=${kubeconfig}`, "--bind-address=127.0.0.1", `--secure-port=${port}`, "--leader-elect=false", "--profiling=false", "--v=1"];
+  const common = [
+    marker,
+    `--authentication-kubeconfig=${kubeconfig}`,
+    `--authorization-kubeconfig=${kubeconfig}`,
+    "--bind-address=127.0.0.1",
+    `--secure-port=${port}`,
+    "--leader-elect=false",
+    "--profiling=false",
+    "--v=1",
+  ];
   const extra =
     which === "controller-manager"
-      ? [`--service-account-private-key-file=${pki.saKey}`, `--root-ca-file=${pki.caFile}`, "--use-service-account-credentials=true", `--cluster-signing-cert-file=${pki.caFile}`, `--cluster-signing-key-file=${pki.caKey}`]
+      ? [
+          `--service-account-private-key-file=${pki.saKey}`,
+          `--root-ca-file=${pki.caFile}`,
+          "--use-service-account-credentials=true",
+          `--cluster-signing-cert-file=${pki.caFile}`,
+          `--cluster-signing-key-file=${pki.caKey}`,
+        ]
       : [];
   const p = spawn(dir, `kube-${which}`, join(binDir, `kube-${which}`), [...common, ...extra], marker, port);
   // Self-signed serving certificate; /healthz is open to anyone.
@@ -286,10 +390,22 @@ function adminApi(tb: K8sTestbed): KubeApi {
  */
 async function waitNodeReady(api: KubeApi, n: K8sNode): Promise<void> {
   const alive = () => {
-    if (!isOurProcess(n.kubeletPid, `--config=${n.kubeletConfig}`)) throw new Error(`node ${n.name}: kubelet exited:\n${logTail(n.kubeletLog)}`);
+    if (!isOurProcess(n.kubeletPid, `--config=${n.kubeletConfig}`))
+      throw new Error(`node ${n.name}: kubelet exited:\n${logTail(n.kubeletLog)}`);
   };
-  await waitUntil(`node ${n.name}: wait for the kubelet to register the Node`, NODE_READY_MS, async () => (alive(), (await api.node(n.name)) !== undefined));
-  await api.mergePatch(`/api/v1/nodes/${n.name}/status`, { status: { addresses: [{ type: "InternalIP", address: "127.0.0.1" }, { type: "Hostname", address: n.name }] } });
+  await waitUntil(
+    `node ${n.name}: wait for the kubelet to register the Node`,
+    NODE_READY_MS,
+    async () => (alive(), (await api.node(n.name)) !== undefined),
+  );
+  await api.mergePatch(`/api/v1/nodes/${n.name}/status`, {
+    status: {
+      addresses: [
+        { type: "InternalIP", address: "127.0.0.1" },
+        { type: "Hostname", address: n.name },
+      ],
+    },
+  });
   let last = "";
   try {
     await waitUntil(`node ${n.name}: wait for Ready=True`, NODE_READY_MS, async () => {
@@ -318,7 +434,9 @@ function pkiOf(tb: K8sTestbed): K8sPki {
 }
 
 function nodeRunning(n: K8sNode): boolean {
-  return n.state === "running" && isOurProcess(n.kubeletPid, `--config=${n.kubeletConfig}`) && isOurProcess(n.containerdPid, n.containerdConfig);
+  return (
+    n.state === "running" && isOurProcess(n.kubeletPid, `--config=${n.kubeletConfig}`) && isOurProcess(n.containerdPid, n.containerdConfig)
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -359,7 +477,8 @@ async function stopUnlocked(stateDir: string): Promise<void> {
     for (const p of [scheduler, controllerManager, apiserver, etcd]) await step(() => terminate(p.pid, p.marker));
   }
   // testbed.json stays while something may still run, so that `down` can be tried again.
-  if (errors.length) throw new Error(`Kubernetes test bed: stop left work undone (run scripts/k8sbed.sh down again):\n${errors.join("\n")}`);
+  if (errors.length)
+    throw new Error(`Kubernetes test bed: stop left work undone (run scripts/k8sbed.sh down again):\n${errors.join("\n")}`);
   await step(() => restoreSysctls(dir));
   await step(() => cleanKubeletHostPaths());
   rmSync(testbedJson(stateDir), { force: true });
@@ -418,10 +537,14 @@ async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRu
   mark("etcd");
   const apiserver = await startApiserver(dir, binDir, pki, etcd, apiPort);
   mark("apiserver");
-  const [controllerManager, scheduler] = await Promise.all([startController(dir, binDir, pki, "controller-manager"), startController(dir, binDir, pki, "scheduler")]);
+  const [controllerManager, scheduler] = await Promise.all([
+    startController(dir, binDir, pki, "controller-manager"),
+    startController(dir, binDir, pki, "scheduler"),
+  ]);
   mark("controllers");
   const images = await imagesDone;
-  const version = /v\d+\.\d+\.\d+/.exec(execFileSync(join(binDir, KUBERNETES_VERSION_FILE), ["--version"], { encoding: "utf8" }))?.[0] ?? "unknown";
+  const version =
+    /v\d+\.\d+\.\d+/.exec(execFileSync(join(binDir, KUBERNETES_VERSION_FILE), ["--version"], { encoding: "utf8" }))?.[0] ?? "unknown";
   const tb: K8sTestbed = {
     generation: GENERATION,
     stateDir: resolve(stateDir),
@@ -432,7 +555,13 @@ async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRu
     caFile: pki.caFile,
     adminCert: pki.adminCert,
     adminKey: pki.adminKey,
-    bin: { dir: binDir, kubectl: join(binDir, "kubectl"), crictl: join(binDir, "crictl"), ctr: "/usr/bin/ctr", ctr2: join(binDir, "containerd2", "ctr") },
+    bin: {
+      dir: binDir,
+      kubectl: join(binDir, "kubectl"),
+      crictl: join(binDir, "crictl"),
+      ctr: "/usr/bin/ctr",
+      ctr2: join(binDir, "containerd2", "ctr"),
+    },
     serviceIp: SERVICE_IP,
     processes: { etcd, apiserver, controllerManager, scheduler },
     registries: { plain: registryView(plain), auth: registryView(auth) },
@@ -447,7 +576,11 @@ async function coldStart(stateDir: string, nodes: { name: string; runtime: K8sRu
     await Promise.all(nodes.map((n) => bringUpNode(tb, api, n.name, { runtime: n.runtime })));
     mark("nodes");
     // Pods are refused until the service-account controller made `default`.
-    await waitUntil("wait for ServiceAccount default/default", CONTROL_PLANE_READY_MS, async () => (await api.get("/api/v1/namespaces/default/serviceaccounts/default")) !== undefined);
+    await waitUntil(
+      "wait for ServiceAccount default/default",
+      CONTROL_PLANE_READY_MS,
+      async () => (await api.get("/api/v1/namespaces/default/serviceaccounts/default")) !== undefined,
+    );
     mark("total");
   } finally {
     writeTestbed(tb);
@@ -481,15 +614,20 @@ export async function startK8sTestbed(stateDir = defaultStateDir(), opts: StartK
       const registryOk = async (t: K8sTestbed) => {
         const reg = await startRegistryTestbed(stateDir, { lease: REGISTRY_LEASE, persistent: true });
         const { upstream, mirror } = reg.registries;
-        return t.registries.plain.host === upstream.host && t.registries.auth.host === mirror.host && (await imagesPresent(t.images, upstream, mirror));
+        return (
+          t.registries.plain.host === upstream.host &&
+          t.registries.auth.host === mirror.host &&
+          (await imagesPresent(t.images, upstream, mirror))
+        );
       };
       if (tb && (await controlPlaneHealthy(tb)) && (await registryOk(tb))) {
         const api = adminApi(tb);
         try {
-          for (const n of nodes) if (!tb.nodes[n.name] || !nodeRunning(tb.nodes[n.name]!)) {
-            if (tb.nodes[n.name]) await stopNode(tb.nodes[n.name]!);
-            await bringUpNode(tb, api, n.name, { runtime: n.runtime });
-          }
+          for (const n of nodes)
+            if (!tb.nodes[n.name] || !nodeRunning(tb.nodes[n.name]!)) {
+              if (tb.nodes[n.name]) await stopNode(tb.nodes[n.name]!);
+              await bringUpNode(tb, api, n.name, { runtime: n.runtime });
+            }
         } finally {
           writeTestbed(tb);
           await api.close();
@@ -556,7 +694,8 @@ export async function addK8sNode(name: string, opts: K8sNodeOptions = {}, stateD
     async () => {
       const tb = loadK8sTestbed(stateDir);
       const old = tb.nodes[name];
-      if (old && opts.runtime && opts.runtime !== old.runtime) throw new Error(`node ${name} exists with runtime ${old.runtime}; remove it first (removeK8sNode) to add it with ${opts.runtime}`);
+      if (old && opts.runtime && opts.runtime !== old.runtime)
+        throw new Error(`node ${name} exists with runtime ${old.runtime}; remove it first (removeK8sNode) to add it with ${opts.runtime}`);
       if (old && nodeRunning(old)) return old;
       if (old) await stopNode(old);
       saveSysctls(tb.dir);
@@ -622,10 +761,15 @@ export interface ToolResult {
 
 function run(cmd: string, args: string[], env: Record<string, string>, input?: string, timeoutMs = 120_000): Promise<ToolResult> {
   return new Promise((ok, fail) => {
-    const child = execFile(cmd, args, { env: { ...process.env, ...env }, maxBuffer: 64 << 20, timeout: timeoutMs }, (err, stdout, stderr) => {
-      if (err) fail(Object.assign(new Error(`${basename(cmd)} ${args.join(" ")}: ${stderr.trim() || err.message}`), { stdout, stderr }));
-      else ok({ stdout, stderr });
-    });
+    const child = execFile(
+      cmd,
+      args,
+      { env: { ...process.env, ...env }, maxBuffer: 64 << 20, timeout: timeoutMs },
+      (err, stdout, stderr) => {
+        if (err) fail(Object.assign(new Error(`${basename(cmd)} ${args.join(" ")}: ${stderr.trim() || err.message}`), { stdout, stderr }));
+        else ok({ stdout, stderr });
+      },
+    );
     if (input !== undefined) child.stdin?.end(input);
   });
 }

@@ -1,6 +1,16 @@
 // `node dist/test/testbed/k8scli.js …` (scripts/k8sbed.sh wraps it): starts, stops, describes
 // and changes the Kubernetes test bed for the e2e tests, the benches and manual poking.
-import { addK8sNode, k8sTestbedRss, loadK8sTestbed, removeK8sNode, startK8sTestbed, stopK8sNode, stopK8sTestbed, type K8sRuntime, type K8sTestbed } from "./k8s";
+import {
+  addK8sNode,
+  k8sTestbedRss,
+  loadK8sTestbed,
+  removeK8sNode,
+  startK8sTestbed,
+  stopK8sNode,
+  stopK8sTestbed,
+  type K8sRuntime,
+  type K8sTestbed,
+} from "./k8s";
 import { defaultStateDir } from "./processes";
 
 const USAGE = `usage: k8sbed.sh up | down | status [--json] | rss | add-node NAME [--runtime containerd1|containerd2] | stop-node NAME | remove-node NAME`;
@@ -14,7 +24,9 @@ function describe(tb: K8sTestbed): string {
   ];
   for (const [k, i] of Object.entries(tb.images)) rows.push(`image      ${k.padEnd(15)} ${i.ref}  ${i.digest}`);
   for (const n of Object.values(tb.nodes)) {
-    rows.push(`node       ${n.name.padEnd(8)} ${n.state.padEnd(8)} ${n.runtime} ${n.runtimeVersion}  kubelet :${n.kubeletPort}  ${n.containerdSocket}`);
+    rows.push(
+      `node       ${n.name.padEnd(8)} ${n.state.padEnd(8)} ${n.runtime} ${n.runtimeVersion}  kubelet :${n.kubeletPort}  ${n.containerdSocket}`,
+    );
   }
   rows.push(`state      ${tb.dir}/testbed.json`);
   return rows.join("\n");
@@ -24,7 +36,7 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, arg] = argv;
   const stateDir = defaultStateDir();
   const json = argv.includes("--json");
-  const print = (tb: K8sTestbed) => process.stdout.write((json ? JSON.stringify(tb, null, 2) : describe(tb)) + "\n");
+  const print = (tb: K8sTestbed) => process.stdout.write(`${json ? JSON.stringify(tb, null, 2) : describe(tb)}\n`);
   switch (cmd) {
     case "up": {
       const t0 = Date.now();

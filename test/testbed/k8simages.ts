@@ -39,7 +39,12 @@ export interface K8sImages {
 const BUSYBOX = "/bin/busybox";
 const BUSYBOX_APPLETS = ["sh", "sleep", "true", "false", "echo", "cat", "ls", "env", "id", "wget"];
 
-async function writeImage(dir: string, tag: string, entries: LayerEntry[], config: { Entrypoint?: string[]; Cmd?: string[] }): Promise<void> {
+async function writeImage(
+  dir: string,
+  tag: string,
+  entries: LayerEntry[],
+  config: { Entrypoint?: string[]; Cmd?: string[] },
+): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
   const w = new OciLayoutWriter(dir);
   const layer = await w.writeFilesLayer(entries);
@@ -60,7 +65,8 @@ async function writeImage(dir: string, tag: string, entries: LayerEntry[], confi
 function pauseBinary(binDir: string): { file: string; tag: string } {
   const file = join(binDir, "pause", "pause");
   const tagFile = join(binDir, "pause", "TAG");
-  if (!existsSync(file) || !existsSync(tagFile)) throw new Error(`Kubernetes test bed: no pause binary in ${join(binDir, "pause")}. Run scripts/k8s-build.sh ensure.`);
+  if (!existsSync(file) || !existsSync(tagFile))
+    throw new Error(`Kubernetes test bed: no pause binary in ${join(binDir, "pause")}. Run scripts/k8s-build.sh ensure.`);
   return { file, tag: readFileSync(tagFile, "utf8").trim() };
 }
 
@@ -83,14 +89,29 @@ function helloBinary(dir: string): { file: string; tag: string } {
       execFileSync("gcc", ["-Os", "-Wall", "-static", "-o", `${file}.tmp`, src], { stdio: ["ignore", "pipe", "pipe"] });
       execFileSync("mv", [`${file}.tmp`, file]);
     } catch (e) {
-      throw new Error(`Kubernetes test bed: gcc -static ${src} failed: ${(e as { stderr?: Buffer }).stderr?.toString().trim() ?? String(e)}. Install gcc and libc6-dev (scripts/bootstrap.sh).`);
+      throw new Error(
+        `Kubernetes test bed: gcc -static ${src} failed: ${(e as { stderr?: Buffer }).stderr?.toString().trim() ?? String(e)}. Install gcc and libc6-dev (scripts/bootstrap.sh).`,
+      );
     }
   }
   return { file, tag: hash };
 }
 
-async function push(layout: string, tag: string, ep: RegistryEndpoint, repository: string, registry: K8sImage["registry"]): Promise<K8sImage> {
-  await runSkopeo(["copy", "-q", "--preserve-digests", ...skopeoFlags(ep, "dest"), `oci:${layout}:${tag}`, dockerRef(ep, `${repository}:${tag}`)]);
+async function push(
+  layout: string,
+  tag: string,
+  ep: RegistryEndpoint,
+  repository: string,
+  registry: K8sImage["registry"],
+): Promise<K8sImage> {
+  await runSkopeo([
+    "copy",
+    "-q",
+    "--preserve-digests",
+    ...skopeoFlags(ep, "dest"),
+    `oci:${layout}:${tag}`,
+    dockerRef(ep, `${repository}:${tag}`),
+  ]);
   const digest = await digestOf(ep, `${repository}:${tag}`);
   return { ref: `${ep.host}/${repository}:${tag}`, repository, tag, digest, pinnedRef: `${ep.host}/${repository}@${digest}`, registry };
 }
@@ -105,7 +126,11 @@ export async function buildAndPushImages(dir: string, binDir: string, plain: Reg
   await writeImage(
     join(layouts, "busybox"),
     busybox,
-    [{ type: "dir", path: "bin" }, { type: "file", path: "bin/busybox", source: BUSYBOX }, ...BUSYBOX_APPLETS.map((a): LayerEntry => ({ type: "symlink", path: `bin/${a}`, target: "busybox" }))],
+    [
+      { type: "dir", path: "bin" },
+      { type: "file", path: "bin/busybox", source: BUSYBOX },
+      ...BUSYBOX_APPLETS.map((a): LayerEntry => ({ type: "symlink", path: `bin/${a}`, target: "busybox" })),
+    ],
     { Cmd: ["/bin/sh"] },
   );
   await writeImage(join(layouts, "scratch"), hello.tag, [{ type: "file", path: "hello", source: hello.file }], { Entrypoint: ["/hello"] });

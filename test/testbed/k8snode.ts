@@ -70,11 +70,13 @@ const NODE_READY_MS = 180_000;
 function runtimeBinaries(runtime: K8sRuntime, binDir: string): { containerd: string; ctr: string; pathPrefix: string } {
   if (runtime === "containerd2") {
     const d = join(binDir, "containerd2");
-    if (!existsSync(join(d, "containerd"))) throw new Error(`Kubernetes test bed: no containerd v2 in ${d}. Run scripts/k8s-build.sh ensure.`);
+    if (!existsSync(join(d, "containerd")))
+      throw new Error(`Kubernetes test bed: no containerd v2 in ${d}. Run scripts/k8s-build.sh ensure.`);
     // The shim is looked up on PATH: the v2 shim must come before Debian's.
     return { containerd: join(d, "containerd"), ctr: join(d, "ctr"), pathPrefix: `${d}:` };
   }
-  if (!existsSync("/usr/bin/containerd")) throw new Error("Kubernetes test bed: no /usr/bin/containerd. Install containerd and runc (scripts/bootstrap.sh).");
+  if (!existsSync("/usr/bin/containerd"))
+    throw new Error("Kubernetes test bed: no /usr/bin/containerd. Install containerd and runc (scripts/bootstrap.sh).");
   return { containerd: "/usr/bin/containerd", ctr: "/usr/bin/ctr", pathPrefix: "" };
 }
 
@@ -212,7 +214,8 @@ function kubeletConfig(n: K8sNode, ctx: NodeContext): Record<string, unknown> {
 
 /** Describes node `name` of the bed in `ctx.dir` (fresh ports unless `old` has them). */
 export async function planNode(ctx: NodeContext, name: string, opts: K8sNodeOptions, kubeconfig: string, old?: K8sNode): Promise<K8sNode> {
-  if (!/^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$/.test(name)) throw new Error(`Kubernetes test bed: node name ${JSON.stringify(name)} must be a DNS label of at most 32 characters, e.g. node3`);
+  if (!/^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$/.test(name))
+    throw new Error(`Kubernetes test bed: node name ${JSON.stringify(name)} must be a DNS label of at most 32 characters, e.g. node3`);
   const runtime = opts.runtime ?? old?.runtime ?? "containerd1";
   const bins = runtimeBinaries(runtime, ctx.binDir);
   const dir = join(ctx.dir, "nodes", name);
@@ -272,21 +275,36 @@ export async function startNode(n: K8sNode, ctx: NodeContext): Promise<void> {
   for (const d of ["cni", "certs.d", "kubelet", "pod-logs", "logs"]) mkdirSync(join(n.dir, d), { recursive: true });
   // No pod network: hostNetwork pods never call CNI, but without a config containerd reports
   // NetworkReady=false and the node stays NotReady.
-  writeFileSync(join(n.dir, "cni", "10-imageyard-loopback.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: "imageyard-hostnetwork-only", plugins: [{ type: "loopback" }] }));
+  writeFileSync(
+    join(n.dir, "cni", "10-imageyard-loopback.conflist"),
+    JSON.stringify({ cniVersion: "1.0.0", name: "imageyard-hostnetwork-only", plugins: [{ type: "loopback" }] }),
+  );
   writeFileSync(n.containerdConfig, containerdToml(n, ctx));
   writeFileSync(n.kubeletConfig, JSON.stringify(kubeletConfig(n, ctx), null, 1));
   rmSync(n.containerdSocket, { force: true });
   const bins = runtimeBinaries(n.runtime, ctx.binDir);
-  n.containerdPid = spawnLogged(n.containerd, ["--config", n.containerdConfig], n.containerdLog, join(n.dir, "containerd.pid"), { PATH: `${bins.pathPrefix}${process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"}` });
+  n.containerdPid = spawnLogged(n.containerd, ["--config", n.containerdConfig], n.containerdLog, join(n.dir, "containerd.pid"), {
+    PATH: `${bins.pathPrefix}${process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`,
+  });
   await waitUntil(`node ${n.name}: wait for containerd's socket ${n.containerdSocket}`, 60_000, async () => {
-    if (!isAlive(n.containerdPid)) throw new Error(`node ${n.name}: containerd exited before opening ${n.containerdSocket}:\n${logTail(n.containerdLog)}`);
+    if (!isAlive(n.containerdPid))
+      throw new Error(`node ${n.name}: containerd exited before opening ${n.containerdSocket}:\n${logTail(n.containerdLog)}`);
     return existsSync(n.containerdSocket) && (await socketAnswers(n.containerdSocket));
   });
   // The kubelet wants its cgroupRoot to exist in every hierarchy already.
   for (const h of cgroupHierarchies()) mkdirSync(join(h, n.cgroupRoot), { recursive: true });
   n.kubeletPid = spawnLogged(
     join(ctx.binDir, "kubelet"),
-    [`--config=${n.kubeletConfig}`, `--kubeconfig=${n.kubeconfig}`, `--root-dir=${join(n.dir, "kubelet")}`, `--cert-dir=${join(n.dir, "kubelet", "pki")}`, `--hostname-override=${n.name}`, "--node-ip=127.0.0.1", `--node-labels=${NODE_RUNTIME_LABEL}=${n.runtime}`, "--v=1"],
+    [
+      `--config=${n.kubeletConfig}`,
+      `--kubeconfig=${n.kubeconfig}`,
+      `--root-dir=${join(n.dir, "kubelet")}`,
+      `--cert-dir=${join(n.dir, "kubelet", "pki")}`,
+      `--hostname-override=${n.name}`,
+      "--node-ip=127.0.0.1",
+      `--node-labels=${NODE_RUNTIME_LABEL}=${n.runtime}`,
+      "--v=1",
+    ],
     n.kubeletLog,
     join(n.dir, "kubelet.pid"),
   );
@@ -366,10 +384,10 @@ function removeDirDeepestFirst(d: string): void {
 
 /** Mount points at or under `dir`, deepest first (/proc/self/mounts escapes spaces as \040). */
 export function mountsUnder(dir: string): string[] {
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const unescapeOctal = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   return readFileSync("/proc/self/mounts", "utf8")
     .split("\n")
-    .map((l) => unescape(l.split(" ")[1] ?? ""))
+    .map((l) => unescapeOctal(l.split(" ")[1] ?? ""))
     .filter((m) => m === dir || m.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
 }
@@ -380,7 +398,9 @@ export function nodeLeftovers(n: K8sNode): string[] {
   if (isOurProcess(n.kubeletPid, `--config=${n.kubeletConfig}`)) left.push(`kubelet pid ${n.kubeletPid}`);
   if (isOurProcess(n.containerdPid, n.containerdConfig)) left.push(`containerd pid ${n.containerdPid}`);
   for (const p of shimsOf(n)) left.push(`shim pid ${p}`);
-  for (const h of cgroupHierarchies()) if (existsSync(join(h, n.cgroupRoot))) left.push(`cgroup ${join(h, n.cgroupRoot)} (pids: ${pidsIn(join(h, n.cgroupRoot)).join(",") || "none"})`);
+  for (const h of cgroupHierarchies())
+    if (existsSync(join(h, n.cgroupRoot)))
+      left.push(`cgroup ${join(h, n.cgroupRoot)} (pids: ${pidsIn(join(h, n.cgroupRoot)).join(",") || "none"})`);
   for (const m of mountsUnder(n.dir)) left.push(`mount ${m}`);
   for (const l of containerLogLinks(n.dir)) left.push(`symlink ${l}`);
   return left;

@@ -28,7 +28,9 @@ function openssl(args: string[], cwd: string): void {
     execFileSync("openssl", args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
   } catch (e) {
     const err = e as { stderr?: Buffer };
-    throw new Error(`openssl ${args[0]} in ${cwd}: ${err.stderr?.toString().trim() ?? String(e)}. Check that openssl 3 is installed (scripts/bootstrap.sh).`);
+    throw new Error(
+      `openssl ${args[0]} in ${cwd}: ${err.stderr?.toString().trim() ?? String(e)}. Check that openssl 3 is installed (scripts/bootstrap.sh).`,
+    );
   }
 }
 
@@ -41,8 +43,28 @@ function issue(dir: string, name: string, subject: string, san?: string): void {
   const ext = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment"];
   ext.push(san ? "extendedKeyUsage=serverAuth,clientAuth" : "extendedKeyUsage=clientAuth");
   if (san) ext.push(`subjectAltName=${san}`);
-  writeFileSync(join(dir, `${name}.ext`), ext.join("\n") + "\n");
-  openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "3650", "-sha256", "-out", `${name}.crt`, "-extfile", `${name}.ext`], dir);
+  writeFileSync(join(dir, `${name}.ext`), `${ext.join("\n")}\n`);
+  openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "3650",
+      "-sha256",
+      "-out",
+      `${name}.crt`,
+      "-extfile",
+      `${name}.ext`,
+    ],
+    dir,
+  );
   rmSync(join(dir, `${name}.csr`));
   rmSync(join(dir, `${name}.ext`));
 }
@@ -80,11 +102,35 @@ function writeKubeconfig(dir: string, name: string, user: string, server: string
 export function ensureK8sPki(dir: string, server: string, serviceIp: string): K8sPki {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!existsSync(join(dir, "ca.crt"))) {
-    openssl(["req", "-x509", ...EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-sha256", "-subj", "/CN=imageyard kubernetes CA",
-      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], dir);
+    openssl(
+      [
+        "req",
+        "-x509",
+        ...EC,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-sha256",
+        "-subj",
+        "/CN=imageyard kubernetes CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+      ],
+      dir,
+    );
   }
   const names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"];
-  issue(dir, "apiserver", "/CN=kube-apiserver", ["IP:127.0.0.1", "DNS:localhost", `IP:${serviceIp}`, ...names.map((n) => `DNS:${n}`)].join(","));
+  issue(
+    dir,
+    "apiserver",
+    "/CN=kube-apiserver",
+    ["IP:127.0.0.1", "DNS:localhost", `IP:${serviceIp}`, ...names.map((n) => `DNS:${n}`)].join(","),
+  );
   issue(dir, "admin", "/O=system:masters/CN=imageyard-admin");
   issue(dir, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client");
   issue(dir, "controller-manager", "/CN=system:kube-controller-manager");

@@ -14,7 +14,11 @@ export interface NodeCondition {
 
 export interface NodeObject {
   metadata: { name: string };
-  status?: { conditions?: NodeCondition[]; addresses?: { type: string; address: string }[]; nodeInfo?: { containerRuntimeVersion?: string; kubeletVersion?: string } };
+  status?: {
+    conditions?: NodeCondition[];
+    addresses?: { type: string; address: string }[];
+    nodeInfo?: { containerRuntimeVersion?: string; kubeletVersion?: string };
+  };
 }
 
 export class KubeApi {

@@ -126,8 +126,20 @@ export function logTail(file: string, lines = 15): string {
   }
 }
 
-export async function waitHttp(url: string, ok: number[], pid: number, marker: string, logFile: string, ca?: string, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
-  const dispatcher = createDispatcher({ tls: ca ? { ca: [readFileSync(ca, "utf8")] } : undefined, connections: 1, connectTimeoutMs: 2_000 });
+export async function waitHttp(
+  url: string,
+  ok: number[],
+  pid: number,
+  marker: string,
+  logFile: string,
+  ca?: string,
+  timeoutMs = READY_TIMEOUT_MS,
+): Promise<void> {
+  const dispatcher = createDispatcher({
+    tls: ca ? { ca: [readFileSync(ca, "utf8")] } : undefined,
+    connections: 1,
+    connectTimeoutMs: 2_000,
+  });
   try {
     await waitUntil(`wait for ${url}`, timeoutMs, async () => {
       // Between fork and exec /proc shows the parent's command line, so only a dead child counts as gone.

@@ -13,7 +13,18 @@ import { dirname, join, resolve } from "node:path";
 import { requestLogMark } from "./accesslog";
 export { defaultStateDir } from "./processes";
 import { ensureCerts, type TestbedCerts } from "./certs";
-import { defaultStateDir, freePort, isAlive, isOurProcess, liveLeases, sha256File, signalAndWait, spawnLogged, waitHttp, withLock } from "./processes";
+import {
+  defaultStateDir,
+  freePort,
+  isAlive,
+  isOurProcess,
+  liveLeases,
+  sha256File,
+  signalAndWait,
+  spawnLogged,
+  waitHttp,
+  withLock,
+} from "./processes";
 import type { TokenServerConfig } from "./tokenServer";
 
 // Request counting lives in accesslog.ts; tests and benches import it from here too.
@@ -120,7 +131,9 @@ function testbedJson(stateDir: string): string {
 export function loadRegistryTestbed(stateDir = defaultStateDir()): RegistryTestbed {
   const file = testbedJson(stateDir);
   if (!existsSync(file)) {
-    throw new Error(`registry test bed not running: ${file} is missing. Start it with scripts/testbed.sh up (vitest's globalSetup test/testbed/registry.setup.ts does it too).`);
+    throw new Error(
+      `registry test bed not running: ${file} is missing. Start it with scripts/testbed.sh up (vitest's globalSetup test/testbed/registry.setup.ts does it too).`,
+    );
   }
   return JSON.parse(readFileSync(file, "utf8")) as RegistryTestbed;
 }
@@ -128,7 +141,14 @@ export function loadRegistryTestbed(stateDir = defaultStateDir()): RegistryTestb
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
-function registryConfig(name: string, port: number, dataDir: string, opts: RegistryOptions, certs: TestbedCerts, auth: { htpasswd: string; token?: TokenServerInfo }): string {
+function registryConfig(
+  name: string,
+  port: number,
+  dataDir: string,
+  opts: RegistryOptions,
+  certs: TestbedCerts,
+  auth: { htpasswd: string; token?: TokenServerInfo },
+): string {
   const q = (s: string) => JSON.stringify(s);
   const lines = [
     "version: 0.1",
@@ -157,10 +177,18 @@ function registryConfig(name: string, port: number, dataDir: string, opts: Regis
   if (opts.tls) lines.push("  tls:", `    certificate: ${q(certs.serverCert)}`, `    key: ${q(certs.serverKey)}`);
   if (opts.auth === "htpasswd") lines.push("auth:", "  htpasswd:", `    realm: ${q(`imageyard-${name}`)}`, `    path: ${q(auth.htpasswd)}`);
   if (opts.auth === "token") {
-    if (!auth.token) throw new Error(`registry ${name}: token auth needs the test bed's token server; start the test bed first (scripts/testbed.sh up)`);
-    lines.push("auth:", "  token:", `    realm: ${q(auth.token.realm)}`, `    service: ${q(auth.token.service)}`, `    issuer: ${q(auth.token.issuer)}`, `    rootcertbundle: ${q(certs.rootBundle)}`);
+    if (!auth.token)
+      throw new Error(`registry ${name}: token auth needs the test bed's token server; start the test bed first (scripts/testbed.sh up)`);
+    lines.push(
+      "auth:",
+      "  token:",
+      `    realm: ${q(auth.token.realm)}`,
+      `    service: ${q(auth.token.service)}`,
+      `    issuer: ${q(auth.token.issuer)}`,
+      `    rootcertbundle: ${q(certs.rootBundle)}`,
+    );
   }
-  return lines.join("\n") + "\n";
+  return `${lines.join("\n")}\n`;
 }
 
 function ensureUsers(dir: string): { users: Users; htpasswd: string } {
@@ -176,7 +204,7 @@ function ensureUsers(dir: string): { users: Users; htpasswd: string } {
     puller: { username: "puller", password: pw() },
   };
   const line = execFileSync("htpasswd", ["-Bbn", users.mirror.username, users.mirror.password], { encoding: "utf8" });
-  writeFileSync(htpasswd, line.trim() + "\n", { mode: 0o600 });
+  writeFileSync(htpasswd, `${line.trim()}\n`, { mode: 0o600 });
   writeFileSync(usersFile, JSON.stringify(users, null, 2), { mode: 0o600 });
   return { users, htpasswd };
 }
@@ -223,7 +251,14 @@ function describeRegistry(spec: RegistrySpec, port: number, pid: number): Regist
   if (opts.tls) Object.assign(ep, { caFile: certs.caFile, certDir: certs.certDir });
   if (opts.auth === "htpasswd") Object.assign(ep, { username: users.mirror.username, password: users.mirror.password });
   if (opts.auth === "token" && token) {
-    Object.assign(ep, { username: users.pusher.username, password: users.pusher.password, pushUser: users.pusher, pullUser: users.puller, tokenRealm: token.realm, tokenService: token.service });
+    Object.assign(ep, {
+      username: users.pusher.username,
+      password: users.pusher.password,
+      pushUser: users.pusher,
+      pullUser: users.puller,
+      tokenRealm: token.realm,
+      tokenService: token.service,
+    });
   }
   return ep;
 }
@@ -234,21 +269,31 @@ async function launchRegistry(spec: RegistrySpec, wipe = false, waitForPortMs = 
   if (wipe) rmSync(ep.dataDir, { recursive: true, force: true });
   mkdirSync(ep.dataDir, { recursive: true });
   mkdirSync(dirname(ep.configFile), { recursive: true });
-  writeFileSync(ep.configFile, registryConfig(spec.name, port, ep.dataDir, spec.opts, spec.certs, { htpasswd: spec.htpasswd, token: spec.token }));
+  writeFileSync(
+    ep.configFile,
+    registryConfig(spec.name, port, ep.dataDir, spec.opts, spec.certs, { htpasswd: spec.htpasswd, token: spec.token }),
+  );
   const logStart = requestLogMark(ep);
   ep.pid = spawnLogged("docker-registry", ["serve", ep.configFile], ep.logFile, ep.pidFile);
   try {
     await waitHttp(`${ep.url}/v2/`, spec.opts.auth === "none" ? [200] : [401], ep.pid, ep.configFile, ep.logFile, ep.caFile);
   } catch (e) {
     // Someone took the port between our probe and the registry's bind: try again.
-    const lost = !isOurProcess(ep.pid, ep.configFile) && readFileSync(ep.logFile, "utf8").slice(logStart).includes("address already in use");
+    const lost =
+      !isOurProcess(ep.pid, ep.configFile) && readFileSync(ep.logFile, "utf8").slice(logStart).includes("address already in use");
     if (lost && attempt < 3) return launchRegistry(spec, false, waitForPortMs, attempt + 1);
     throw e;
   }
   return ep;
 }
 
-async function launchTokenServer(dir: string, certs: TestbedCerts, users: Users, preferredPort?: number, attempt = 1): Promise<TokenServerInfo> {
+async function launchTokenServer(
+  dir: string,
+  certs: TestbedCerts,
+  users: Users,
+  preferredPort?: number,
+  attempt = 1,
+): Promise<TokenServerInfo> {
   const port = await freePort(preferredPort);
   const configFile = join(dir, "conf", "token-server.json");
   const logFile = join(dir, "logs", "token-server.log");
@@ -267,17 +312,34 @@ async function launchTokenServer(dir: string, certs: TestbedCerts, users: Users,
   };
   mkdirSync(dirname(configFile), { recursive: true });
   writeFileSync(configFile, JSON.stringify(cfg, null, 2), { mode: 0o600 });
-  const pid = spawnLogged(process.execPath, [...NODE_FLAGS, tokenServerScript(), "serve", configFile], logFile, join(dir, "run", "token-server.pid"));
+  const pid = spawnLogged(
+    process.execPath,
+    [...NODE_FLAGS, tokenServerScript(), "serve", configFile],
+    logFile,
+    join(dir, "run", "token-server.pid"),
+  );
   const url = `http://127.0.0.1:${port}`;
   const logStart = requestLogMark({ logFile });
   try {
     await waitHttp(`${url}/healthz`, [200], pid, configFile, logFile);
   } catch (e) {
     // Lost the port between our probe and its bind: try another.
-    if (attempt < 3 && readFileSync(logFile, "utf8").slice(logStart).includes("EADDRINUSE")) return launchTokenServer(dir, certs, users, undefined, attempt + 1);
+    if (attempt < 3 && readFileSync(logFile, "utf8").slice(logStart).includes("EADDRINUSE"))
+      return launchTokenServer(dir, certs, users, undefined, attempt + 1);
     throw e;
   }
-  return { url, realm: `${url}/token`, service: cfg.service, issuer: cfg.issuer, port, pid, configFile, logFile, pushUser: users.pusher, pullUser: users.puller };
+  return {
+    url,
+    realm: `${url}/token`,
+    service: cfg.service,
+    issuer: cfg.issuer,
+    port,
+    pid,
+    configFile,
+    logFile,
+    pushUser: users.pusher,
+    pullUser: users.puller,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,7 +374,8 @@ async function isHealthy(tb: RegistryTestbed): Promise<boolean> {
     if (!existsSync(p.marker) || sha256File(p.marker) !== tb.configSha256[p.name]) return false;
   }
   try {
-    for (const r of Object.values(tb.registries)) await waitHttp(`${r.url}/v2/`, r.auth === "none" ? [200] : [401], r.pid, r.configFile, r.logFile, r.caFile);
+    for (const r of Object.values(tb.registries))
+      await waitHttp(`${r.url}/v2/`, r.auth === "none" ? [200] : [401], r.pid, r.configFile, r.logFile, r.caFile);
     return true;
   } catch {
     return false;
@@ -327,7 +390,10 @@ async function stopProcesses(tb: RegistryTestbed): Promise<void> {
  * Starts the four registries and the token server, or reuses the ones already running for this
  * state dir. `lease` names who uses it ("persistent" leases survive their process).
  */
-export async function startRegistryTestbed(stateDir = defaultStateDir(), opts: { lease?: string; persistent?: boolean } = {}): Promise<RegistryTestbed> {
+export async function startRegistryTestbed(
+  stateDir = defaultStateDir(),
+  opts: { lease?: string; persistent?: boolean } = {},
+): Promise<RegistryTestbed> {
   const dir = join(resolve(stateDir), "registry");
   return withLock(dir, async () => {
     pruneAdhoc(dir);
@@ -341,11 +407,29 @@ export async function startRegistryTestbed(stateDir = defaultStateDir(), opts: {
       const token = await launchTokenServer(dir, certs, users, old?.tokenServer.port);
       const registries = {} as Record<TestbedRegistryName, RegistryEndpoint>;
       for (const [name, o] of Object.entries(TESTBED) as [TestbedRegistryName, RegistryOptions][]) {
-        registries[name] = await launchRegistry({ name, dir, opts: o, certs, users, htpasswd, token, preferredPort: old?.registries[name]?.port });
+        registries[name] = await launchRegistry({
+          name,
+          dir,
+          opts: o,
+          certs,
+          users,
+          htpasswd,
+          token,
+          preferredPort: old?.registries[name]?.port,
+        });
       }
       const configSha256: Record<string, string> = { "token-server": sha256File(token.configFile) };
       for (const r of Object.values(registries)) configSha256[r.name] = sha256File(r.configFile);
-      tb = { generation: GENERATION, stateDir: resolve(stateDir), dir, registries, tokenServer: token, caFile: certs.caFile, certDir: certs.certDir, configSha256 };
+      tb = {
+        generation: GENERATION,
+        stateDir: resolve(stateDir),
+        dir,
+        registries,
+        tokenServer: token,
+        caFile: certs.caFile,
+        certDir: certs.certDir,
+        configSha256,
+      };
       const tmp = `${testbedJson(stateDir)}.${process.pid}`;
       writeFileSync(tmp, JSON.stringify(tb, null, 2), { mode: 0o600 });
       renameSync(tmp, testbedJson(stateDir));
@@ -423,7 +507,8 @@ export async function startRegistry(stateDir: string, name: string, opts: Regist
     async start(o = {}) {
       if (isOurProcess(handle.endpoint.pid, handle.endpoint.configFile)) await handle.stop();
       handle.endpoint = await launchRegistry({ ...spec, preferredPort: handle.endpoint.port }, o.wipe, 10_000);
-      if (handle.endpoint.port !== spec.preferredPort && spec.preferredPort) throw new Error(`registry ${id}: port ${spec.preferredPort} was taken; restarted on ${handle.endpoint.port}`);
+      if (handle.endpoint.port !== spec.preferredPort && spec.preferredPort)
+        throw new Error(`registry ${id}: port ${spec.preferredPort} was taken; restarted on ${handle.endpoint.port}`);
       adhocPids.set(handle.endpoint.pid, handle.endpoint.configFile);
       return handle.endpoint;
     },

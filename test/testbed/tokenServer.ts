@@ -75,7 +75,14 @@ export function parseScopes(scopes: string[]): AccessEntry[] {
     const first = s.indexOf(":");
     const last = s.lastIndexOf(":");
     if (first <= 0 || last === first) continue;
-    out.push({ type: s.slice(0, first), name: s.slice(first + 1, last), actions: s.slice(last + 1).split(",").filter(Boolean) });
+    out.push({
+      type: s.slice(0, first),
+      name: s.slice(first + 1, last),
+      actions: s
+        .slice(last + 1)
+        .split(",")
+        .filter(Boolean),
+    });
   }
   return out;
 }
@@ -100,7 +107,9 @@ export interface TokenSigner {
   sign(subject: string, access: AccessEntry[]): { token: string; expiresIn: number; issuedAt: string };
 }
 
-export function createSigner(cfg: Pick<TokenServerConfig, "issuer" | "service" | "keyFile" | "certFile" | "header" | "ttlSeconds">): TokenSigner {
+export function createSigner(
+  cfg: Pick<TokenServerConfig, "issuer" | "service" | "keyFile" | "certFile" | "header" | "ttlSeconds">,
+): TokenSigner {
   const key: KeyObject = createPrivateKey(readFileSync(cfg.keyFile, "utf8"));
   const certPem = readFileSync(cfg.certFile, "utf8");
   const ttl = cfg.ttlSeconds ?? 300;
@@ -112,7 +121,16 @@ export function createSigner(cfg: Pick<TokenServerConfig, "issuer" | "service" |
   return {
     sign(subject, access) {
       const now = Math.floor(Date.now() / 1000);
-      const claims = { iss: cfg.issuer, sub: subject, aud: cfg.service, exp: now + ttl, nbf: now - 5, iat: now, jti: randomBytes(16).toString("hex"), access };
+      const claims = {
+        iss: cfg.issuer,
+        sub: subject,
+        aud: cfg.service,
+        exp: now + ttl,
+        nbf: now - 5,
+        iat: now,
+        jti: randomBytes(16).toString("hex"),
+        access,
+      };
       const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
       // JWS wants the raw r||s form, not DER.
       const sig = sign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
@@ -127,7 +145,11 @@ function sameSecret(a: string, b: string): boolean {
   return timingSafeEqual(x, y);
 }
 
-function authenticate(users: Record<string, TokenUser>, username: string | undefined, password: string | undefined): { name: string; user: TokenUser } | undefined {
+function authenticate(
+  users: Record<string, TokenUser>,
+  username: string | undefined,
+  password: string | undefined,
+): { name: string; user: TokenUser } | undefined {
   if (username === undefined || password === undefined) return undefined;
   const user = Object.hasOwn(users, username) ? users[username] : undefined;
   return user && sameSecret(user.password, password) ? { name: username, user } : undefined;
@@ -160,7 +182,12 @@ async function readBody(req: IncomingMessage, max = 64 * 1024): Promise<string> 
 export function serveTokens(cfg: TokenServerConfig, log: (line: string) => void = () => {}): Server {
   const signer = createSigner(cfg);
   const deny = (res: ServerResponse) =>
-    json(res, 401, { errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] }, { "www-authenticate": 'Basic realm="imageyard-token"' });
+    json(
+      res,
+      401,
+      { errors: [{ code: "UNAUTHORIZED", message: "authentication required" }] },
+      { "www-authenticate": 'Basic realm="imageyard-token"' },
+    );
   return createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     if (url.pathname === "/healthz") return json(res, 200, { ok: true });
@@ -173,7 +200,8 @@ export function serveTokens(cfg: TokenServerConfig, log: (line: string) => void 
         log(`GET /token 401 user=${c.username ?? "-"}`);
         return deny(res);
       }
-      if (service !== null && service !== cfg.service) return json(res, 400, { error: "invalid_request", error_description: `unknown service ${service}` });
+      if (service !== null && service !== cfg.service)
+        return json(res, 400, { error: "invalid_request", error_description: `unknown service ${service}` });
       const access = grantAccess(who.user, parseScopes(url.searchParams.getAll("scope")));
       const t = signer.sign(who.name, access);
       log(`GET /token 200 user=${who.name} access=${JSON.stringify(access)}`);
@@ -193,7 +221,8 @@ export function serveTokens(cfg: TokenServerConfig, log: (line: string) => void 
             return json(res, 401, { error: "invalid_grant" });
           }
           const service = form.get("service");
-          if (service !== null && service !== cfg.service) return json(res, 400, { error: "invalid_request", error_description: `unknown service ${service}` });
+          if (service !== null && service !== cfg.service)
+            return json(res, 400, { error: "invalid_request", error_description: `unknown service ${service}` });
           const access = grantAccess(who.user, parseScopes(form.getAll("scope")));
           const t = signer.sign(who.name, access);
           log(`POST /token 200 user=${who.name} access=${JSON.stringify(access)}`);

@@ -17,7 +17,11 @@ const run = promisify(execFile);
 beforeAll(async () => {
   expect(existsSync(join(root, "dist/index.js")), "dist/ is built (scripts/bootstrap.sh)").toBe(true);
   work = mkdtempSync(join(tmpdir(), "iy-user-project-"));
-  const { stdout: out } = await run("npm", ["pack", "--json", "--pack-destination", work], { cwd: root, encoding: "utf8", timeout: 120_000 });
+  const { stdout: out } = await run("npm", ["pack", "--json", "--pack-destination", work], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 120_000,
+  });
   const info = JSON.parse(out) as { filename: string; files: { path: string }[] }[];
   packed = info[0]!.files.map((f) => f.path);
   // The user's node_modules: the packed imageyard, and its dependencies as this checkout has them.
@@ -31,7 +35,16 @@ beforeAll(async () => {
   writeFileSync(
     join(work, "tsconfig.json"),
     JSON.stringify({
-      compilerOptions: { target: "ES2022", module: "commonjs", moduleResolution: "node10", strict: true, noEmit: true, esModuleInterop: true, skipLibCheck: true, types: ["node"] },
+      compilerOptions: {
+        target: "ES2022",
+        module: "commonjs",
+        moduleResolution: "node10",
+        strict: true,
+        noEmit: true,
+        esModuleInterop: true,
+        skipLibCheck: true,
+        types: ["node"],
+      },
       include: ["*.ts"],
     }),
   );
@@ -72,7 +85,7 @@ describe("the packed package in a user's project", () => {
     expect(await compile(files)).toBe("");
   }, 240_000);
 
-  it("compiles every examples/ program with `import … from \"imageyard\"` as a user writes it", async () => {
+  it('compiles every examples/ program with `import … from "imageyard"` as a user writes it', async () => {
     const programs = readdirSync(join(root, "examples"), { withFileTypes: true })
       .filter((d) => d.isDirectory() && existsSync(join(root, "examples", d.name, "index.ts")))
       .map((d) => d.name);
@@ -81,7 +94,10 @@ describe("the packed package in a user's project", () => {
       const text = readFileSync(join(root, "examples", p, "index.ts"), "utf8").replace(/from "(\.\.\/)+index"/g, 'from "imageyard"');
       // Local modules the program imports come along (the demo's sandbox helpers are not the program).
       const siblings = Object.fromEntries(
-        [...text.matchAll(/from "\.\/([\w-]+)"/g)].map((m) => [`${m[1]}.ts`, readFileSync(join(root, "examples", p, `${m[1]}.ts`), "utf8")]),
+        [...text.matchAll(/from "\.\/([\w-]+)"/g)].map((m) => [
+          `${m[1]}.ts`,
+          readFileSync(join(root, "examples", p, `${m[1]}.ts`), "utf8"),
+        ]),
       );
       expect(await compile({ ...siblings, "index.ts": text }), `examples/${p}`).toBe("");
     }

@@ -4,7 +4,21 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addK8sNode, crictl, ctr, k8sTestbedRss, kubectl, NODE_RUNTIME_LABEL, nodeLeftovers, removeK8sNode, startK8sTestbed, stopK8sTestbed, useK8sTestbed, type K8sNode, type K8sTestbed } from "../../testbed/k8s";
+import {
+  addK8sNode,
+  crictl,
+  ctr,
+  k8sTestbedRss,
+  kubectl,
+  NODE_RUNTIME_LABEL,
+  nodeLeftovers,
+  removeK8sNode,
+  startK8sTestbed,
+  stopK8sTestbed,
+  useK8sTestbed,
+  type K8sNode,
+  type K8sTestbed,
+} from "../../testbed/k8s";
 import { isOurProcess, waitUntil } from "../../testbed/processes";
 
 const POD_MS = 120_000;
@@ -44,7 +58,14 @@ function daemonSet(name: string, spec: Record<string, unknown>): string {
       template: {
         metadata: { labels: { app: name } },
         // hostNetwork only: the bed has no pod network (CNI is loopback only).
-        spec: { hostNetwork: true, automountServiceAccountToken: false, enableServiceLinks: false, terminationGracePeriodSeconds: 1, tolerations: [{ operator: "Exists" }], ...spec },
+        spec: {
+          hostNetwork: true,
+          automountServiceAccountToken: false,
+          enableServiceLinks: false,
+          terminationGracePeriodSeconds: 1,
+          tolerations: [{ operator: "Exists" }],
+          ...spec,
+        },
       },
     },
   });
@@ -57,12 +78,15 @@ async function readyOnEveryNode(tb: K8sTestbed, app: string, nodes: string[]): P
   try {
     await waitUntil(`pods of ${app} Ready on ${nodes.join(", ")}`, POD_MS, async () => {
       byNode.clear();
-      for (const p of await pods(tb, app)) if (p.spec.nodeName && p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True")) byNode.set(p.spec.nodeName, p);
+      for (const p of await pods(tb, app))
+        if (p.spec.nodeName && p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True")) byNode.set(p.spec.nodeName, p);
       seen = [...byNode.keys()].join(", ");
       return nodes.every((n) => byNode.has(n));
     });
   } catch (e) {
-    const detail = (await kubectl(tb, ["get", "pods", "-n", NS, "-l", `app=${app}`, "-o", "wide"]).catch((x: Error) => ({ stdout: x.message }))).stdout;
+    const detail = (
+      await kubectl(tb, ["get", "pods", "-n", NS, "-l", `app=${app}`, "-o", "wide"]).catch((x: Error) => ({ stdout: x.message }))
+    ).stdout;
     throw new Error(`${(e as Error).message}; Ready on: ${seen || "none"}\n${detail}`);
   }
   return byNode;
@@ -85,7 +109,16 @@ function listeningAddresses(pid: number): string[] {
       const f = line.trim().split(/\s+/);
       if (f[3] !== "0A" || !inodes.has(f[9] ?? "")) continue; // 0A: LISTEN
       const [hex, port] = f[1]!.split(":");
-      const ip = hex!.length === 8 ? hex!.match(/../g)!.reverse().map((b) => parseInt(b, 16)).join(".") : hex === "00000000000000000000000000000000" ? "::" : `v6:${hex}`;
+      const ip =
+        hex!.length === 8
+          ? hex!
+              .match(/../g)!
+              .reverse()
+              .map((b) => parseInt(b, 16))
+              .join(".")
+          : hex === "00000000000000000000000000000000"
+            ? "::"
+            : `v6:${hex}`;
       out.push(`${ip}:${parseInt(port!, 16)}`);
     }
   }
@@ -107,7 +140,18 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
   });
 
   it("runs node1 on containerd 1.6 and node2 on containerd v2, both Ready with InternalIP 127.0.0.1 and their runtime as a label", async () => {
-    const nodes = (await json<{ items: { metadata: { name: string }; status: { conditions: { type: string; status: string }[]; addresses: { type: string; address: string }[]; nodeInfo: { containerRuntimeVersion: string; kubeletVersion: string } } }[] }>(tb, ["get", "nodes"])).items;
+    const nodes = (
+      await json<{
+        items: {
+          metadata: { name: string };
+          status: {
+            conditions: { type: string; status: string }[];
+            addresses: { type: string; address: string }[];
+            nodeInfo: { containerRuntimeVersion: string; kubeletVersion: string };
+          };
+        }[];
+      }>(tb, ["get", "nodes"])
+    ).items;
     const byName = new Map(nodes.map((n) => [n.metadata.name, n]));
     for (const name of ["node1", "node2"]) {
       const n = byName.get(name);
@@ -118,7 +162,9 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
       // What the node reports is what the bed says it started.
       expect(n!.status.nodeInfo.containerRuntimeVersion).toContain(tb.nodes[name]!.runtimeVersion.split("~")[0]);
     }
-    expect((await kubectl(tb, ["get", "nodes", "-l", `${NODE_RUNTIME_LABEL}=containerd2`, "-o", "name"])).stdout.trim().split("\n")).toContain("node/node2");
+    expect(
+      (await kubectl(tb, ["get", "nodes", "-l", `${NODE_RUNTIME_LABEL}=containerd2`, "-o", "name"])).stdout.trim().split("\n"),
+    ).toContain("node/node2");
     expect(tb.nodes.node1!.runtime).toBe("containerd1");
     expect(tb.nodes.node1!.runtimeVersion).toMatch(/^1\./);
     expect(tb.nodes.node2!.runtime).toBe("containerd2");
@@ -126,7 +172,10 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
   });
 
   it("listens on 127.0.0.1 only (control plane, kubelets, containerds)", () => {
-    const pids = [...Object.values(tb.processes).map((p) => p.pid), ...Object.values(tb.nodes).flatMap((n) => [n.kubeletPid, n.containerdPid])];
+    const pids = [
+      ...Object.values(tb.processes).map((p) => p.pid),
+      ...Object.values(tb.nodes).flatMap((n) => [n.kubeletPid, n.containerdPid]),
+    ];
     const addrs = pids.flatMap((p) => listeningAddresses(p));
     expect(addrs.length).toBeGreaterThan(pids.length);
     expect(addrs.filter((a) => !a.startsWith("127.0.0.1:"))).toEqual([]);
@@ -134,21 +183,47 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
 
   it("runs a hostNetwork DaemonSet pod on every node, and kubectl logs reaches it through the kubelet", async () => {
     const name = "busybox";
-    await kubectl(tb, ["apply", "-f", "-"], daemonSet(name, {
-      containers: [{ name: "main", image: tb.images.busybox.ref, command: ["/bin/sh", "-c", "echo started on $NODE; exec sleep 86400"], env: [{ name: "NODE", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } }] }],
-    }));
+    await kubectl(
+      tb,
+      ["apply", "-f", "-"],
+      daemonSet(name, {
+        containers: [
+          {
+            name: "main",
+            image: tb.images.busybox.ref,
+            command: ["/bin/sh", "-c", "echo started on $NODE; exec sleep 86400"],
+            env: [{ name: "NODE", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } }],
+          },
+        ],
+      }),
+    );
     const byNode = await readyOnEveryNode(tb, name, ["node1", "node2"]);
-    for (const [node, pod] of byNode) expect((await kubectl(tb, ["logs", "-n", NS, pod.metadata.name])).stdout.trim()).toBe(`started on ${node}`);
+    for (const [node, pod] of byNode)
+      expect((await kubectl(tb, ["logs", "-n", NS, pod.metadata.name])).stdout.trim()).toBe(`started on ${node}`);
   });
 
   it("runs the shell-less scratch image's binary on every node", async () => {
-    await kubectl(tb, ["apply", "-f", "-"], daemonSet("scratch", { containers: [{ name: "main", image: tb.images.scratch.ref, args: ["sleep"] }] }));
+    await kubectl(
+      tb,
+      ["apply", "-f", "-"],
+      daemonSet("scratch", { containers: [{ name: "main", image: tb.images.scratch.ref, args: ["sleep"] }] }),
+    );
     await readyOnEveryNode(tb, "scratch", ["node1", "node2"]);
   });
 
   it("pulls from the auth registry with an imagePullSecret on both runtimes, and is refused with 401 without it", async () => {
     const auth = tb.registries.auth;
-    await kubectl(tb, ["create", "secret", "docker-registry", "regcred", "-n", NS, `--docker-server=${auth.host}`, `--docker-username=${auth.username}`, `--docker-password=${auth.password}`]);
+    await kubectl(tb, [
+      "create",
+      "secret",
+      "docker-registry",
+      "regcred",
+      "-n",
+      NS,
+      `--docker-server=${auth.host}`,
+      `--docker-username=${auth.username}`,
+      `--docker-password=${auth.password}`,
+    ]);
     const spec = (secret: boolean) => ({
       ...(secret ? { imagePullSecrets: [{ name: "regcred" }] } : {}),
       initContainers: [{ name: "pull", image: tb.images.privateBusybox.ref, command: ["/bin/true"] }],
@@ -175,9 +250,12 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
 
   it("shows the pulled images in crictl and ctr on each node (the runtime is the authority)", async () => {
     for (const node of ["node1", "node2"]) {
-      const listed = (JSON.parse((await crictl(tb, node, ["images", "-o", "json"])).stdout) as { images: { repoTags: string[]; repoDigests: string[] }[] }).images;
+      const listed = (
+        JSON.parse((await crictl(tb, node, ["images", "-o", "json"])).stdout) as { images: { repoTags: string[]; repoDigests: string[] }[] }
+      ).images;
       const tags = listed.flatMap((i) => i.repoTags);
-      for (const img of [tb.images.pause, tb.images.busybox, tb.images.scratch, tb.images.privateBusybox]) expect(tags, `${node}: ${img.ref}`).toContain(img.ref);
+      for (const img of [tb.images.pause, tb.images.busybox, tb.images.scratch, tb.images.privateBusybox])
+        expect(tags, `${node}: ${img.ref}`).toContain(img.ref);
       expect(listed.flatMap((i) => i.repoDigests)).toContain(tb.images.busybox.pinnedRef);
       expect((await ctr(tb, node, ["images", "ls", "-q"])).stdout.split("\n")).toContain(tb.images.privateBusybox.ref);
     }
@@ -195,7 +273,7 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
       node3 = await addK8sNode("node3", { runtime: "containerd2" });
       const readyMs = Date.now() - t0;
       expect(node3.state).toBe("running");
-      const ready = (await kubectl(tb, ["get", "node", "node3", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])).stdout;
+      const ready = (await kubectl(tb, ["get", "node", "node3", "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'])).stdout;
       expect(ready).toBe("True");
       await readyOnEveryNode(tb, "busybox", ["node1", "node2", "node3"]);
       await readyOnEveryNode(tb, "private", ["node1", "node2", "node3"]);
@@ -221,13 +299,29 @@ describe("Kubernetes test bed, stopped", { timeout: 4 * POD_MS }, () => {
     const own = await startK8sTestbed(stateDir, { nodes: [{ name: "solo", runtime: "containerd1" }] });
     const startMs = Date.now() - t0;
     try {
-      await kubectl(own, ["run", "sleeper", "--image", own.images.busybox.ref, "--overrides", JSON.stringify({ spec: { hostNetwork: true, terminationGracePeriodSeconds: 1 } }), "--command", "--", "/bin/sleep", "86400"]);
-      await waitUntil("pod sleeper Running on solo", POD_MS, async () => (await kubectl(own, ["get", "pod", "sleeper", "-o", "jsonpath={.status.phase}"])).stdout === "Running");
+      await kubectl(own, [
+        "run",
+        "sleeper",
+        "--image",
+        own.images.busybox.ref,
+        "--overrides",
+        JSON.stringify({ spec: { hostNetwork: true, terminationGracePeriodSeconds: 1 } }),
+        "--command",
+        "--",
+        "/bin/sleep",
+        "86400",
+      ]);
+      await waitUntil(
+        "pod sleeper Running on solo",
+        POD_MS,
+        async () => (await kubectl(own, ["get", "pod", "sleeper", "-o", "jsonpath={.status.phase}"])).stdout === "Running",
+      );
     } finally {
       await stopK8sTestbed(stateDir);
     }
     console.log(`one-node bed (own registries) started in ${startMs} ms`);
-    for (const p of Object.values(own.processes)) expect(isOurProcess(p.pid, p.marker), `control-plane pid ${p.pid} (${p.marker})`).toBe(false);
+    for (const p of Object.values(own.processes))
+      expect(isOurProcess(p.pid, p.marker), `control-plane pid ${p.pid} (${p.marker})`).toBe(false);
     expect(nodeLeftovers(own.nodes.solo!)).toEqual([]);
     expect(existsSync(join(own.dir, "testbed.json"))).toBe(false);
     rmSync(stateDir, { recursive: true, force: true });

@@ -65,7 +65,18 @@ describe("parseCommand", () => {
 
 describe("deadline, rate-limit and credential flags", () => {
   it("reads --timeout and --rate-limit-wait as durations, and --insecure-host for both sides", () => {
-    const cmd = parseCommand(["copy", "a/b:c", "d/e", "--timeout", "90s", "--rate-limit-wait=20m", "--insecure-host", "auth.test:8080", "--insecure-host", "10.0.0.9"]);
+    const cmd = parseCommand([
+      "copy",
+      "a/b:c",
+      "d/e",
+      "--timeout",
+      "90s",
+      "--rate-limit-wait=20m",
+      "--insecure-host",
+      "auth.test:8080",
+      "--insecure-host",
+      "10.0.0.9",
+    ]);
     if (cmd.kind !== "copy") throw new Error(cmd.kind);
     expect(cmd.timeoutMs).toBe(90_000);
     expect(cmd.request.rateLimitBudgetMs).toBe(1_200_000);
@@ -81,7 +92,16 @@ describe("deadline, rate-limit and credential flags", () => {
   });
 
   it("finds every secret on a command line: --*creds passwords and user info in references", () => {
-    const argv = ["copy", "docker://robot:S3cret@r.test/a", "x:p@ss@r.test/b", "--src-creds", "u:pa:ss", "--dest-creds=v:qwerty", "--creds", "w:zzz9"];
+    const argv = [
+      "copy",
+      "docker://robot:S3cret@r.test/a",
+      "x:p@ss@r.test/b",
+      "--src-creds",
+      "u:pa:ss",
+      "--dest-creds=v:qwerty",
+      "--creds",
+      "w:zzz9",
+    ];
     expect(secretsOf(argv)).toEqual(["S3cret", "p@ss", "pa:ss", "qwerty", "zzz9"]);
   });
 });
@@ -115,16 +135,40 @@ describe("imageyard CLI against an in-process registry", () => {
 
   it("fails with status 1 and an actionable message naming the flag when credentials are wrong, never printing the password", async () => {
     seedFake(reg, "team/app", "v1");
-    const r = await run(["copy", `${reg.host}/team/app:v1`, `${reg.host}/mirror/app`, "--src-creds", "alice:WRONGPASS", "--dest-creds", "alice:s3cret", "--src-tls-verify=false", "--dest-tls-verify=false", "-q"]);
+    const r = await run([
+      "copy",
+      `${reg.host}/team/app:v1`,
+      `${reg.host}/mirror/app`,
+      "--src-creds",
+      "alice:WRONGPASS",
+      "--dest-creds",
+      "alice:s3cret",
+      "--src-tls-verify=false",
+      "--dest-tls-verify=false",
+      "-q",
+    ]);
     expect(r.status).toBe(1);
-    expect(r.err).toMatch(/registry refused the credentials \(401.*\)\. Check --src-creds for 127\.0\.0\.1:\d+\. \[REGISTRY_UNAUTHORIZED\]/);
+    expect(r.err).toMatch(
+      /registry refused the credentials \(401.*\)\. Check --src-creds for 127\.0\.0\.1:\d+\. \[REGISTRY_UNAUTHORIZED\]/,
+    );
     expect(r.err).not.toContain("WRONGPASS");
     expect(r.out).toBe("");
   });
 
   it("plan shows what a copy would do and writes nothing", async () => {
     seedFake(reg, "team/app", "v1", { layers: 2 });
-    const r = await run(["plan", `${reg.host}/team/app:v1`, `${reg.host}/other/app:v9`, "--src-creds", "alice:s3cret", "--dest-creds", "alice:s3cret", "--src-tls-verify=false", "--dest-tls-verify=false", "-q"]);
+    const r = await run([
+      "plan",
+      `${reg.host}/team/app:v1`,
+      `${reg.host}/other/app:v9`,
+      "--src-creds",
+      "alice:s3cret",
+      "--dest-creds",
+      "alice:s3cret",
+      "--src-tls-verify=false",
+      "--dest-tls-verify=false",
+      "-q",
+    ]);
     expect(r.status).toBe(0);
     expect(r.out).toContain("0 blobs to upload (0 B), 3 to mount, 0 already there; 1 manifest");
     expect(reg.manifests.has("other/app")).toBe(false);

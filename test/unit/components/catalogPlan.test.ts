@@ -67,11 +67,21 @@ function plan(source: Parameters<typeof readCatalog>[0], opts?: PlanOptions) {
 
 function ubuntu(versions: string[], over: Partial<CatalogImageEntry> = {}): CatalogDocument {
   return {
-    images: [{ name: "Ubuntu 24.04", visibility: "public", multi: true, format: "qcow2", versions: versions.map((v, i) => ({ version: v, url: `https://cloud-images.example/${v}.img`, checksum: SHA(i) })), ...over }],
+    images: [
+      {
+        name: "Ubuntu 24.04",
+        visibility: "public",
+        multi: true,
+        format: "qcow2",
+        versions: versions.map((v, i) => ({ version: v, url: `https://cloud-images.example/${v}.img`, checksum: SHA(i) })),
+        ...over,
+      },
+    ],
   };
 }
 
-const summary = (p: ReturnType<typeof plan>[number]) => p.versions.map((v) => ({ version: v.version, name: v.name, visibility: v.visibility, hidden: v.hidden, active: v.active }));
+const summary = (p: ReturnType<typeof plan>[number]) =>
+  p.versions.map((v) => ({ version: v.version, name: v.name, visibility: v.visibility, hidden: v.hidden, active: v.active }));
 
 describe("reading a catalog", () => {
   it("a directory of *.yml files is read in name order; versions keep their written text (1.10 is not 1.1)", () => {
@@ -80,14 +90,18 @@ describe("reading a catalog", () => {
     expect(ubuntuPlan!.name).toBe("Ubuntu 24.04");
   });
 
-  it("multi: true names the newest version \"Name\" and the older \"Name (version)\"; multi: false \"Name version\" (separator configurable)", () => {
+  it('multi: true names the newest version "Name" and the older "Name (version)"; multi: false "Name version" (separator configurable)', () => {
     const d = dir({ "u.yml": UBUNTU_YAML });
     const [u] = plan(join(d, "u.yml"));
     expect(u!.versions.map((v) => [v.key, v.name, v.publishName])).toEqual([
       ["ubuntu-24.04-20240416", "Ubuntu 24.04 (20240416)", undefined],
       ["ubuntu-24.04-20240422", "Ubuntu 24.04", "Ubuntu 24.04 (20240422)"],
     ]);
-    const [r] = plan({ images: [{ name: "capi", multi: false, separator: "-", versions: [{ version: "1.30.1", url: "https://x.example/a.img", checksum: SHA(1) }] }] });
+    const [r] = plan({
+      images: [
+        { name: "capi", multi: false, separator: "-", versions: [{ version: "1.30.1", url: "https://x.example/a.img", checksum: SHA(1) }] },
+      ],
+    });
     expect(r!.versions[0]!.name).toBe("capi-1.30.1");
   });
 
@@ -146,7 +160,9 @@ describe("validation (like --check-only): every problem names file, image and fi
     ]);
     expect(err!.message).toContain(`${file}: image "Debian 12": visability: unknown field`);
     expect(err!.message).toContain('min_disk: must be a whole number ≥ 0, not "8"');
-    expect(err!.message).toMatch(/meta\.replace_frequency: must be one of yearly, quarterly, monthly, weekly, daily, critical_bug, never, not "fortnightly"/);
+    expect(err!.message).toMatch(
+      /meta\.replace_frequency: must be one of yearly, quarterly, monthly, weekly, daily, critical_bug, never, not "fortnightly"/,
+    );
     expect(err!.code).toBe("INVALID_INPUT");
   });
 
@@ -154,12 +170,30 @@ describe("validation (like --check-only): every problem names file, image and fi
     const doc = { images: [{ name: "X", versions: [{ version: "1", url: "https://x.example/1.img" }] }] };
     expect(() => plan(doc)).toThrow(/catalog\[0\]: image "X": versions\[0\]\.checksum: is required/);
     expect(plan(doc, { allowUnverified: true })[0]!.versions[0]!.source.checksum).toBe("unverified");
-    const latest = plan({ images: [{ name: "Debian 12", latest_url: "https://x.example/latest.qcow2", latest_checksum_url: "https://x.example/SHA512SUMS", versions: [] }] });
-    expect(latest[0]!.versions[0]).toMatchObject({ version: "latest", name: "Debian 12", source: { url: "https://x.example/latest.qcow2", checksumUrl: "https://x.example/SHA512SUMS" } });
+    const latest = plan({
+      images: [
+        {
+          name: "Debian 12",
+          latest_url: "https://x.example/latest.qcow2",
+          latest_checksum_url: "https://x.example/SHA512SUMS",
+          versions: [],
+        },
+      ],
+    });
+    expect(latest[0]!.versions[0]).toMatchObject({
+      version: "latest",
+      name: "Debian 12",
+      source: { url: "https://x.example/latest.qcow2", checksumUrl: "https://x.example/SHA512SUMS" },
+    });
   });
 
-  it("meta numbers keep their text (os_version: 22.10 is \"22.10\"); a missing catalog path is named", () => {
-    const f = join(dir({ "m.yml": `images:\n  - name: M\n    min_disk: 8\n    meta:\n      os_version: 22.10\n    versions:\n      - version: 1.0\n        url: https://x.example/a.img\n        checksum: "${SHA(1)}"\n` }), "m.yml");
+  it('meta numbers keep their text (os_version: 22.10 is "22.10"); a missing catalog path is named', () => {
+    const f = join(
+      dir({
+        "m.yml": `images:\n  - name: M\n    min_disk: 8\n    meta:\n      os_version: 22.10\n    versions:\n      - version: 1.0\n        url: https://x.example/a.img\n        checksum: "${SHA(1)}"\n`,
+      }),
+      "m.yml",
+    );
     const [m] = plan(f);
     expect(m!.versions[0]!.properties.os_version).toBe("22.10");
     expect(m!.versions[0]!.version).toBe("1.0");
@@ -176,7 +210,7 @@ describe("validation (like --check-only): every problem names file, image and fi
 });
 
 describe("rotation (multi: true)", () => {
-  it("adding a version: the new one becomes \"Name\" (uploaded as \"Name (version)\"), the previous becomes \"Name (its version)\", the oldest is untouched", () => {
+  it('adding a version: the new one becomes "Name" (uploaded as "Name (version)"), the previous becomes "Name (its version)", the oldest is untouched', () => {
     const before = summary(plan(ubuntu(["20240416", "20240422"]))[0]!);
     const after = summary(plan(ubuntu(["20240416", "20240422", "20240501"]))[0]!);
     expect(before.map((v) => v.name)).toEqual(["Ubuntu 24.04 (20240416)", "Ubuntu 24.04"]);
@@ -188,7 +222,12 @@ describe("rotation (multi: true)", () => {
   it("a fourth version demotes the oldest public one to community (keep 3); keep is configurable", () => {
     const four = summary(plan(ubuntu(["1", "2", "3", "4"]))[0]!);
     expect(four.map((v) => v.visibility)).toEqual(["community", "public", "public", "public"]);
-    expect(summary(plan(ubuntu(["1", "2", "3", "4"]), { rotation: { keep: 1 } })[0]!).map((v) => v.visibility)).toEqual(["community", "community", "community", "public"]);
+    expect(summary(plan(ubuntu(["1", "2", "3", "4"]), { rotation: { keep: 1 } })[0]!).map((v) => v.visibility)).toEqual([
+      "community",
+      "community",
+      "community",
+      "public",
+    ]);
   });
 
   it("hideAfter, deactivateAfter and deleteAfter take older versions further, counted past keep", () => {
@@ -204,21 +243,40 @@ describe("rotation (multi: true)", () => {
   });
 
   it("private images never step down to community (that would publish them); keep: true never retires; multi: false never rotates", () => {
-    expect(summary(plan(ubuntu(["1", "2", "3", "4"], { visibility: "private" }))[0]!).map((v) => v.visibility)).toEqual(["private", "private", "private", "private"]);
-    expect(summary(plan(ubuntu(["1", "2", "3", "4"], { keep: true }), { rotation: { deleteAfter: 0 } })[0]!).map((v) => v.visibility)).toEqual(["public", "public", "public", "public"]);
+    expect(summary(plan(ubuntu(["1", "2", "3", "4"], { visibility: "private" }))[0]!).map((v) => v.visibility)).toEqual([
+      "private",
+      "private",
+      "private",
+      "private",
+    ]);
+    expect(
+      summary(plan(ubuntu(["1", "2", "3", "4"], { keep: true }), { rotation: { deleteAfter: 0 } })[0]!).map((v) => v.visibility),
+    ).toEqual(["public", "public", "public", "public"]);
     const fixed = plan(ubuntu(["1", "2", "3", "4", "5"], { multi: false }), { rotation: { keep: 1, hideAfter: 0, deleteAfter: 1 } })[0]!;
-    expect(summary(fixed).map((v) => [v.name, v.visibility, v.hidden])).toEqual([1, 2, 3, 4, 5].map((n) => [`Ubuntu 24.04 ${n}`, "public", false]));
+    expect(summary(fixed).map((v) => [v.name, v.visibility, v.hidden])).toEqual(
+      [1, 2, 3, 4, 5].map((n) => [`Ubuntu 24.04 ${n}`, "public", false]),
+    );
   });
 
   it("versions are ordered naturally (1.9 < 1.10, dates), whatever the list order; latest is newest", () => {
     expect(["1.10", "latest", "1.9", "1.2.3", "20240101"].sort(compareVersions)).toEqual(["1.2.3", "1.9", "1.10", "20240101", "latest"]);
-    expect(plan(ubuntu(["2", "10", "1"]))[0]!.versions.map((v) => v.name)).toEqual(["Ubuntu 24.04 (1)", "Ubuntu 24.04 (2)", "Ubuntu 24.04"]);
+    expect(plan(ubuntu(["2", "10", "1"]))[0]!.versions.map((v) => v.name)).toEqual([
+      "Ubuntu 24.04 (1)",
+      "Ubuntu 24.04 (2)",
+      "Ubuntu 24.04",
+    ]);
   });
 });
 
 describe("options", () => {
   it("enable: false images are not managed; filter keeps only matching names; status: deactivated deactivates every version", () => {
-    const doc: CatalogDocument = { images: [...ubuntu(["1"]).images, { ...ubuntu(["1"]).images[0]!, name: "Old", enable: false }, { ...ubuntu(["1", "2"]).images[0]!, name: "Frozen", status: "deactivated" }] };
+    const doc: CatalogDocument = {
+      images: [
+        ...ubuntu(["1"]).images,
+        { ...ubuntu(["1"]).images[0]!, name: "Old", enable: false },
+        { ...ubuntu(["1", "2"]).images[0]!, name: "Frozen", status: "deactivated" },
+      ],
+    };
     expect(plan(doc).map((i) => i.name)).toEqual(["Ubuntu 24.04", "Frozen"]);
     expect(plan(doc, { filter: /^Ubu/ }).map((i) => i.name)).toEqual(["Ubuntu 24.04"]);
     expect(plan(doc)[1]!.versions.map((v) => v.active)).toEqual([false, false]);

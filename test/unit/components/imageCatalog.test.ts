@@ -55,7 +55,12 @@ const catalog: CatalogDocument = {
         { version: "20240422", url: "https://img.example/20240422.img", checksum: SHA(2), build_date: "2024-04-22" },
       ],
     },
-    { name: "RancherOS", multi: false, format: "qcow2", versions: [{ version: "1.4.1", url: "https://img.example/rancher.img", checksum: SHA(3) }] },
+    {
+      name: "RancherOS",
+      multi: false,
+      format: "qcow2",
+      versions: [{ version: "1.4.1", url: "https://img.example/rancher.img", checksum: SHA(3) }],
+    },
   ],
 };
 
@@ -66,11 +71,30 @@ describe("ImageCatalog", () => {
     await value(c.versionIds);
     const byName = Object.fromEntries(children().map((r) => [r.name, r.inputs]));
     expect(Object.keys(byName).sort()).toEqual(["cat-rancheros-1.4.1", "cat-ubuntu-24.04-20240416", "cat-ubuntu-24.04-20240422"]);
-    expect(byName["cat-ubuntu-24.04-20240422"]).toMatchObject({ name: "Ubuntu 24.04", publishName: "Ubuntu 24.04 (20240422)", visibility: "public", active: true, hidden: false, diskFormat: "raw", minDisk: 8, login: "ubuntu", buildDate: "2024-04-22", tags: ["ubuntu"], cloud: "mycloud", scratchDir: "/scratch" });
+    expect(byName["cat-ubuntu-24.04-20240422"]).toMatchObject({
+      name: "Ubuntu 24.04",
+      publishName: "Ubuntu 24.04 (20240422)",
+      visibility: "public",
+      active: true,
+      hidden: false,
+      diskFormat: "raw",
+      minDisk: 8,
+      login: "ubuntu",
+      buildDate: "2024-04-22",
+      tags: ["ubuntu"],
+      cloud: "mycloud",
+      scratchDir: "/scratch",
+    });
     expect(byName["cat-ubuntu-24.04-20240416"]).toMatchObject({ name: "Ubuntu 24.04 (20240416)", visibility: "public" });
     expect(byName["cat-ubuntu-24.04-20240416"]!.publishName).toBeUndefined();
-    expect(byName["cat-rancheros-1.4.1"]).toMatchObject({ name: "RancherOS 1.4.1", diskFormat: "raw", source: { url: "https://img.example/rancher.img", checksum: SHA(3), format: "qcow2" } });
-    expect((byName["cat-ubuntu-24.04-20240422"]!.properties as Record<string, string>).image_source).toBe("https://img.example/20240422.img");
+    expect(byName["cat-rancheros-1.4.1"]).toMatchObject({
+      name: "RancherOS 1.4.1",
+      diskFormat: "raw",
+      source: { url: "https://img.example/rancher.img", checksum: SHA(3), format: "qcow2" },
+    });
+    expect((byName["cat-ubuntu-24.04-20240422"]!.properties as Record<string, string>).image_source).toBe(
+      "https://img.example/20240422.img",
+    );
   });
 
   it("exports name → current image ID and name → version → ID", async () => {
@@ -89,10 +113,20 @@ describe("ImageCatalog", () => {
   });
 
   it("members go to shared images only", async () => {
-    const shared: CatalogDocument = { images: [{ ...catalog.images[1]!, visibility: "shared" }, { ...catalog.images[1]!, name: "Public", visibility: "public" }] };
+    const shared: CatalogDocument = {
+      images: [
+        { ...catalog.images[1]!, visibility: "shared" },
+        { ...catalog.images[1]!, name: "Public", visibility: "public" },
+      ],
+    };
     const c = new ImageCatalog("sh", { catalog: shared, members: ["0123456789abcdef"] });
     await value(c.versionIds);
-    expect(children().filter((r) => r.name.startsWith("sh-")).map((r) => [r.inputs.name, r.inputs.members]).sort()).toEqual([
+    expect(
+      children()
+        .filter((r) => r.name.startsWith("sh-"))
+        .map((r) => [r.inputs.name, r.inputs.members])
+        .sort(),
+    ).toEqual([
       ["Public 1.4.1", undefined],
       ["RancherOS 1.4.1", ["0123456789abcdef"]],
     ]);
@@ -100,7 +134,9 @@ describe("ImageCatalog", () => {
 
   it("a malformed catalog or filter fails at construction, before any child exists, naming the field", () => {
     const bad = { images: [{ ...catalog.images[0]!, min_ram: "lots" as unknown as number }] };
-    expect(() => new ImageCatalog("bad", { catalog: bad })).toThrow(/catalog\[0\]: image "Ubuntu 24.04": min_ram: must be a whole number ≥ 0, not "lots"/);
+    expect(() => new ImageCatalog("bad", { catalog: bad })).toThrow(
+      /catalog\[0\]: image "Ubuntu 24.04": min_ram: must be a whole number ≥ 0, not "lots"/,
+    );
     expect(() => new ImageCatalog("bad2", { catalog, filter: "(" })).toThrow(/ImageCatalog: filter: not a regular expression/);
     expect(children()).toEqual([]);
   });
@@ -123,7 +159,10 @@ describe("CommunityImages", () => {
   it("merges defaults with extras (azimuth's spelling accepted), target disk format qcow2 by default, community visibility, keys locked", async () => {
     const c = new CommunityImages("ci", { images: defaults, extra: extra as never });
     const ids = await value(c.imageIds);
-    expect(ids).toEqual({ ubuntu_jammy_20240101: "id-of-ci-ubuntu_jammy_20240101", debian_11_20220711_1073: "id-of-ci-debian_11_20220711_1073" });
+    expect(ids).toEqual({
+      ubuntu_jammy_20240101: "id-of-ci-ubuntu_jammy_20240101",
+      debian_11_20220711_1073: "id-of-ci-debian_11_20220711_1073",
+    });
     const deb = children().find((r) => r.name === "ci-debian_11_20220711_1073")!.inputs;
     expect(deb).toMatchObject({
       name: "debian-11-generic-amd64-20220711-1073",
@@ -133,19 +172,34 @@ describe("CommunityImages", () => {
       source: { url: extra.debian_11_20220711_1073.source_url, checksumUrl: extra.debian_11_20220711_1073.checksum_url, format: "qcow2" },
       immutableSource: { key: "debian_11_20220711_1073" },
     });
-    expect((deb.immutableSource as { hint: string }).hint).toMatch(/Add the new image under a new key \(e\.g\. "debian_11_20220711_1073_\d{8}"\).*allowSourceChange: true/);
+    expect((deb.immutableSource as { hint: string }).hint).toMatch(
+      /Add the new image under a new key \(e\.g\. "debian_11_20220711_1073_\d{8}"\).*allowSourceChange: true/,
+    );
   });
 
   it("targetDiskFormat applies to specs without diskFormat; an extra replaces a default of the same key; allowSourceChange drops the lock", async () => {
-    const c = new CommunityImages("raw", { images: defaults, extra: { ubuntu_jammy_20240101: { ...defaults.ubuntu_jammy_20240101, name: "override", diskFormat: "vmdk" } }, targetDiskFormat: "raw", allowSourceChange: true });
+    const c = new CommunityImages("raw", {
+      images: defaults,
+      extra: { ubuntu_jammy_20240101: { ...defaults.ubuntu_jammy_20240101, name: "override", diskFormat: "vmdk" } },
+      targetDiskFormat: "raw",
+      allowSourceChange: true,
+    });
     await value(c.imageIds);
-    expect(children().map((r) => [r.inputs.name, r.inputs.diskFormat, r.inputs.immutableSource])).toEqual([["override", "vmdk", undefined]]);
+    expect(children().map((r) => [r.inputs.name, r.inputs.diskFormat, r.inputs.immutableSource])).toEqual([
+      ["override", "vmdk", undefined],
+    ]);
   });
 
   it("a bad spec names its path: unknown field, missing checksum, wrong format", () => {
-    expect(() => new CommunityImages("e1", { images: { k: { ...defaults.ubuntu_jammy_20240101, colour: "red" } as never } })).toThrow(/CommunityImages: images\.k\.colour: unknown field/);
-    expect(() => new CommunityImages("e2", { extra: { k: { name: "n", sourceUrl: "https://x.example/a.img" } } })).toThrow(/extra\.k\.checksum: one of checksum .* and checksumUrl .* is required/);
-    expect(() => new CommunityImages("e3", { images: defaults, targetDiskFormat: "qcow3" as never })).toThrow(/targetDiskFormat: must be one of/);
+    expect(() => new CommunityImages("e1", { images: { k: { ...defaults.ubuntu_jammy_20240101, colour: "red" } as never } })).toThrow(
+      /CommunityImages: images\.k\.colour: unknown field/,
+    );
+    expect(() => new CommunityImages("e2", { extra: { k: { name: "n", sourceUrl: "https://x.example/a.img" } } })).toThrow(
+      /extra\.k\.checksum: one of checksum .* and checksumUrl .* is required/,
+    );
+    expect(() => new CommunityImages("e3", { images: defaults, targetDiskFormat: "qcow3" as never })).toThrow(
+      /targetDiskFormat: must be one of/,
+    );
     expect(children()).toEqual([]);
   });
 });

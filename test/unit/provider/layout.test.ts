@@ -8,7 +8,8 @@ const tsFiles = (dir: string): string[] =>
   readdirSync(join(root, dir), { withFileTypes: true }).flatMap((e) =>
     e.isDirectory() ? tsFiles(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : [],
   );
-const importsOf = (file: string) => [...readFileSync(join(root, file), "utf8").matchAll(/(?:from|require\()\s*["']([^"']+)["']/g)].map((m) => m[1] as string);
+const importsOf = (file: string) =>
+  [...readFileSync(join(root, file), "utf8").matchAll(/(?:from|require\()\s*["']([^"']+)["']/g)].map((m) => m[1] as string);
 
 describe("layers", () => {
   const engines = ["provider/http", "provider/oci", "provider/glance", "provider/disk", "provider/node"].filter((d) => {
@@ -31,7 +32,11 @@ describe("layers", () => {
   it("lifecycle modules are Pulumi-free", () => {
     const lifecycles = tsFiles("provider/resources").filter((f) => f.endsWith(".lifecycle.ts"));
     expect(lifecycles.length).toBeGreaterThanOrEqual(2);
-    for (const f of lifecycles) expect(importsOf(f).filter((m) => m.startsWith("@pulumi/")), f).toEqual([]);
+    for (const f of lifecycles)
+      expect(
+        importsOf(f).filter((m) => m.startsWith("@pulumi/")),
+        f,
+      ).toEqual([]);
   });
 
   it("every resource's provider names a lifecycle module that exists by the package's own name", async () => {

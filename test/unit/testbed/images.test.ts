@@ -6,7 +6,15 @@ import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
-import { COSIGN_SIGNATURE_ANNOTATION, MEDIA, OciLayoutWriter, parseSize, signatureTag, writeImageLayout, type Descriptor } from "../../testbed/images";
+import {
+  COSIGN_SIGNATURE_ANNOTATION,
+  MEDIA,
+  OciLayoutWriter,
+  parseSize,
+  signatureTag,
+  writeImageLayout,
+  type Descriptor,
+} from "../../testbed/images";
 
 const scratch = mkdtempSync(join(tmpdir(), "iy-images-"));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -59,7 +67,14 @@ describe("OCI layout writer", () => {
     expect(img.source).toBe(`oci:${dir}:v1`);
     expectBlobMatches(dir, img.top);
     const index = JSON.parse(readFileSync(join(dir, "index.json"), "utf8"));
-    expect(index.manifests).toEqual([{ mediaType: img.top.mediaType, digest: img.top.digest, size: img.top.size, annotations: { "org.opencontainers.image.ref.name": "v1" } }]);
+    expect(index.manifests).toEqual([
+      {
+        mediaType: img.top.mediaType,
+        digest: img.top.digest,
+        size: img.top.size,
+        annotations: { "org.opencontainers.image.ref.name": "v1" },
+      },
+    ]);
     expect(JSON.parse(readFileSync(join(dir, "oci-layout"), "utf8"))).toEqual({ imageLayoutVersion: "1.0.0" });
     const manifest = json(dir, img.top);
     expect(manifest.config.mediaType).toBe(MEDIA.ociConfig);
@@ -77,16 +92,27 @@ describe("OCI layout writer", () => {
     // An independent reader (GNU tar) sees one file of the requested size per layer.
     const listing = execFileSync("tar", ["-tvzf", blob(dir, manifest.layers[0])], { encoding: "utf8" });
     expect(listing).toMatch(/ 307200 .* data\/linux-amd64-layer000\.bin/);
-    expect(img.blobs.map((b) => b.digest).sort()).toEqual([manifest.config.digest, ...manifest.layers.map((l: Descriptor) => l.digest)].sort());
+    expect(img.blobs.map((b) => b.digest).sort()).toEqual(
+      [manifest.config.digest, ...manifest.layers.map((l: Descriptor) => l.digest)].sort(),
+    );
   });
 
   it("writes a multi-arch index whose children exist, carry platforms and share the first layers", async () => {
     const dir = join(scratch, "multi");
-    const img = await writeImageLayout(dir, "v1", { layers: 2, layerSize: "64K", seed: 7, platforms: ["linux/amd64", "linux/arm64/v8"], sharedLayers: 1 });
+    const img = await writeImageLayout(dir, "v1", {
+      layers: 2,
+      layerSize: "64K",
+      seed: 7,
+      platforms: ["linux/amd64", "linux/arm64/v8"],
+      sharedLayers: 1,
+    });
     expect(img.top.mediaType).toBe(MEDIA.ociIndex);
     const index = json(dir, img.top);
     expect(index.manifests).toEqual(img.manifests);
-    expect(index.manifests.map((m: Descriptor) => m.platform)).toEqual([{ os: "linux", architecture: "amd64" }, { os: "linux", architecture: "arm64", variant: "v8" }]);
+    expect(index.manifests.map((m: Descriptor) => m.platform)).toEqual([
+      { os: "linux", architecture: "amd64" },
+      { os: "linux", architecture: "arm64", variant: "v8" },
+    ]);
     const [amd, arm] = (index.manifests as Descriptor[]).map((m) => (expectBlobMatches(dir, m), json(dir, m)));
     expect(amd.layers[0]).toEqual(arm.layers[0]);
     expect(amd.layers[1].digest).not.toBe(arm.layers[1].digest);
@@ -97,7 +123,13 @@ describe("OCI layout writer", () => {
 
   it("writes the Docker variant with Docker schema-2 media types and a skopeo dir: view of the same bytes", async () => {
     const dir = join(scratch, "docker");
-    const img = await writeImageLayout(dir, "v1", { layers: 1, layerSize: "10K", seed: 1, format: "docker", platforms: ["linux/amd64", "linux/arm64"] });
+    const img = await writeImageLayout(dir, "v1", {
+      layers: 1,
+      layerSize: "10K",
+      seed: 1,
+      format: "docker",
+      platforms: ["linux/amd64", "linux/arm64"],
+    });
     expect(img.top.mediaType).toBe(MEDIA.dockerList);
     const list = json(dir, img.top);
     expect(list.mediaType).toBe(MEDIA.dockerList);
@@ -131,7 +163,9 @@ describe("OCI layout writer", () => {
     expect(sig.tag).toBe(`sha256-${img.top.digest.slice(7)}.sig`);
     expect(signatureTag(img.top.digest)).toBe(sig.tag);
     const index = JSON.parse(readFileSync(join(dir, "index.json"), "utf8"));
-    expect(index.manifests.find((m: Descriptor) => m.annotations?.["org.opencontainers.image.ref.name"] === sig.tag)?.digest).toBe(sig.manifest.digest);
+    expect(index.manifests.find((m: Descriptor) => m.annotations?.["org.opencontainers.image.ref.name"] === sig.tag)?.digest).toBe(
+      sig.manifest.digest,
+    );
     const manifest = json(dir, sig.manifest);
     expect(manifest.mediaType).toBe(MEDIA.ociManifest);
     expect(manifest.layers).toHaveLength(1);

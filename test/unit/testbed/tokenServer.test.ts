@@ -13,7 +13,14 @@ const users: TokenServerConfig["users"] = {
   pusher: { password: "push-pw", actions: ["pull", "push", "delete", "*"], catalog: true },
   puller: { password: "pull-pw", actions: ["pull"] },
 };
-const cfg: TokenServerConfig = { port: 0, issuer: "iss-test", service: "svc-test", keyFile: certs.tokenKey, certFile: certs.tokenCert, users };
+const cfg: TokenServerConfig = {
+  port: 0,
+  issuer: "iss-test",
+  service: "svc-test",
+  keyFile: certs.tokenKey,
+  certFile: certs.tokenCert,
+  users,
+};
 const server = serveTokens(cfg);
 let base = "";
 
@@ -30,13 +37,24 @@ const basic = (u: string, p: string) => ({ authorization: `Basic ${Buffer.from(`
 
 function decode(token: string): { header: any; claims: any; valid: boolean } {
   const [h, c, s] = token.split(".");
-  const valid = verify("sha256", Buffer.from(`${h}.${c}`), { key: createPublicKey(readFileSync(certs.tokenCert, "utf8")), dsaEncoding: "ieee-p1363" }, Buffer.from(s!, "base64url"));
-  return { header: JSON.parse(Buffer.from(h!, "base64url").toString()), claims: JSON.parse(Buffer.from(c!, "base64url").toString()), valid };
+  const valid = verify(
+    "sha256",
+    Buffer.from(`${h}.${c}`),
+    { key: createPublicKey(readFileSync(certs.tokenCert, "utf8")), dsaEncoding: "ieee-p1363" },
+    Buffer.from(s!, "base64url"),
+  );
+  return {
+    header: JSON.parse(Buffer.from(h!, "base64url").toString()),
+    claims: JSON.parse(Buffer.from(c!, "base64url").toString()),
+    valid,
+  };
 }
 
 describe("token server logic", () => {
   it("parses scopes given as several parameters and as one space-separated string", () => {
-    expect(parseScopes(["repository:a/b:pull,push repository:c/d:pull", "registry:catalog:*", "junk", "repository(plugin):p/q:pull"])).toEqual([
+    expect(
+      parseScopes(["repository:a/b:pull,push repository:c/d:pull", "registry:catalog:*", "junk", "repository(plugin):p/q:pull"]),
+    ).toEqual([
       { type: "repository", name: "a/b", actions: ["pull", "push"] },
       { type: "repository", name: "c/d", actions: ["pull"] },
       { type: "registry", name: "catalog", actions: ["*"] },
@@ -72,14 +90,21 @@ describe("token server over HTTP", () => {
   });
 
   it("signs an ES256 JWT with issuer, audience, times, id and only the granted access", async () => {
-    const res = await fetch(`${base}/token?service=svc-test&scope=${encodeURIComponent("repository:a/b:pull,push")}`, { headers: basic("puller", "pull-pw") });
+    const res = await fetch(`${base}/token?service=svc-test&scope=${encodeURIComponent("repository:a/b:pull,push")}`, {
+      headers: basic("puller", "pull-pw"),
+    });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { token: string; access_token: string; expires_in: number };
     expect(body.access_token).toBe(body.token);
     const { header, claims, valid } = decode(body.token);
     expect(valid).toBe(true);
     expect(header).toEqual({ typ: "JWT", alg: "ES256", kid: libtrustKeyId(readFileSync(certs.tokenCert, "utf8")) });
-    expect(claims).toMatchObject({ iss: "iss-test", aud: "svc-test", sub: "puller", access: [{ type: "repository", name: "a/b", actions: ["pull"] }] });
+    expect(claims).toMatchObject({
+      iss: "iss-test",
+      aud: "svc-test",
+      sub: "puller",
+      access: [{ type: "repository", name: "a/b", actions: ["pull"] }],
+    });
     const now = Date.now() / 1000;
     expect(claims.exp).toBeGreaterThan(now);
     expect(claims.nbf).toBeLessThanOrEqual(now);
@@ -89,7 +114,13 @@ describe("token server over HTTP", () => {
   });
 
   it("supports the OAuth2 password grant and rejects other grants", async () => {
-    const form = new URLSearchParams({ grant_type: "password", username: "pusher", password: "push-pw", service: "svc-test", scope: "repository:x/y:push" });
+    const form = new URLSearchParams({
+      grant_type: "password",
+      username: "pusher",
+      password: "push-pw",
+      service: "svc-test",
+      scope: "repository:x/y:push",
+    });
     const ok = await fetch(`${base}/token`, { method: "POST", body: form });
     expect(ok.status).toBe(200);
     const { access_token } = (await ok.json()) as { access_token: string };

@@ -43,19 +43,28 @@ describe("size bound (maxVirtualSize)", () => {
   });
 
   it("the same bomb inside a gzip is refused too, and so is the no-scratch direct stream", async () => {
-    expect((await failure(prepareImage({ url: imageUrl("huge.qcow2.gz") }, { diskFormat: "raw", scratchDir: scratch.dir }))).message).toMatch(/declares a virtual size/);
-    expect((await failure(streamImage({ url: imageUrl("huge.qcow2") }, { diskFormat: "qcow2" }))).message).toMatch(/declares a virtual size/);
+    expect(
+      (await failure(prepareImage({ url: imageUrl("huge.qcow2.gz") }, { diskFormat: "raw", scratchDir: scratch.dir }))).message,
+    ).toMatch(/declares a virtual size/);
+    expect((await failure(streamImage({ url: imageUrl("huge.qcow2") }, { diskFormat: "qcow2" }))).message).toMatch(
+      /declares a virtual size/,
+    );
   });
 
   it("a small gzip that expands past the bound stops while decompressing (64 MiB of zeros, bound 16 MiB)", async () => {
-    const r = await failure(prepareImage({ url: imageUrl("zeros.raw.gz") }, { diskFormat: "raw", scratchDir: scratch.dir, maxVirtualSize: 16 * MiB }));
+    const r = await failure(
+      prepareImage({ url: imageUrl("zeros.raw.gz") }, { diskFormat: "raw", scratchDir: scratch.dir, maxVirtualSize: 16 * MiB }),
+    );
     expect(r.code).toBe("SIZE_MISMATCH");
     expect(r.message).toMatch(/grew past \d+ bytes while decompressing, over maxVirtualSize 16(\.0)? MiB/);
     expect(scratch.leftovers().filter((n) => n.startsWith("op-"))).toEqual([]);
   });
 
   it("an image within the bound passes (24 MiB qcow2, bound 32 MiB)", async () => {
-    const img = await prepareImage({ url: imageUrl("disk.qcow2") }, { diskFormat: "raw", scratchDir: scratch.dir, maxVirtualSize: 32 * MiB });
+    const img = await prepareImage(
+      { url: imageUrl("disk.qcow2") },
+      { diskFormat: "raw", scratchDir: scratch.dir, maxVirtualSize: 32 * MiB },
+    );
     expect(img.virtualSize).toBe(24 * MiB);
     await img.cleanup();
   });
@@ -73,7 +82,13 @@ describe("local files", () => {
 });
 
 describe("compression spellings", () => {
-  for (const [given, file] of [["gzip", "disk.qcow2.gz"], ["gz", "disk.qcow2.gz"], ["bzip2", "disk.qcow2.bz2"], ["zstd", "disk.qcow2.zst"], ["zst", "disk.qcow2.zst"]] as const) {
+  for (const [given, file] of [
+    ["gzip", "disk.qcow2.gz"],
+    ["gz", "disk.qcow2.gz"],
+    ["bzip2", "disk.qcow2.bz2"],
+    ["zstd", "disk.qcow2.zst"],
+    ["zst", "disk.qcow2.zst"],
+  ] as const) {
     it(`source.compression "${given}" decompresses ${file}`, async () => {
       const img = await prepareImage({ url: imageUrl(file), compression: given }, { diskFormat: "qcow2", scratchDir: scratch.dir });
       expect(img.sha512).toBe(testbed().files["disk.qcow2"]!.sha512);
@@ -119,7 +134,10 @@ describe.runIf(canMount)("scratch full without Content-Length", () => {
     ["xz-compressed raw, decompressed into scratch", { file: "raw-xz-named.img", checksum: false }],
   ] as const) {
     it(`${label}: fails NO_SPACE within seconds (was: an unhandled ENOSPC and a hang) and removes its scratch`, async () => {
-      const source = { url: `${testbed().url}/chunked/${opts.file}`, ...(opts.checksum ? { checksum: `sha512:${testbed().files[opts.file]!.sha512}` } : {}) };
+      const source = {
+        url: `${testbed().url}/chunked/${opts.file}`,
+        ...(opts.checksum ? { checksum: `sha512:${testbed().files[opts.file]!.sha512}` } : {}),
+      };
       const unhandled: unknown[] = [];
       const onUnhandled = (e: unknown) => unhandled.push(e);
       process.on("unhandledRejection", onUnhandled);
@@ -173,7 +191,9 @@ describe("scratch of killed runs", () => {
   });
 
   it("a run killed with SIGKILL mid-download leaves its scratch; the next prepareImage in that base reclaims it", async () => {
-    const child = spawn(process.execPath, ["-e", killedRunScript(scratch.dir, `${testbed().url}/slow/disk.raw`)], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = spawn(process.execPath, ["-e", killedRunScript(scratch.dir, `${testbed().url}/slow/disk.raw`)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     await new Promise<void>((ok, fail) => {
       child.stdout.on("data", (d: Buffer) => d.toString().includes("scratch") && ok());
       child.on("exit", (c) => fail(new Error(`child exited early (${c})`)));
@@ -182,7 +202,10 @@ describe("scratch of killed runs", () => {
     await new Promise((r) => child.on("exit", r));
     expect(scratch.leftovers().filter((n) => n.startsWith("op-"))).toHaveLength(1);
     const lines: string[] = [];
-    const img = await prepareImage({ url: imageUrl("disk.qcow2") }, { diskFormat: "qcow2", scratchDir: scratch.dir, log: (l) => lines.push(l) });
+    const img = await prepareImage(
+      { url: imageUrl("disk.qcow2") },
+      { diskFormat: "qcow2", scratchDir: scratch.dir, log: (l) => lines.push(l) },
+    );
     expect(lines.join("\n")).toMatch(/reclaimed scratch/);
     expect(scratch.leftovers().filter((n) => n.startsWith("op-"))).toHaveLength(1);
     await img.cleanup();

@@ -52,10 +52,14 @@ describe("openDownload", () => {
   });
 
   it("fails a missing file:// path with the path and a hint", async () => {
-    await expect(openDownload("file:///nonexistent/disk.qcow2", { allowLocalFiles: true })).rejects.toThrow(/cannot read \/nonexistent\/disk\.qcow2 \(ENOENT\)\. Check source\.url\./);
+    await expect(openDownload("file:///nonexistent/disk.qcow2", { allowLocalFiles: true })).rejects.toThrow(
+      /cannot read \/nonexistent\/disk\.qcow2 \(ENOENT\)\. Check source\.url\./,
+    );
   });
 
   it("fails an unreachable port as a network error naming the host", async () => {
-    await expect(openDownload("http://127.0.0.1:9/x.qcow2", { retry: { ...fast, attempts: 1 } })).rejects.toThrow(/cannot reach 127\.0\.0\.1:9 \(ECONNREFUSED\)/);
+    await expect(openDownload("http://127.0.0.1:9/x.qcow2", { retry: { ...fast, attempts: 1 } })).rejects.toThrow(
+      /cannot reach 127\.0\.0\.1:9 \(ECONNREFUSED\)/,
+    );
   });
 });

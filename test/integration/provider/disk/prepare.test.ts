@@ -139,7 +139,9 @@ describe("prepareImage: formats and conversion", () => {
     const tb = testbed();
     const img = await prepared(imageUrl("disk.qcow2"), {}, { diskFormat: "vmdk" });
     expect(img.mode).toBe("file");
-    const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-f", "vmdk", join(img.scratch.dir, "converted.vmdk")], { encoding: "utf8" }));
+    const info = JSON.parse(
+      execFileSync("qemu-img", ["info", "--output=json", "-f", "vmdk", join(img.scratch.dir, "converted.vmdk")], { encoding: "utf8" }),
+    );
     expect(info.format).toBe("vmdk");
     const out = mkdtempSync(join(tmpdir(), "iy-ref-"));
     try {
@@ -153,7 +155,11 @@ describe("prepareImage: formats and conversion", () => {
 
   it("reads a file:// URL", async () => {
     const tb = testbed();
-    const img = await prepared(pathToFileURL(join(tb.dir, "disk.qcow2")).href, { checksum: tb.files["disk.qcow2"]!.sha512 }, { hashes: ["sha256"], allowLocalFiles: true });
+    const img = await prepared(
+      pathToFileURL(join(tb.dir, "disk.qcow2")).href,
+      { checksum: tb.files["disk.qcow2"]!.sha512 },
+      { hashes: ["sha256"], allowLocalFiles: true },
+    );
     expect(img.sourceChecksum.algo).toBe("sha512");
     expect(img.sha256).toBe(tb.files["disk.qcow2"]!.sha256);
     await img.cleanup();
@@ -201,7 +207,9 @@ describe("prepareImage: decompression by magic bytes", () => {
 
   it("caps the decompressed size with maxBytes (a small download that expands too far)", async () => {
     const tb = testbed();
-    const f = await failure(prepared(imageUrl("raw-xz-named.img"), {}, { diskFormat: "raw", maxBytes: tb.files["raw-xz-named.img"]!.size + 1024 }));
+    const f = await failure(
+      prepared(imageUrl("raw-xz-named.img"), {}, { diskFormat: "raw", maxBytes: tb.files["raw-xz-named.img"]!.size + 1024 }),
+    );
     expect(f.code).toBe("SIZE_MISMATCH");
     expect(f.message).toMatch(/\(decompressed\).*size cap/);
     expect(scratch.leftovers()).toEqual([]);

@@ -33,7 +33,11 @@ export function authFor(tb: GlanceTestbed, who: "demo" | "other" | "admin", extr
   };
 }
 
-export async function glanceAs(tb: GlanceTestbed, who: "demo" | "other" | "admin", extra: Partial<AuthOptions> = {}): Promise<GlanceClient> {
+export async function glanceAs(
+  tb: GlanceTestbed,
+  who: "demo" | "other" | "admin",
+  extra: Partial<AuthOptions> = {},
+): Promise<GlanceClient> {
   return glanceClient(new KeystoneSession(authFor(tb, who, extra)));
 }
 

@@ -37,7 +37,7 @@ describe("Keystone v3 against the real test bed", () => {
   });
 
   it("a wrong password fails with KEYSTONE_UNAUTHORIZED naming the user and never the password", async () => {
-    const wrong = "not-the-password-" + Date.now();
+    const wrong = `not-the-password-${Date.now()}`;
     const err = await authenticate(authFor(tb, "demo", { password: wrong })).catch((e: unknown) => e);
     expect(isImageyardError(err, "KEYSTONE_UNAUTHORIZED")).toBe(true);
     const msg = (err as Error).message;
@@ -50,7 +50,13 @@ describe("Keystone v3 against the real test bed", () => {
     const auth = authFor(tb, "demo", { projectName: "demo", region: tb.region });
     const stale = await authenticate(auth);
     // Revoke it: Glance has never seen it, so its middleware validates it and gets a refusal.
-    const res = await send({ method: "DELETE", url: `${tb.authUrl}/auth/tokens`, headers: { "x-auth-token": stale.value, "x-subject-token": stale.value }, ok: [204], operation: "revoke token" });
+    const res = await send({
+      method: "DELETE",
+      url: `${tb.authUrl}/auth/tokens`,
+      headers: { "x-auth-token": stale.value, "x-subject-token": stale.value },
+      ok: [204],
+      operation: "revoke token",
+    });
     await res.body.dump();
     const session = new KeystoneSession(auth);
     session.useToken(stale);

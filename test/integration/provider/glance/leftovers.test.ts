@@ -58,7 +58,10 @@ function publishInChild(s: PublishSpec, glanceUrl: string): { done: Promise<{ co
       await publishImage(JSON.parse(process.env.IY_SPEC), { glance, log: (l) => console.log(l) });
     })().then(() => process.exit(0), (e) => { console.log("FAILED " + e.message); process.exit(3); });
   `;
-  const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, IY_AUTH: JSON.stringify(authFor(tb, "demo")), IY_SPEC: JSON.stringify(s), IY_GLANCE: glanceUrl }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["-e", script], {
+    env: { ...process.env, IY_AUTH: JSON.stringify(authFor(tb, "demo")), IY_SPEC: JSON.stringify(s), IY_GLANCE: glanceUrl },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
   child.stderr.on("data", (d: Buffer) => (out += d.toString()));
@@ -92,7 +95,9 @@ describe("an image left `saving` by a Glance killed mid-upload", () => {
     const r = await publishImage(s, { glance, log: (l) => lines.push(l) });
     expect(r.image.status).toBe("active");
     expect(r.image.id).not.toBe(leftoverId);
-    expect(lines.join("\n")).toMatch(new RegExp(`deleted image ${leftoverId}, left saving by an interrupted run \\(pid \\d+ on .*, no longer running\\)`));
+    expect(lines.join("\n")).toMatch(
+      new RegExp(`deleted image ${leftoverId}, left saving by an interrupted run \\(pid \\d+ on .*, no longer running\\)`),
+    );
     expect(await findImage(demo, leftoverId)).toBeUndefined();
     expect((await listImages(demo, { name: s.name, visibility: "all" })).map((i) => i.id)).toEqual([r.image.id]);
     // No 120 s wait: the slow download itself takes ~10 s.

@@ -30,7 +30,12 @@ describe("image members on the real Glance", () => {
   });
 
   it("sync shares with project other and accepts with other's session; other then sees the image; an empty list revokes", async () => {
-    const img = await createImage(demo, { name: uniqueName("members"), disk_format: "qcow2", container_format: "bare", visibility: "shared" });
+    const img = await createImage(demo, {
+      name: uniqueName("members"),
+      disk_format: "qcow2",
+      container_format: "bare",
+      visibility: "shared",
+    });
     const otherId = tb.accounts.other.projectId;
     const after = await syncMembers(demo, img.id, [otherId], { [otherId]: other });
     expect(after.map((m) => [m.member_id, m.status])).toEqual([[otherId, "accepted"]]);
@@ -44,7 +49,12 @@ describe("image members on the real Glance", () => {
   });
 
   it("without the member's credentials the membership stays pending (Glance lets only the member accept)", async () => {
-    const img = await createImage(demo, { name: uniqueName("members"), disk_format: "qcow2", container_format: "bare", visibility: "shared" });
+    const img = await createImage(demo, {
+      name: uniqueName("members"),
+      disk_format: "qcow2",
+      container_format: "bare",
+      visibility: "shared",
+    });
     const otherId = tb.accounts.other.projectId;
     expect((await syncMembers(demo, img.id, [otherId])).map((m) => m.status)).toEqual(["pending"]);
     await deleteImage(demo, img.id);

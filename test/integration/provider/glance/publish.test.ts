@@ -8,7 +8,16 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
-import { createImage, findImage, getImage, importImage, listImages, stageImageData, uploadImageData, type GlanceClient } from "../../../../provider/glance/images";
+import {
+  createImage,
+  findImage,
+  getImage,
+  importImage,
+  listImages,
+  stageImageData,
+  uploadImageData,
+  type GlanceClient,
+} from "../../../../provider/glance/images";
 import { publishImage, requestKeyOf, waitActive, REQUEST_KEY_PROPERTY, type PublishSpec } from "../../../../provider/glance/publish";
 import { removeImage, updateImage } from "../../../../provider/glance/update";
 import type { PreparedImage } from "../../../../provider/disk/prepare";
@@ -124,9 +133,21 @@ describe("publishImage: upload", () => {
       }
       const d = { size, sha512: h.digest("hex"), md5: m.digest("hex") };
       return {
-        diskFormat: "raw", sourceFormat: "raw", compression: undefined, size, virtualSize: size, converted: false, mode: "file",
-        sourceChecksum: { algo: "sha512", value: d.sha512, verified: true }, sha512: d.sha512, md5: d.md5, sha256: undefined,
-        digests: async () => d, open: zeros, scratch: { dir: "", peakBytes: 0 }, cleanup: async () => {},
+        diskFormat: "raw",
+        sourceFormat: "raw",
+        compression: undefined,
+        size,
+        virtualSize: size,
+        converted: false,
+        mode: "file",
+        sourceChecksum: { algo: "sha512", value: d.sha512, verified: true },
+        sha512: d.sha512,
+        md5: d.md5,
+        sha256: undefined,
+        digests: async () => d,
+        open: zeros,
+        scratch: { dir: "", peakBytes: 0 },
+        cleanup: async () => {},
       };
     };
     const err = await publishImage(s, { glance: demo, prepare }).catch((e: unknown) => e);
@@ -140,7 +161,14 @@ describe("publishImage: upload", () => {
 describe("publishImage: web-download", () => {
   it("Glance fetches a raw image itself; its sha512 matches the given sha512 checksum", async () => {
     const raw = disks().files["disk.raw"]!;
-    const r = await publishImage(spec("webraw", { diskFormat: "raw", importMethod: "web-download", source: { url: imageUrl("disk.raw"), checksum: `sha512:${raw.sha512}` } }), { glance: demo, pollMs: 200 });
+    const r = await publishImage(
+      spec("webraw", {
+        diskFormat: "raw",
+        importMethod: "web-download",
+        source: { url: imageUrl("disk.raw"), checksum: `sha512:${raw.sha512}` },
+      }),
+      { glance: demo, pollMs: 200 },
+    );
     expect(r.image.status).toBe("active");
     expect(r.verified).toBe("sha512");
     expect(r.uploadedBytes).toBe(0);
@@ -148,7 +176,10 @@ describe("publishImage: web-download", () => {
   });
 
   it("Glance converts a qcow2 to raw during web-download import: disk_format raw, data equal to the original raw disk", async () => {
-    const r = await publishImage(spec("webconv", { diskFormat: "raw", importMethod: "web-download", source: { url: imageUrl("disk.qcow2"), format: "qcow2" } }), { glance: demo, pollMs: 200 });
+    const r = await publishImage(
+      spec("webconv", { diskFormat: "raw", importMethod: "web-download", source: { url: imageUrl("disk.qcow2"), format: "qcow2" } }),
+      { glance: demo, pollMs: 200 },
+    );
     expect(r.image.disk_format).toBe("raw");
     expect(r.image.os_hash_value).toBe(disks().files["disk.raw"]!.sha512);
   });
@@ -252,7 +283,13 @@ describe("idempotent create after an interrupted run", () => {
   it("a queued image left by a crash (created, upload cut off) is reused: one image, uploaded once", async () => {
     const s = spec("crash-queued");
     const key = requestKeyOf(s);
-    const crashed = await createImage(demo, { name: s.name, disk_format: "qcow2", container_format: "bare", visibility: "community", properties: { [REQUEST_KEY_PROPERTY]: key } });
+    const crashed = await createImage(demo, {
+      name: s.name,
+      disk_format: "qcow2",
+      container_format: "bare",
+      visibility: "community",
+      properties: { [REQUEST_KEY_PROPERTY]: key },
+    });
     // An upload that dies half way: Glance puts the image back to queued.
     const half = Readable.from(
       (async function* () {

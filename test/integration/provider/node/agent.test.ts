@@ -32,7 +32,11 @@ interface RuntimeSpec {
 
 /** containerd v2 from $IY_CONTAINERD2_DIR or the k8s bed's build, if there. */
 function containerd2Dir(): string | undefined {
-  const candidates = [process.env.IY_CONTAINERD2_DIR, join(process.env.HOME ?? "", ".cache/imageyard/k8s/v1.37.2/bin/containerd2"), "/tmp/prepull-containerd2"];
+  const candidates = [
+    process.env.IY_CONTAINERD2_DIR,
+    join(process.env.HOME ?? "", ".cache/imageyard/k8s/v1.37.2/bin/containerd2"),
+    "/tmp/prepull-containerd2",
+  ];
   return candidates.find((d) => d && existsSync(join(d, "containerd")) && existsSync(join(d, "ctr")));
 }
 
@@ -41,161 +45,253 @@ const c2 = containerd2Dir();
 if (c2) runtimes.push({ label: "containerd 2.4", containerd: join(c2, "containerd"), ctr: join(c2, "ctr"), v2: true });
 
 function configToml(rt: RuntimeSpec, dir: string, sock: string, stream: number): string {
-  const common = [`root = "${dir}/root"`, `state = "${dir}/state"`, "[grpc]", `  address = "${sock}"`, "[ttrpc]", `  address = "${sock}.ttrpc"`];
+  const common = [
+    `root = "${dir}/root"`,
+    `state = "${dir}/state"`,
+    "[grpc]",
+    `  address = "${sock}"`,
+    "[ttrpc]",
+    `  address = "${sock}.ttrpc"`,
+  ];
   if (!rt.v2) {
     const cri = '[plugins."io.containerd.grpc.v1.cri"';
-    return ["version = 2", ...common, '[plugins."io.containerd.internal.v1.opt"]', `  path = "${dir}/opt"`,
-      `${cri}]`, "  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"', `  stream_server_port = "${stream}"`,
-      `${cri}.containerd]`, '  snapshotter = "native"', `${cri}.cni]`, `  bin_dir = "${dir}/cni"`, `  conf_dir = "${dir}/cni"`, ""].join("\n");
+    return [
+      "version = 2",
+      ...common,
+      '[plugins."io.containerd.internal.v1.opt"]',
+      `  path = "${dir}/opt"`,
+      `${cri}]`,
+      "  disable_tcp_service = true",
+      '  stream_server_address = "127.0.0.1"',
+      `  stream_server_port = "${stream}"`,
+      `${cri}.containerd]`,
+      '  snapshotter = "native"',
+      `${cri}.cni]`,
+      `  bin_dir = "${dir}/cni"`,
+      `  conf_dir = "${dir}/cni"`,
+      "",
+    ].join("\n");
   }
-  return ["version = 3", ...common, "[plugins.'io.containerd.internal.v1.opt']", `  path = "${dir}/opt"`,
-    "[plugins.'io.containerd.nri.v1.nri']", "  disable = true",
-    "[plugins.'io.containerd.cri.v1.images']", '  snapshotter = "native"',
-    "[plugins.'io.containerd.cri.v1.runtime'.cni]", `  bin_dirs = ["${dir}/cni"]`, `  conf_dir = "${dir}/cni"`,
-    "[plugins.'io.containerd.grpc.v1.cri']", "  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"', `  stream_server_port = "${stream}"`,
-    "[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]", '  platform = "linux/amd64"', '  snapshotter = "native"', '  differ = "walking"', ""].join("\n");
+  return [
+    "version = 3",
+    ...common,
+    "[plugins.'io.containerd.internal.v1.opt']",
+    `  path = "${dir}/opt"`,
+    "[plugins.'io.containerd.nri.v1.nri']",
+    "  disable = true",
+    "[plugins.'io.containerd.cri.v1.images']",
+    '  snapshotter = "native"',
+    "[plugins.'io.containerd.cri.v1.runtime'.cni]",
+    `  bin_dirs = ["${dir}/cni"]`,
+    `  conf_dir = "${dir}/cni"`,
+    "[plugins.'io.containerd.grpc.v1.cri']",
+    "  disable_tcp_service = true",
+    '  stream_server_address = "127.0.0.1"',
+    `  stream_server_port = "${stream}"`,
+    "[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]",
+    '  platform = "linux/amd64"',
+    '  snapshotter = "native"',
+    '  differ = "walking"',
+    "",
+  ].join("\n");
 }
 
-for (const rt of runtimes) describe(`prepull agent on ${rt.label}`, () => {
-  const id = `agent-${rt.v2 ? "v2" : "v1"}-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
-  const dir = mkdtempSync(join(tmpdir(), "iy-agent-"));
-  const sock = join(dir, "containerd.sock");
-  let containerd: ChildProcess;
-  let image: SeededImage;
-  let pinnedRef: string;
-  const RETAG = `registry.k8s.io/${id}/app:v2.0.0`;
+for (const rt of runtimes)
+  describe(`prepull agent on ${rt.label}`, () => {
+    const id = `agent-${rt.v2 ? "v2" : "v1"}-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
+    const dir = mkdtempSync(join(tmpdir(), "iy-agent-"));
+    const sock = join(dir, "containerd.sock");
+    let containerd: ChildProcess;
+    let image: SeededImage;
+    let pinnedRef: string;
+    const RETAG = `registry.k8s.io/${id}/app:v2.0.0`;
 
-  const ctr = async (...args: string[]) => (await run(rt.ctr, ["--address", sock, "-n", "k8s.io", ...args], { encoding: "utf8" })).stdout;
-  /** name → target digest (and labels), as containerd itself lists them. */
-  async function ctrImages(): Promise<Map<string, string>> {
-    const out = await ctr("images", "ls");
-    return new Map(out.split("\n").slice(1).filter(Boolean).map((l) => l.split(/\s+/)).map((f) => [f[0]!, f[2]!]));
-  }
-  function runAgent(cmd: string[], images: unknown, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      const p = execFile(agent, cmd, { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir }, encoding: "utf8" }, (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    const ctr = async (...args: string[]) => (await run(rt.ctr, ["--address", sock, "-n", "k8s.io", ...args], { encoding: "utf8" })).stdout;
+    /** name → target digest (and labels), as containerd itself lists them. */
+    async function ctrImages(): Promise<Map<string, string>> {
+      const out = await ctr("images", "ls");
+      return new Map(
+        out
+          .split("\n")
+          .slice(1)
+          .filter(Boolean)
+          .map((l) => l.split(/\s+/))
+          .map((f) => [f[0]!, f[2]!]),
       );
-      if (input) createReadStream(input).pipe(p.stdin!);
-      else p.stdin!.end();
+    }
+    function runAgent(cmd: string[], images: unknown, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+      return new Promise((resolve) => {
+        const p = execFile(
+          agent,
+          cmd,
+          { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir }, encoding: "utf8" },
+          (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        );
+        if (input) createReadStream(input).pipe(p.stdin!);
+        else p.stdin!.end();
+      });
+    }
+
+    beforeAll(async () => {
+      if (!existsSync(agent)) throw new Error(`no agent binary at ${agent}: run scripts/build-agent.sh`);
+      writeFileSync(join(dir, "config.toml"), configToml(rt, dir, sock, await freePort()));
+      mkdirSync(join(dir, "cni"));
+      containerd = spawn(rt.containerd, ["--config", join(dir, "config.toml")], {
+        stdio: "ignore",
+        env: { ...process.env, PATH: `${dirname(rt.containerd)}:${process.env.PATH}` },
+      });
+      await waitUntil(
+        `${rt.label} on ${sock}`,
+        60_000,
+        async () =>
+          existsSync(sock) &&
+          (await ctr("version").then(
+            () => true,
+            () => false,
+          )),
+      );
+      image = await seedImage(upstream, `${id}/app:v1`, { layers: 1, layerSize: "64K", seed: id });
+      pinnedRef = `${upstream.host}/${id}/app@${image.digest}`;
+      await ctr("images", "pull", "--plain-http", "--snapshotter", "native", pinnedRef);
+    }, 180_000);
+
+    afterAll(async () => {
+      containerd?.kill("SIGTERM");
+      await new Promise((r) => containerd?.once("exit", r));
+      execFileSync("sh", ["-c", `umount -R ${dir}/root 2>/dev/null; true`]);
+      rmSync(dir, { recursive: true, force: true });
     });
-  }
 
-  beforeAll(async () => {
-    if (!existsSync(agent)) throw new Error(`no agent binary at ${agent}: run scripts/build-agent.sh`);
-    writeFileSync(join(dir, "config.toml"), configToml(rt, dir, sock, await freePort()));
-    mkdirSync(join(dir, "cni"));
-    containerd = spawn(rt.containerd, ["--config", join(dir, "config.toml")], { stdio: "ignore", env: { ...process.env, PATH: `${dirname(rt.containerd)}:${process.env.PATH}` } });
-    await waitUntil(`${rt.label} on ${sock}`, 60_000, async () => existsSync(sock) && (await ctr("version").then(() => true, () => false)));
-    image = await seedImage(upstream, `${id}/app:v1`, { layers: 1, layerSize: "64K", seed: id });
-    pinnedRef = `${upstream.host}/${id}/app@${image.digest}`;
-    await ctr("images", "pull", "--plain-http", "--snapshotter", "native", pinnedRef);
-  }, 180_000);
+    it("serve retags the pulled image, pins where the runtime can (1.6: says it cannot), and check then passes", async () => {
+      const images = [{ ref: pinnedRef, retagAs: [RETAG], pin: true }];
+      const serve = spawn(agent, ["serve"], {
+        env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir },
+      });
+      let out = "";
+      serve.stdout.on("data", (b: Buffer) => (out += b.toString()));
+      await waitUntil("agent serve's report", 30_000, () => out.includes("\n"));
+      const report = JSON.parse(out) as { runtime: string; images: { digest: string; pinned: boolean; warning?: string }[] };
+      if (rt.v2) {
+        expect(report.runtime).toMatch(/^v?2\./);
+        expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: true });
+        expect(await ctr("images", "ls", `name==${pinnedRef}`)).toContain("io.cri-containerd.pinned=pinned");
+      } else {
+        expect(report.runtime).toMatch(/^1\.6\./);
+        expect(report.images[0]).toMatchObject({
+          digest: image.digest,
+          pinned: false,
+          warning: expect.stringMatching(/pin not supported by containerd 1\.6/),
+        });
+      }
+      serve.kill("SIGTERM");
+      await new Promise((r) => serve.once("exit", r));
+      expect((await ctrImages()).get(RETAG)).toBe(image.digest);
+      expect((await runAgent(["check"], images)).code).toBe(0);
+    });
 
-  afterAll(async () => {
-    containerd?.kill("SIGTERM");
-    await new Promise((r) => containerd?.once("exit", r));
-    execFileSync("sh", ["-c", `umount -R ${dir}/root 2>/dev/null; true`]);
-    rmSync(dir, { recursive: true, force: true });
+    it("check fails naming the name removed by hand; serve puts it back over the existing names", async () => {
+      const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
+      await ctr("images", "rm", RETAG);
+      const lost = await runAgent(["check"], images);
+      expect(lost.code).toBe(1);
+      expect(lost.stderr).toContain(`missing from the runtime: ${RETAG}`);
+      const serve = spawn(agent, ["serve"], {
+        env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir },
+      });
+      await waitUntil("retag restored", 30_000, async () => (await ctrImages()).get(RETAG) === image.digest);
+      serve.kill("SIGTERM");
+      expect((await runAgent(["check"], images)).code).toBe(0);
+    });
+
+    // Regression: on containerd v2 the snapshotter was read from CRI's status, which no longer names
+    // it, so imports were unpacked to overlayfs where CRI (native here) never looks.
+    it("imports a docker-archive from stdin under its own name plus retagAs, unpacked where CRI looks (v2 too)", async () => {
+      const file = join(dir, "app.tar");
+      const name = `registry.local/${id}/offline:v1`;
+      // content this containerd has never unpacked, so what labels it can only come from the import
+      await seedImage(upstream, `${id}/offline-src:v1`, { layers: 1, layerSize: "32K", seed: `${id}-offline` });
+      await runSkopeo([
+        "copy",
+        "-q",
+        ...skopeoFlags(upstream, "src"),
+        dockerRef(upstream, `${id}/offline-src:v1`),
+        `docker-archive:${file}:${name}`,
+      ]);
+      const r = await runAgent(["import"], [{ ref: name, retagAs: [`registry.k8s.io/${id}/offline:v1`], archive: true }], file);
+      expect(r.code, r.stderr).toBe(0);
+      const stored = JSON.parse(r.stdout) as { name: string; digest: string; config: string }[];
+      const seen = await ctrImages();
+      expect(stored.map((s) => s.name)).toContain(name);
+      expect(seen.get(name)).toBe(stored.find((s) => s.name === name)!.digest);
+      expect(seen.get(`registry.k8s.io/${id}/offline:v1`)).toBe(seen.get(name));
+      // unpacked with the snapshotter CRI uses here (native), so pods can start from it: containerd
+      // labels the config blob with the snapshotter it unpacked to (v2's CRI status no longer names it)
+      const configRow = (await ctr("content", "ls")).split("\n").find((l) => l.startsWith(stored.find((s) => s.name === name)!.config));
+      expect(configRow).toMatch(/containerd\.io\/gc\.ref\.snapshot\.native/);
+      // what the provider verifies after an import: the config digest it read from the archive itself
+      expect(stored.find((s) => s.name === name)!.config).toBe((await readArchive({ format: "docker-archive", path: file })).digest);
+    });
+
+    it("imports an oci-archive under its ref.name, normalised, with the manifest digest readArchive expects", async () => {
+      const file = join(dir, "app-oci.tar");
+      const name = `registry.local/${id}/oci:v1`;
+      await runSkopeo(["copy", "-q", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${id}/app:v1`), `oci-archive:${file}:${name}`]);
+      const expected = await readArchive({ format: "oci-archive", path: file });
+      expect(expected.names).toEqual([name]);
+      const r = await runAgent(["import"], [{ ref: name, archive: true }], file);
+      expect(r.code, r.stderr).toBe(0);
+      expect((await ctrImages()).get(name)).toBe(expected.digest);
+    });
+
+    // Regression: only CRI's containers counted, so an image a non-CRI container ran was removed.
+    it("remove keeps an image a running container uses, and removes it once the container stopped", async () => {
+      const agentRef = await ensureAgentImage(upstream.host, undefined, undefined, () => {});
+      await ctr("images", "pull", "--plain-http", "--snapshotter", "native", agentRef);
+      const cid = `inuse-${id}`;
+      // a long-running container of that image: the agent's own serve, with nothing to apply
+      await ctr(
+        "run",
+        "-d",
+        "--snapshotter",
+        "native",
+        "--env",
+        "IMAGEYARD_IMAGES=[]",
+        "--env",
+        "CONTAINERD_SOCKET=/run/c.sock",
+        "--mount",
+        `type=bind,src=${sock},dst=/run/c.sock,options=rbind`,
+        agentRef,
+        cid,
+        "/agent",
+        "serve",
+      );
+      try {
+        const kept = await runAgent(["remove"], [{ ref: agentRef }]);
+        expect(kept.code, kept.stderr).toBe(0);
+        expect(JSON.parse(kept.stdout)).toEqual({ removed: [], kept: { [agentRef]: "in use by a running container" } });
+        expect((await ctrImages()).has(agentRef)).toBe(true);
+      } finally {
+        await ctr("tasks", "kill", "-s", "SIGKILL", cid).catch(() => undefined);
+        await waitUntil(
+          `task ${cid} to stop`,
+          30_000,
+          async () => !(await ctr("tasks", "ls")).includes(`${cid} `) || (await ctr("tasks", "ls")).includes("STOPPED"),
+        );
+        await ctr("tasks", "delete", cid).catch(() => undefined);
+        await ctr("containers", "delete", cid).catch(() => undefined);
+      }
+      const gone = await runAgent(["remove"], [{ ref: agentRef }]);
+      expect(JSON.parse(gone.stdout).removed).toEqual([agentRef]);
+      expect((await ctrImages()).has(agentRef)).toBe(false);
+    }, 120_000);
+
+    it("remove deletes only the set's names and reports them", async () => {
+      const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
+      const r = await runAgent(["remove"], images);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).removed).toEqual([pinnedRef, RETAG]);
+      const seen = await ctrImages();
+      expect(seen.has(pinnedRef) || seen.has(RETAG)).toBe(false);
+      expect(seen.has(`registry.local/${id}/offline:v1`)).toBe(true);
+    });
   });
-
-  it("serve retags the pulled image, pins where the runtime can (1.6: says it cannot), and check then passes", async () => {
-    const images = [{ ref: pinnedRef, retagAs: [RETAG], pin: true }];
-    const serve = spawn(agent, ["serve"], { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir } });
-    let out = "";
-    serve.stdout.on("data", (b: Buffer) => (out += b.toString()));
-    await waitUntil("agent serve's report", 30_000, () => out.includes("\n"));
-    const report = JSON.parse(out) as { runtime: string; images: { digest: string; pinned: boolean; warning?: string }[] };
-    if (rt.v2) {
-      expect(report.runtime).toMatch(/^v?2\./);
-      expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: true });
-      expect(await ctr("images", "ls", `name==${pinnedRef}`)).toContain("io.cri-containerd.pinned=pinned");
-    } else {
-      expect(report.runtime).toMatch(/^1\.6\./);
-      expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: false, warning: expect.stringMatching(/pin not supported by containerd 1\.6/) });
-    }
-    serve.kill("SIGTERM");
-    await new Promise((r) => serve.once("exit", r));
-    expect((await ctrImages()).get(RETAG)).toBe(image.digest);
-    expect((await runAgent(["check"], images)).code).toBe(0);
-  });
-
-  it("check fails naming the name removed by hand; serve puts it back over the existing names", async () => {
-    const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
-    await ctr("images", "rm", RETAG);
-    const lost = await runAgent(["check"], images);
-    expect(lost.code).toBe(1);
-    expect(lost.stderr).toContain(`missing from the runtime: ${RETAG}`);
-    const serve = spawn(agent, ["serve"], { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir } });
-    await waitUntil("retag restored", 30_000, async () => (await ctrImages()).get(RETAG) === image.digest);
-    serve.kill("SIGTERM");
-    expect((await runAgent(["check"], images)).code).toBe(0);
-  });
-
-  // Regression: on containerd v2 the snapshotter was read from CRI's status, which no longer names
-  // it, so imports were unpacked to overlayfs where CRI (native here) never looks.
-  it("imports a docker-archive from stdin under its own name plus retagAs, unpacked where CRI looks (v2 too)", async () => {
-    const file = join(dir, "app.tar");
-    const name = `registry.local/${id}/offline:v1`;
-    // content this containerd has never unpacked, so what labels it can only come from the import
-    await seedImage(upstream, `${id}/offline-src:v1`, { layers: 1, layerSize: "32K", seed: `${id}-offline` });
-    await runSkopeo(["copy", "-q", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${id}/offline-src:v1`), `docker-archive:${file}:${name}`]);
-    const r = await runAgent(["import"], [{ ref: name, retagAs: [`registry.k8s.io/${id}/offline:v1`], archive: true }], file);
-    expect(r.code, r.stderr).toBe(0);
-    const stored = JSON.parse(r.stdout) as { name: string; digest: string; config: string }[];
-    const seen = await ctrImages();
-    expect(stored.map((s) => s.name)).toContain(name);
-    expect(seen.get(name)).toBe(stored.find((s) => s.name === name)!.digest);
-    expect(seen.get(`registry.k8s.io/${id}/offline:v1`)).toBe(seen.get(name));
-    // unpacked with the snapshotter CRI uses here (native), so pods can start from it: containerd
-    // labels the config blob with the snapshotter it unpacked to (v2's CRI status no longer names it)
-    const configRow = (await ctr("content", "ls")).split("\n").find((l) => l.startsWith(stored.find((s) => s.name === name)!.config));
-    expect(configRow).toMatch(/containerd\.io\/gc\.ref\.snapshot\.native/);
-    // what the provider verifies after an import: the config digest it read from the archive itself
-    expect(stored.find((s) => s.name === name)!.config).toBe((await readArchive({ format: "docker-archive", path: file })).digest);
-  });
-
-  it("imports an oci-archive under its ref.name, normalised, with the manifest digest readArchive expects", async () => {
-    const file = join(dir, "app-oci.tar");
-    const name = `registry.local/${id}/oci:v1`;
-    await runSkopeo(["copy", "-q", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${id}/app:v1`), `oci-archive:${file}:${name}`]);
-    const expected = await readArchive({ format: "oci-archive", path: file });
-    expect(expected.names).toEqual([name]);
-    const r = await runAgent(["import"], [{ ref: name, archive: true }], file);
-    expect(r.code, r.stderr).toBe(0);
-    expect((await ctrImages()).get(name)).toBe(expected.digest);
-  });
-
-  // Regression: only CRI's containers counted, so an image a non-CRI container ran was removed.
-  it("remove keeps an image a running container uses, and removes it once the container stopped", async () => {
-    const agentRef = await ensureAgentImage(upstream.host, undefined, undefined, () => {});
-    await ctr("images", "pull", "--plain-http", "--snapshotter", "native", agentRef);
-    const cid = `inuse-${id}`;
-    // a long-running container of that image: the agent's own serve, with nothing to apply
-    await ctr("run", "-d", "--snapshotter", "native", "--env", "IMAGEYARD_IMAGES=[]", "--env", "CONTAINERD_SOCKET=/run/c.sock", "--mount", `type=bind,src=${sock},dst=/run/c.sock,options=rbind`, agentRef, cid, "/agent", "serve");
-    try {
-      const kept = await runAgent(["remove"], [{ ref: agentRef }]);
-      expect(kept.code, kept.stderr).toBe(0);
-      expect(JSON.parse(kept.stdout)).toEqual({ removed: [], kept: { [agentRef]: "in use by a running container" } });
-      expect((await ctrImages()).has(agentRef)).toBe(true);
-    } finally {
-      await ctr("tasks", "kill", "-s", "SIGKILL", cid).catch(() => undefined);
-      await waitUntil(`task ${cid} to stop`, 30_000, async () => !(await ctr("tasks", "ls")).includes(`${cid} `) || (await ctr("tasks", "ls")).includes("STOPPED"));
-      await ctr("tasks", "delete", cid).catch(() => undefined);
-      await ctr("containers", "delete", cid).catch(() => undefined);
-    }
-    const gone = await runAgent(["remove"], [{ ref: agentRef }]);
-    expect(JSON.parse(gone.stdout).removed).toEqual([agentRef]);
-    expect((await ctrImages()).has(agentRef)).toBe(false);
-  }, 120_000);
-
-  it("remove deletes only the set's names and reports them", async () => {
-    const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
-    const r = await runAgent(["remove"], images);
-    expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout).removed).toEqual([pinnedRef, RETAG]);
-    const seen = await ctrImages();
-    expect(seen.has(pinnedRef) || seen.has(RETAG)).toBe(false);
-    expect(seen.has(`registry.local/${id}/offline:v1`)).toBe(true);
-  });
-});

@@ -22,9 +22,32 @@ let containerd: ChildProcess;
 const ctr = async (...args: string[]) => (await run("ctr", ["--address", sock, "-n", "k8s.io", ...args], { encoding: "utf8" })).stdout;
 
 beforeAll(async () => {
-  writeFileSync(join(dir, "config.toml"), ["version = 2", `root = "${dir}/root"`, `state = "${dir}/state"`, "[grpc]", `  address = "${sock}"`, "[ttrpc]", `  address = "${sock}.ttrpc"`, '[plugins."io.containerd.grpc.v1.cri"]', "  disable_cri = true", ""].join("\n"));
+  writeFileSync(
+    join(dir, "config.toml"),
+    [
+      "version = 2",
+      `root = "${dir}/root"`,
+      `state = "${dir}/state"`,
+      "[grpc]",
+      `  address = "${sock}"`,
+      "[ttrpc]",
+      `  address = "${sock}.ttrpc"`,
+      '[plugins."io.containerd.grpc.v1.cri"]',
+      "  disable_cri = true",
+      "",
+    ].join("\n"),
+  );
   containerd = spawn("/usr/bin/containerd", ["--config", join(dir, "config.toml"), "--log-level", "warn"], { stdio: "ignore" });
-  await waitUntil(`containerd on ${sock}`, 60_000, async () => existsSync(sock) && (await ctr("version").then(() => true, () => false)));
+  await waitUntil(
+    `containerd on ${sock}`,
+    60_000,
+    async () =>
+      existsSync(sock) &&
+      (await ctr("version").then(
+        () => true,
+        () => false,
+      )),
+  );
 }, 120_000);
 
 afterAll(async () => {
@@ -58,13 +81,40 @@ describe("agent image", () => {
     await ctr("run", "--rm", "--snapshotter", "native", ref, `pulled-${process.pid}`, "/agent", "pulled");
     const out = join(dir, "out");
     mkdirSync(out);
-    await ctr("run", "--rm", "--snapshotter", "native", "--mount", `type=bind,src=${out},dst=/.imageyard,options=rbind:rw`, ref, `install-${process.pid}`, "/agent", "install", "/.imageyard");
+    await ctr(
+      "run",
+      "--rm",
+      "--snapshotter",
+      "native",
+      "--mount",
+      `type=bind,src=${out},dst=/.imageyard,options=rbind:rw`,
+      ref,
+      `install-${process.pid}`,
+      "/agent",
+      "install",
+      "/.imageyard",
+    );
     expect(existsSync(join(out, "agent"))).toBe(true);
 
     // What every image's init container does: a shell-less image (no /bin, no /etc/passwd) runs the
     // installed no-op from the shared folder (ctr 1.6 cannot set a uid; the bed's pods run it as 65534).
-    const bare = await seedImage(upstream, `agentimage-${process.pid}/bare:v1`, { layers: 1, layerSize: "16K", seed: `bare-${process.pid}` });
+    const bare = await seedImage(upstream, `agentimage-${process.pid}/bare:v1`, {
+      layers: 1,
+      layerSize: "16K",
+      seed: `bare-${process.pid}`,
+    });
     await ctr("images", "pull", "--plain-http", "--snapshotter", "native", bare.ref);
-    await ctr("run", "--rm", "--snapshotter", "native", "--mount", `type=bind,src=${out},dst=/.imageyard,options=rbind:ro`, bare.ref, `noop-${process.pid}`, "/.imageyard/agent", "pulled");
+    await ctr(
+      "run",
+      "--rm",
+      "--snapshotter",
+      "native",
+      "--mount",
+      `type=bind,src=${out},dst=/.imageyard,options=rbind:ro`,
+      bare.ref,
+      `noop-${process.pid}`,
+      "/.imageyard/agent",
+      "pulled",
+    );
   }, 120_000);
 });

@@ -4,7 +4,16 @@
 // The same flow on real nodes: prepull.test.ts (Kubernetes test bed).
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkPrePull, createPrePull, deletePrePull, diffPrePull, readPrePull, updatePrePull, type PrePullInputs, type PrePullOutputs } from "../../../../provider/resources/prePullSet.lifecycle";
+import {
+  checkPrePull,
+  createPrePull,
+  deletePrePull,
+  diffPrePull,
+  readPrePull,
+  updatePrePull,
+  type PrePullInputs,
+  type PrePullOutputs,
+} from "../../../../provider/resources/prePullSet.lifecycle";
 import { agentLayout } from "../../../../provider/node/agentimage";
 import { seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
@@ -29,10 +38,21 @@ beforeAll(async () => {
     seedImage(upstream, `${run}/app:v1`, { layers: 1, layerSize: "16K", seed: `${run}-a` }),
     seedImage(mirror, `${run}/private:v1`, { layers: 1, layerSize: "16K", seed: `${run}-p` }),
   ]);
-  const checked = await checkPrePull({}, {
-    name: "core", kubeconfig, agentRegistry: upstream.host, pin: true, timeouts: { create: 10, update: 10, delete: 10 },
-    images: [{ ref: app.ref, retagAs: "registry.k8s.io/app:v1" }, { ref: priv.ref, auth: { username: mirror.username!, password: mirror.password! } }],
-  }, deps);
+  const checked = await checkPrePull(
+    {},
+    {
+      name: "core",
+      kubeconfig,
+      agentRegistry: upstream.host,
+      pin: true,
+      timeouts: { create: 10, update: 10, delete: 10 },
+      images: [
+        { ref: app.ref, retagAs: "registry.k8s.io/app:v1" },
+        { ref: priv.ref, auth: { username: mirror.username!, password: mirror.password! } },
+      ],
+    },
+    deps,
+  );
   expect(checked.failures).toEqual([]);
   news = checked.inputs;
 }, 120_000);
@@ -49,7 +69,10 @@ describe("PrePullSet lifecycle (real registries, in-process API server)", () => 
     const { digest } = await agentLayout();
     expect(outs.agentImageRef).toBe(`${upstream.host}/imageyard/prepull-agent@${digest}`);
     expect(outs).toMatchObject({ ready: 2, total: 2, digests: { [app.ref]: app.digest, [priv.ref]: priv.digest } });
-    expect(outs.nodes).toEqual({ node1: { [app.ref]: app.digest, [priv.ref]: priv.digest }, node2: { [app.ref]: app.digest, [priv.ref]: priv.digest } });
+    expect(outs.nodes).toEqual({
+      node1: { [app.ref]: app.digest, [priv.ref]: priv.digest },
+      node2: { [app.ref]: app.digest, [priv.ref]: priv.digest },
+    });
     expect(outs.warnings).toEqual([expect.stringMatching(/^node1: pin not supported by containerd 1\.6\.20/)]);
     // the private image's credentials went into a dockerconfigjson Secret the pods name
     const secret = kube.secrets.get("core-pull-0")!;
@@ -75,9 +98,21 @@ describe("PrePullSet lifecycle (real registries, in-process API server)", () => 
   }, 60_000);
 
   it("a create that fails on a node hands Pulumi the set's id, what exists, and the reason", async () => {
-    kube.kubelet = (node, p, images) => (node === "node1" ? { init: [{ name: "image-0", ready: false, state: { waiting: { reason: "ErrImagePull", message: "no space left on device" } } }], agentReady: false } : pullsSucceed(node, p, images));
-    const e = (await caught(createPrePull({ ...news, name: "broken" }, deps))) as Error & { id?: string; properties?: PrePullOutputs; reasons?: string[] };
-    expect(e.message).toMatch(new RegExp(`node1: ${app.ref.replace(/[.]/g, "\\.")}: no space left on the node: ErrImagePull: no space left on device`));
+    kube.kubelet = (node, p, images) =>
+      node === "node1"
+        ? {
+            init: [{ name: "image-0", ready: false, state: { waiting: { reason: "ErrImagePull", message: "no space left on device" } } }],
+            agentReady: false,
+          }
+        : pullsSucceed(node, p, images);
+    const e = (await caught(createPrePull({ ...news, name: "broken" }, deps))) as Error & {
+      id?: string;
+      properties?: PrePullOutputs;
+      reasons?: string[];
+    };
+    expect(e.message).toMatch(
+      new RegExp(`node1: ${app.ref.replace(/[.]/g, "\\.")}: no space left on the node: ErrImagePull: no space left on device`),
+    );
     expect(e.id).toBe("kube-system/broken");
     expect(e.properties).toMatchObject({ name: "broken", ready: 1, total: 2 });
     expect(e.reasons).toEqual([e.message]);

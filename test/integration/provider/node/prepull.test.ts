@@ -7,7 +7,16 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkPrePull, createPrePull, deletePrePull, diffPrePull, readPrePull, updatePrePull, type PrePullInputs, type PrePullOutputs } from "../../../../provider/resources/prePullSet.lifecycle";
+import {
+  checkPrePull,
+  createPrePull,
+  deletePrePull,
+  diffPrePull,
+  readPrePull,
+  updatePrePull,
+  type PrePullInputs,
+  type PrePullOutputs,
+} from "../../../../provider/resources/prePullSet.lifecycle";
 import { addK8sNode, crictl, ctr, kubectl, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../../../testbed/k8s";
 import { waitUntil } from "../../../testbed/processes";
 import { caught } from "../../../support/caught";
@@ -32,7 +41,15 @@ const hasDigest = (imgs: CriImage[], digest: string) => imgs.find((i) => i.repoD
 const hasTag = (imgs: CriImage[], tag: string) => imgs.find((i) => i.repoTags.includes(tag));
 
 async function inputs(name: string, over: Partial<PrePullInputs>): Promise<PrePullInputs> {
-  const news: PrePullInputs = { name, kubeconfig: readFileSync(tb.kubeconfig, "utf8"), containerdSocket: `${tb.dir}/nodes/\${NODE_NAME}/containerd.sock`, agentRegistry: tb.registries.plain.host, images: [], timeouts: { create: 180, update: 180, delete: 120 }, ...over };
+  const news: PrePullInputs = {
+    name,
+    kubeconfig: readFileSync(tb.kubeconfig, "utf8"),
+    containerdSocket: `${tb.dir}/nodes/\${NODE_NAME}/containerd.sock`,
+    agentRegistry: tb.registries.plain.host,
+    images: [],
+    timeouts: { create: 180, update: 180, delete: 120 },
+    ...over,
+  };
   const { inputs: checked, failures } = await checkPrePull({}, news, deps);
   expect(failures).toEqual([]);
   return checked;
@@ -46,12 +63,26 @@ async function create(i: PrePullInputs): Promise<PrePullOutputs> {
 /** A pod on `node` that runs `image` with imagePullPolicy Never: only the node's own store can serve it. */
 async function runsOffline(node: string, image: string, command: string[]): Promise<void> {
   const name = `offline-${run}-${Math.random().toString(36).slice(2, 7)}`;
-  const pod = { apiVersion: "v1", kind: "Pod", metadata: { name, namespace: "default" }, spec: { nodeName: node, hostNetwork: true, restartPolicy: "Never", automountServiceAccountToken: false, enableServiceLinks: false, tolerations: [{ operator: "Exists" }], containers: [{ name: "c", image, imagePullPolicy: "Never", command }] } };
+  const pod = {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace: "default" },
+    spec: {
+      nodeName: node,
+      hostNetwork: true,
+      restartPolicy: "Never",
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      tolerations: [{ operator: "Exists" }],
+      containers: [{ name: "c", image, imagePullPolicy: "Never", command }],
+    },
+  };
   await kubectl(tb, ["apply", "-f", "-"], JSON.stringify(pod));
   try {
     await waitUntil(`pod ${name} (${image}, pull policy Never) on ${node} to succeed`, 60_000, async () => {
       const phase = (await kubectl(tb, ["get", "pod", "-n", "default", name, "-o", "jsonpath={.status.phase}"])).stdout;
-      if (phase === "Failed") throw new Error(`pod ${name} failed: ${(await kubectl(tb, ["describe", "pod", "-n", "default", name])).stdout}`);
+      if (phase === "Failed")
+        throw new Error(`pod ${name} failed: ${(await kubectl(tb, ["describe", "pod", "-n", "default", name])).stdout}`);
       return phase === "Succeeded";
     });
   } finally {
@@ -72,91 +103,171 @@ describe("PrePullSet on a real cluster", () => {
   let main: PrePullOutputs;
   let mainInputs: PrePullInputs;
 
-  it("puts every image on every node (crictl sees each digest and the retag name), pins where containerd can", async () => {
-    const { busybox, privateBusybox, scratch } = tb.images;
-    const { username, password } = tb.registries.auth;
-    mainInputs = await inputs(`main-${run}`, {
-      pin: true,
-      images: [{ ref: busybox.ref, retagAs: RETAG }, { ref: privateBusybox.ref, auth: { username: username!, password: password! } }, scratch.ref],
-    });
-    main = await create(mainInputs);
-    expect(main).toMatchObject({ ready: 2, total: 2, digests: { [busybox.ref]: busybox.digest, [privateBusybox.ref]: privateBusybox.digest, [scratch.ref]: scratch.digest } });
-    for (const node of ["node1", "node2"]) {
-      const imgs = await criImages(node);
-      for (const img of [busybox, privateBusybox, scratch]) expect(hasDigest(imgs, img.digest), `${node} holds ${img.ref}`).toBeDefined();
-      expect(hasTag(imgs, RETAG), `${node} answers to ${RETAG}`).toBeDefined();
-      expect(main.nodes[node]![busybox.ref]).toBe(busybox.digest);
-    }
-    expect(hasDigest(await criImages("node2"), busybox.digest)!.pinned).toBe(true);
-    expect(main.warnings.join("\n")).toMatch(/node1: pin not supported by containerd 1\.6/);
-  }, MS);
+  it(
+    "puts every image on every node (crictl sees each digest and the retag name), pins where containerd can",
+    async () => {
+      const { busybox, privateBusybox, scratch } = tb.images;
+      const { username, password } = tb.registries.auth;
+      mainInputs = await inputs(`main-${run}`, {
+        pin: true,
+        images: [
+          { ref: busybox.ref, retagAs: RETAG },
+          { ref: privateBusybox.ref, auth: { username: username!, password: password! } },
+          scratch.ref,
+        ],
+      });
+      main = await create(mainInputs);
+      expect(main).toMatchObject({
+        ready: 2,
+        total: 2,
+        digests: { [busybox.ref]: busybox.digest, [privateBusybox.ref]: privateBusybox.digest, [scratch.ref]: scratch.digest },
+      });
+      for (const node of ["node1", "node2"]) {
+        const imgs = await criImages(node);
+        for (const img of [busybox, privateBusybox, scratch]) expect(hasDigest(imgs, img.digest), `${node} holds ${img.ref}`).toBeDefined();
+        expect(hasTag(imgs, RETAG), `${node} answers to ${RETAG}`).toBeDefined();
+        expect(main.nodes[node]![busybox.ref]).toBe(busybox.digest);
+      }
+      expect(hasDigest(await criImages("node2"), busybox.digest)!.pinned).toBe(true);
+      expect(main.warnings.join("\n")).toMatch(/node1: pin not supported by containerd 1\.6/);
+    },
+    MS,
+  );
 
-  it("a pod naming the retag with imagePullPolicy Never starts on each node", async () => {
-    await runsOffline("node1", RETAG, ["/bin/true"]);
-    await runsOffline("node2", RETAG, ["/bin/true"]);
-  }, MS);
+  it(
+    "a pod naming the retag with imagePullPolicy Never starts on each node",
+    async () => {
+      await runsOffline("node1", RETAG, ["/bin/true"]);
+      await runsOffline("node2", RETAG, ["/bin/true"]);
+    },
+    MS,
+  );
 
-  it("check on unchanged inputs resolves the same digests: no diff", async () => {
-    const again = await inputs(`main-${run}`, { pin: true, images: mainInputs.images });
-    expect(diffPrePull(main, again).changes).toBe(false);
-  }, MS);
+  it(
+    "check on unchanged inputs resolves the same digests: no diff",
+    async () => {
+      const again = await inputs(`main-${run}`, { pin: true, images: mainInputs.images });
+      expect(diffPrePull(main, again).changes).toBe(false);
+    },
+    MS,
+  );
 
-  it("an image removed by hand (ctr images rm) shows in read, and update restores it", async () => {
-    const bb = tb.images.busybox;
-    await ctr(tb, "node1", ["images", "rm", RETAG]);
-    let seen: PrePullOutputs | undefined;
-    await waitUntil("read to see node1 lost the retag name", 60_000, async () => {
-      seen = (await readPrePull(`kube-system/${main.name}`, main)).props;
-      return seen!.nodes.node1![bb.ref]!.startsWith("failed:");
-    });
-    expect(seen!.nodes.node1![bb.ref]).toContain(RETAG);
-    expect(seen!.ready).toBe(1);
-    expect(diffPrePull(seen!, mainInputs).changes).toBe(true);
-    main = await updatePrePull(seen!, mainInputs, deps);
-    expect(main).toMatchObject({ ready: 2, total: 2 });
-    expect(hasTag(await criImages("node1"), RETAG)).toBeDefined();
-  }, MS);
+  it(
+    "an image removed by hand (ctr images rm) shows in read, and update restores it",
+    async () => {
+      const bb = tb.images.busybox;
+      await ctr(tb, "node1", ["images", "rm", RETAG]);
+      let seen: PrePullOutputs | undefined;
+      await waitUntil("read to see node1 lost the retag name", 60_000, async () => {
+        seen = (await readPrePull(`kube-system/${main.name}`, main)).props;
+        return seen!.nodes.node1![bb.ref]!.startsWith("failed:");
+      });
+      expect(seen!.nodes.node1![bb.ref]).toContain(RETAG);
+      expect(seen!.ready).toBe(1);
+      expect(diffPrePull(seen!, mainInputs).changes).toBe(true);
+      main = await updatePrePull(seen!, mainInputs, deps);
+      expect(main).toMatchObject({ ready: 2, total: 2 });
+      expect(hasTag(await criImages("node1"), RETAG)).toBeDefined();
+    },
+    MS,
+  );
 
-  it("a node that joins later gets every image with no new apply", async () => {
-    await addK8sNode("node3", { runtime: "containerd2" });
-    await waitUntil("node3 to hold every image", 120_000, async () => {
-      const imgs = await criImages("node3");
-      return [tb.images.busybox, tb.images.privateBusybox, tb.images.scratch].every((i) => hasDigest(imgs, i.digest)) && !!hasTag(imgs, RETAG);
-    });
-    await waitUntil("read to count node3 ready", 60_000, async () => (await readPrePull(`kube-system/${main.name}`, main)).props!.ready === 3);
-  }, MS);
+  it(
+    "a node that joins later gets every image with no new apply",
+    async () => {
+      await addK8sNode("node3", { runtime: "containerd2" });
+      await waitUntil("node3 to hold every image", 120_000, async () => {
+        const imgs = await criImages("node3");
+        return (
+          [tb.images.busybox, tb.images.privateBusybox, tb.images.scratch].every((i) => hasDigest(imgs, i.digest)) && !!hasTag(imgs, RETAG)
+        );
+      });
+      await waitUntil(
+        "read to count node3 ready",
+        60_000,
+        async () => (await readPrePull(`kube-system/${main.name}`, main)).props!.ready === 3,
+      );
+    },
+    MS,
+  );
 
-  it("wrong credentials fail naming the image, the node and the registry's refusal; the DaemonSet is reported for cleanup", async () => {
-    // check resolves with the wrong password too, so make check pass with the right one and apply the wrong one.
-    const ok = await inputs(`badauth-${run}`, { images: [{ ref: tb.images.privateScratch.ref, auth: { username: tb.registries.auth.username!, password: tb.registries.auth.password! } }] });
-    const bad = { ...ok, images: [{ ref: tb.images.privateScratch.ref, auth: { username: tb.registries.auth.username!, password: "wrong" } }] };
-    const e = (await caught(createPrePull(bad, deps))) as Error & { id?: string; properties?: PrePullOutputs };
-    expect(e.message).toMatch(new RegExp(`node\\d: ${tb.images.privateScratch.ref.replace(/[.]/g, "\\.")}: registry refused the credentials`));
-    expect(e.id).toBe(`kube-system/badauth-${run}`);
-    created.push(e.properties!);
-  }, MS);
+  it(
+    "wrong credentials fail naming the image, the node and the registry's refusal; the DaemonSet is reported for cleanup",
+    async () => {
+      // check resolves with the wrong password too, so make check pass with the right one and apply the wrong one.
+      const ok = await inputs(`badauth-${run}`, {
+        images: [
+          { ref: tb.images.privateScratch.ref, auth: { username: tb.registries.auth.username!, password: tb.registries.auth.password! } },
+        ],
+      });
+      const bad = {
+        ...ok,
+        images: [{ ref: tb.images.privateScratch.ref, auth: { username: tb.registries.auth.username!, password: "wrong" } }],
+      };
+      const e = (await caught(createPrePull(bad, deps))) as Error & { id?: string; properties?: PrePullOutputs };
+      expect(e.message).toMatch(
+        new RegExp(`node\\d: ${tb.images.privateScratch.ref.replace(/[.]/g, "\\.")}: registry refused the credentials`),
+      );
+      expect(e.id).toBe(`kube-system/badauth-${run}`);
+      created.push(e.properties!);
+    },
+    MS,
+  );
 
-  it("check fails naming the image when the registry refuses the credentials", async () => {
-    const { failures } = await checkPrePull({}, { name: `x-${run}`, agentRegistry: tb.registries.plain.host, kubeconfig: readFileSync(tb.kubeconfig, "utf8"), images: [{ ref: tb.images.privateScratch.ref, auth: { username: "puller", password: "wrong" } }] }, deps);
-    expect(failures).toHaveLength(1);
-    expect(failures[0]).toMatchObject({ property: "images[0].auth", reason: expect.stringContaining(tb.images.privateScratch.ref) });
-  }, MS);
+  it(
+    "check fails naming the image when the registry refuses the credentials",
+    async () => {
+      const { failures } = await checkPrePull(
+        {},
+        {
+          name: `x-${run}`,
+          agentRegistry: tb.registries.plain.host,
+          kubeconfig: readFileSync(tb.kubeconfig, "utf8"),
+          images: [{ ref: tb.images.privateScratch.ref, auth: { username: "puller", password: "wrong" } }],
+        },
+        deps,
+      );
+      expect(failures).toHaveLength(1);
+      expect(failures[0]).toMatchObject({ property: "images[0].auth", reason: expect.stringContaining(tb.images.privateScratch.ref) });
+    },
+    MS,
+  );
 
-  it("imports a docker-archive onto nodes that reach no registry; a pod runs from it with pull policy Never", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "iy-archive-"));
-    const file = join(dir, "busybox.tar");
-    const name = `registry.invalid/${run}/offline-busybox:1`;
-    execFileSync("skopeo", ["copy", "-q", "--src-tls-verify=false", `docker://${tb.images.busybox.ref}`, `docker-archive:${file}:${name}`]);
-    const outs = await create(await inputs(`archive-${run}`, { images: [`docker-archive:${file}`], nodeSelector: { "kubernetes.io/hostname": "node2" } }));
-    expect(outs).toMatchObject({ ready: 1, total: 1 });
-    expect(hasTag(await criImages("node2"), name)).toBeDefined();
-    await runsOffline("node2", name, ["/bin/true"]);
-  }, MS);
+  it(
+    "imports a docker-archive onto nodes that reach no registry; a pod runs from it with pull policy Never",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "iy-archive-"));
+      const file = join(dir, "busybox.tar");
+      const name = `registry.invalid/${run}/offline-busybox:1`;
+      execFileSync("skopeo", [
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        `docker://${tb.images.busybox.ref}`,
+        `docker-archive:${file}:${name}`,
+      ]);
+      const outs = await create(
+        await inputs(`archive-${run}`, { images: [`docker-archive:${file}`], nodeSelector: { "kubernetes.io/hostname": "node2" } }),
+      );
+      expect(outs).toMatchObject({ ready: 1, total: 1 });
+      expect(hasTag(await criImages("node2"), name)).toBeDefined();
+      await runsOffline("node2", name, ["/bin/true"]);
+    },
+    MS,
+  );
 
-  it("delete removes the DaemonSet and Secrets; the images stay on the nodes", async () => {
-    await deletePrePull(`kube-system/${main.name}`, main, deps);
-    created.splice(created.indexOf(main), 1);
-    expect((await kubectl(tb, ["get", "ds,secrets", "-n", "kube-system", "-l", `imageyard.dev/prepullset=${main.name}`, "-o", "name"])).stdout.trim()).toBe("");
-    expect(hasDigest(await criImages("node1"), tb.images.busybox.digest)).toBeDefined();
-  }, MS);
+  it(
+    "delete removes the DaemonSet and Secrets; the images stay on the nodes",
+    async () => {
+      await deletePrePull(`kube-system/${main.name}`, main, deps);
+      created.splice(created.indexOf(main), 1);
+      expect(
+        (
+          await kubectl(tb, ["get", "ds,secrets", "-n", "kube-system", "-l", `imageyard.dev/prepullset=${main.name}`, "-o", "name"])
+        ).stdout.trim(),
+      ).toBe("");
+      expect(hasDigest(await criImages("node1"), tb.images.busybox.digest)).toBeDefined();
+    },
+    MS,
+  );
 });

@@ -17,9 +17,14 @@ let image: SeededImage;
 function imageyard(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     // HOME points at nothing, so no developer's docker config leaks into the test.
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, HOME: "/nonexistent", DOCKER_CONFIG: "/nonexistent" }, timeout: 120_000 }, (err, stdout, stderr) => {
-      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [cli, ...args],
+      { env: { ...process.env, HOME: "/nonexistent", DOCKER_CONFIG: "/nonexistent" }, timeout: 120_000 },
+      (err, stdout, stderr) => {
+        resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -27,12 +32,24 @@ const mirrorCreds = () => ["--dest-creds", `${mirror.username}:${mirror.password
 
 beforeAll(async () => {
   if (!existsSync(cli)) throw new Error(`${cli} is missing: build first (npx tsc -p .)`);
-  image = await seedImage(upstream, `${run}/app:v1`, { layers: 2, layerSize: "256K", platforms: ["linux/amd64", "linux/arm64"], seed: "b2-cli" });
+  image = await seedImage(upstream, `${run}/app:v1`, {
+    layers: 2,
+    layerSize: "256K",
+    platforms: ["linux/amd64", "linux/arm64"],
+    seed: "b2-cli",
+  });
 });
 
 describe("imageyard CLI", () => {
   it("copy prints the digest the registry then serves, and progress on stderr", async () => {
-    const r = await imageyard(["copy", `docker://${image.ref}`, `docker://${mirror.host}/${run}/app`, "--src-tls-verify=false", "--dest-tls-verify=false", ...mirrorCreds()]);
+    const r = await imageyard([
+      "copy",
+      `docker://${image.ref}`,
+      `docker://${mirror.host}/${run}/app`,
+      "--src-tls-verify=false",
+      "--dest-tls-verify=false",
+      ...mirrorCreds(),
+    ]);
     expect(r.stderr).not.toMatch(/imageyard: /);
     expect(r).toMatchObject({ status: 0, stdout: `${image.digest}\n` });
     expect(r.stderr).toMatch(/blob sha256:[0-9a-f]{12} .*done/);
@@ -46,7 +63,18 @@ describe("imageyard CLI", () => {
   });
 
   it("copies one platform with --platform and to the TLS registry with --dest-cert-dir", async () => {
-    const r = await imageyard(["copy", image.ref, `${tls.host}/${run}/amd64:v1`, "--platform", "linux/amd64", "--dest-cert-dir", tls.certDir!, "--dest-creds", `${tls.username}:${tls.password}`, "-q"]);
+    const r = await imageyard([
+      "copy",
+      image.ref,
+      `${tls.host}/${run}/amd64:v1`,
+      "--platform",
+      "linux/amd64",
+      "--dest-cert-dir",
+      tls.certDir!,
+      "--dest-creds",
+      `${tls.username}:${tls.password}`,
+      "-q",
+    ]);
     expect(r.status).toBe(0);
     expect(r.stderr).toBe("");
     expect(r.stdout.trim()).not.toBe(image.digest);
@@ -54,10 +82,19 @@ describe("imageyard CLI", () => {
   });
 
   it("exits 1 with the registry's reason and the flag to fix for wrong credentials, without echoing them", async () => {
-    const r = await imageyard(["copy", image.ref, `${mirror.host}/${run}/denied`, "--dest-creds", `${mirror.username}:not-the-password`, "-q"]);
+    const r = await imageyard([
+      "copy",
+      image.ref,
+      `${mirror.host}/${run}/denied`,
+      "--dest-creds",
+      `${mirror.username}:not-the-password`,
+      "-q",
+    ]);
     expect(r.status).toBe(1);
     expect(r.stdout).toBe("");
-    expect(r.stderr).toMatch(/registry refused the credentials \(401.*\)\. Check --dest-creds for 127\.0\.0\.1:\d+\. \[REGISTRY_UNAUTHORIZED\]/);
+    expect(r.stderr).toMatch(
+      /registry refused the credentials \(401.*\)\. Check --dest-creds for 127\.0\.0\.1:\d+\. \[REGISTRY_UNAUTHORIZED\]/,
+    );
     expect(r.stderr).not.toContain("not-the-password");
   });
 
@@ -73,7 +110,9 @@ describe("imageyard CLI", () => {
     const r = await imageyard(["copy", image.ref, `robot:S3cret@${mirror.host}/${run}/repo`]);
     expect(r.status).toBe(1);
     expect(r.stderr).not.toContain("S3cret");
-    expect(r.stderr).toMatch(/"\*\*\*@127\.0\.0\.1:\d+\/.*a reference cannot carry credentials.*Put the credentials in --dest-creds instead/);
+    expect(r.stderr).toMatch(
+      /"\*\*\*@127\.0\.0\.1:\d+\/.*a reference cannot carry credentials.*Put the credentials in --dest-creds instead/,
+    );
   });
 
   it("--timeout ends a copy whose source stalls on a blob, naming the blob and the source registry", async () => {
@@ -81,10 +120,20 @@ describe("imageyard CLI", () => {
     const proxy = await startFaultProxy(upstream, [{ method: "GET", path: /\/blobs\/sha256:/, fault: { kind: "stall" } }]);
     try {
       const started = Date.now();
-      const r = await imageyard(["copy", `${proxy.host}/${run}/app:v1`, `${mirror.host}/${run}/stalled`, ...mirrorCreds(), "--timeout", "3s", "-q"]);
+      const r = await imageyard([
+        "copy",
+        `${proxy.host}/${run}/app:v1`,
+        `${mirror.host}/${run}/stalled`,
+        ...mirrorCreds(),
+        "--timeout",
+        "3s",
+        "-q",
+      ]);
       expect(Date.now() - started).toBeLessThan(20_000);
       expect(r.status).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`waiting for blob sha256:[0-9a-f]{12} from the source registry ${proxy.host.replace(/\./g, "\\.")}`));
+      expect(r.stderr).toMatch(
+        new RegExp(`waiting for blob sha256:[0-9a-f]{12} from the source registry ${proxy.host.replace(/\./g, "\\.")}`),
+      );
       expect(r.stderr).toMatch(/\(TIMEOUT\)\..*--timeout.*\[TIMEOUT\]/);
     } finally {
       await proxy.close();
@@ -95,7 +144,9 @@ describe("imageyard CLI", () => {
     const plan = await imageyard(["plan", image.ref, `${mirror.host}/${run}/planned`, ...mirrorCreds()]);
     expect(plan.status).toBe(0);
     expect(plan.stdout).toMatch(/\d+ blobs? to upload \([^)]+\), 0 to mount, 0 already there; 3 manifests/);
-    expect(await imageyard(["inspect", `${mirror.host}/${run}/planned:v1`, "--creds", `${mirror.username}:${mirror.password}`])).toMatchObject({ status: 1 });
+    expect(
+      await imageyard(["inspect", `${mirror.host}/${run}/planned:v1`, "--creds", `${mirror.username}:${mirror.password}`]),
+    ).toMatchObject({ status: 1 });
     expect((await imageyard(["copy", "just-one"])).status).toBe(2);
   });
 });

@@ -7,7 +7,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { copyImage, forgetKnownLocations, inspectImage, planCopy, removeImage, type CopyRequest } from "../../../../provider/oci/copy";
 import { RegistryClient, type RegistryOptions } from "../../../../provider/oci/registry";
 import { digestOf, seedImage, type SeededImage } from "../../../testbed/images";
-import { defaultStateDir, loadRegistryTestbed, readRequests, requestLogMark, startRegistry, type RegistryEndpoint, type RegistryHandle } from "../../../testbed/registry";
+import {
+  defaultStateDir,
+  loadRegistryTestbed,
+  readRequests,
+  requestLogMark,
+  startRegistry,
+  type RegistryEndpoint,
+  type RegistryHandle,
+} from "../../../testbed/registry";
 
 const tb = loadRegistryTestbed();
 const { upstream, mirror, tls, token } = tb.registries;
@@ -35,8 +43,21 @@ beforeAll(async () => {
   forgetKnownLocations();
   [single, multi, list] = await Promise.all([
     seedImage(upstream, `${run}/single:v1`, { layers: 2, layerSize: "256K", seed: "b2-single" }),
-    seedImage(upstream, `${run}/multi:v1`, { layers: 2, layerSize: "256K", platforms: ["linux/amd64", "linux/arm64", "linux/arm/v7"], sharedLayers: 1, seed: "b2-multi", withSignature: true }),
-    seedImage(upstream, `${run}/list:v1`, { layers: 1, layerSize: "128K", platforms: ["linux/amd64", "linux/arm64"], format: "docker", seed: "b2-list" }),
+    seedImage(upstream, `${run}/multi:v1`, {
+      layers: 2,
+      layerSize: "256K",
+      platforms: ["linux/amd64", "linux/arm64", "linux/arm/v7"],
+      sharedLayers: 1,
+      seed: "b2-multi",
+      withSignature: true,
+    }),
+    seedImage(upstream, `${run}/list:v1`, {
+      layers: 1,
+      layerSize: "128K",
+      platforms: ["linux/amd64", "linux/arm64"],
+      format: "docker",
+      seed: "b2-list",
+    }),
   ]);
 });
 
@@ -79,7 +100,12 @@ describe("copyImage against distribution 2.8", () => {
     const marks = [requestLogMark(upstream), requestLogMark(mirror)];
     let counted = 0;
     const counting = (ep: RegistryEndpoint) => options(ep, { onRequest: () => counted++ });
-    const r = await copyImage({ source: single.ref, target: `${mirror.host}/${run}/noop`, sourceOptions: counting(upstream), targetOptions: counting(mirror) });
+    const r = await copyImage({
+      source: single.ref,
+      target: `${mirror.host}/${run}/noop`,
+      sourceOptions: counting(upstream),
+      targetOptions: counting(mirror),
+    });
     expect(r.upToDate).toBe(true);
     expect(counted).toBeLessThanOrEqual(2);
     // the registries' own access logs agree (lines appear once responses complete)
@@ -112,9 +138,21 @@ describe("copyImage against distribution 2.8", () => {
   });
 
   it("refuses wrong credentials with REGISTRY_UNAUTHORIZED and tags nothing", async () => {
-    const bad = { ...options(mirror), credentials: { username: mirror.username!, password: "wrong-password" }, credentialsInput: "targetAuth" };
-    const err = await copyImage({ source: single.ref, target: `${mirror.host}/${run}/badcreds`, sourceOptions: options(upstream), targetOptions: bad }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: "REGISTRY_UNAUTHORIZED", message: expect.stringMatching(/registry refused the credentials \(401.*\)\. Check targetAuth for 127\.0\.0\.1:\d+/) });
+    const bad = {
+      ...options(mirror),
+      credentials: { username: mirror.username!, password: "wrong-password" },
+      credentialsInput: "targetAuth",
+    };
+    const err = await copyImage({
+      source: single.ref,
+      target: `${mirror.host}/${run}/badcreds`,
+      sourceOptions: options(upstream),
+      targetOptions: bad,
+    }).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: "REGISTRY_UNAUTHORIZED",
+      message: expect.stringMatching(/registry refused the credentials \(401.*\)\. Check targetAuth for 127\.0\.0\.1:\d+/),
+    });
     expect((err as Error).message).not.toContain("wrong-password");
     expect(await inspectImage(`${mirror.host}/${run}/badcreds:v1`, options(mirror))).toBeUndefined();
   });
@@ -156,20 +194,23 @@ describe("a source that serves corrupt blob bytes", () => {
     const layer = single.blobs[single.blobs.length - 1]!.digest;
     // Forwards to upstream; flips one byte of one layer on its way through.
     proxy = createServer((inReq, inRes) => {
-      const out = httpRequest({ host: "127.0.0.1", port: upstream.port, method: inReq.method, path: inReq.url, headers: inReq.headers }, (upRes) => {
-        inRes.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        let flipped = inReq.method !== "GET" || !inReq.url?.endsWith(`/blobs/${layer}`);
-        upRes.on("data", (chunk: Buffer) => {
-          if (!flipped) {
-            chunk = Buffer.from(chunk);
-            chunk[Math.floor(chunk.length / 2)]! ^= 0x01;
-            flipped = true;
-            corrupted++;
-          }
-          inRes.write(chunk);
-        });
-        upRes.on("end", () => inRes.end());
-      });
+      const out = httpRequest(
+        { host: "127.0.0.1", port: upstream.port, method: inReq.method, path: inReq.url, headers: inReq.headers },
+        (upRes) => {
+          inRes.writeHead(upRes.statusCode ?? 502, upRes.headers);
+          let flipped = inReq.method !== "GET" || !inReq.url?.endsWith(`/blobs/${layer}`);
+          upRes.on("data", (chunk: Buffer) => {
+            if (!flipped) {
+              chunk = Buffer.from(chunk);
+              chunk[Math.floor(chunk.length / 2)]! ^= 0x01;
+              flipped = true;
+              corrupted++;
+            }
+            inRes.write(chunk);
+          });
+          upRes.on("end", () => inRes.end());
+        },
+      );
       inReq.pipe(out);
     });
     await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
@@ -186,7 +227,9 @@ describe("a source that serves corrupt blob bytes", () => {
     }).catch((e: unknown) => e);
     expect(corrupted).toBeGreaterThan(0);
     expect(err).toMatchObject({ code: "DIGEST_MISMATCH" });
-    expect((err as Error).message).toMatch(/^blob sha256:[0-9a-f]{12}… from 127\.0\.0\.1:\d+\/.*: expected sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64} after \d+ bytes \(DIGEST_MISMATCH\); nothing was committed/);
+    expect((err as Error).message).toMatch(
+      /^blob sha256:[0-9a-f]{12}… from 127\.0\.0\.1:\d+\/.*: expected sha256:[0-9a-f]{64}, got sha256:[0-9a-f]{64} after \d+ bytes \(DIGEST_MISMATCH\); nothing was committed/,
+    );
     const layer = single.blobs[single.blobs.length - 1]!;
     expect(await new RegistryClient(mirror.host, options(mirror)).headBlob(`${run}/corrupt`, layer.digest)).toBeUndefined();
     expect(await inspectImage(`${mirror.host}/${run}/corrupt:v1`, options(mirror))).toBeUndefined();
@@ -231,10 +274,17 @@ describe("a copy interrupted by the target registry dying", () => {
     let restarting: Promise<unknown> | undefined;
     const patient = { ...options(target.endpoint), retry: { attempts: 12, minDelayMs: 200, maxDelayMs: 1000, maxRetryAfterMs: 2000 } };
     const r = await copyImage(
-      { source: big.ref, target: `${target.endpoint.host}/${run}/resumed`, sourceOptions: options(upstream), targetOptions: patient, concurrency: 1 },
+      {
+        source: big.ref,
+        target: `${target.endpoint.host}/${run}/resumed`,
+        sourceOptions: options(upstream),
+        targetOptions: patient,
+        concurrency: 1,
+      },
       {
         onProgress: (ev) => {
-          if (ev.phase === "blob" && (ev.bytes ?? 0) > 16 * 1024 * 1024 && !restarting) restarting = target.kill().then(() => target.start());
+          if (ev.phase === "blob" && (ev.bytes ?? 0) > 16 * 1024 * 1024 && !restarting)
+            restarting = target.kill().then(() => target.start());
         },
       },
     );
@@ -244,7 +294,9 @@ describe("a copy interrupted by the target registry dying", () => {
     expect(await digestOf(target.endpoint, `${run}/resumed:v1`)).toBe(big.digest);
     const log = readRequests(target.endpoint, 0);
     expect(log.some((l) => l.method === "GET" && l.path.includes(`/${run}/resumed/blobs/uploads/`))).toBe(true);
-    expect(log.filter((l) => l.method === "PUT" && l.path.includes(`/${run}/resumed/blobs/uploads/`) && l.status === 201)).toHaveLength(big.blobs.length);
+    expect(log.filter((l) => l.method === "PUT" && l.path.includes(`/${run}/resumed/blobs/uploads/`) && l.status === 201)).toHaveLength(
+      big.blobs.length,
+    );
   }, 300_000);
 
   it("plans nothing to upload for the completed copy", async () => {

@@ -45,7 +45,13 @@ afterEach(async () => {
 
 /** A copy from the source behind the proxy to a fresh repository of the mirror. */
 function fromProxy(p: FaultProxy, repo: string, extra: Partial<CopyRequest> = {}): CopyRequest {
-  return { source: `${p.host}/${run}/app:v1`, target: `${mirror.host}/${run}/${repo}`, sourceOptions: options(undefined), targetOptions: options(mirror), ...extra };
+  return {
+    source: `${p.host}/${run}/app:v1`,
+    target: `${mirror.host}/${run}/${repo}`,
+    sourceOptions: options(undefined),
+    targetOptions: options(mirror),
+    ...extra,
+  };
 }
 
 const blobPath = () => new RegExp(`/blobs/${layer}$`);
@@ -56,13 +62,20 @@ describe("§4.1 a source that never answers one blob", () => {
     const p = await proxied(upstream, [{ method: "GET", path: blobPath(), fault: { kind: "stall" } }]);
     const lines: string[] = [];
     const started = Date.now();
-    const err = await copyImage(fromProxy(p, "stalled"), { timeoutMs: 5000, waitNoticeMs: 1000, onProgress: (ev: ProgressEvent) => lines.push(formatEvent(ev)) }).catch((e: unknown) => e);
+    const err = await copyImage(fromProxy(p, "stalled"), {
+      timeoutMs: 5000,
+      waitNoticeMs: 1000,
+      onProgress: (ev: ProgressEvent) => lines.push(formatEvent(ev)),
+    }).catch((e: unknown) => e);
     const took = Date.now() - started;
     expect(err).toMatchObject({ code: "TIMEOUT" });
     expect((err as Error).message).toContain(short());
     expect((err as Error).message).toContain(`source registry ${p.host}`);
     expect(took).toBeLessThan(10_000);
-    expect(lines.some((l) => l.includes(`waiting for blob ${short()}`) && l.includes(p.host) && /: [1-4] s$/.test(l)), lines.join("\n")).toBe(true);
+    expect(
+      lines.some((l) => l.includes(`waiting for blob ${short()}`) && l.includes(p.host) && /: [1-4] s$/.test(l)),
+      lines.join("\n"),
+    ).toBe(true);
     expect(await inspectImage(`${mirror.host}/${run}/stalled:v1`, options(mirror))).toBeUndefined();
   });
 
@@ -70,13 +83,21 @@ describe("§4.1 a source that never answers one blob", () => {
     // Every blob stalls (the config read while planning too), so the 2 s cannot race the plan.
     const p = await proxied(upstream, [{ method: "GET", path: /\/blobs\/sha256:/, fault: { kind: "stall" } }]);
     const err = await copyImage(fromProxy(p, "stalled-signal"), { signal: AbortSignal.timeout(2000) }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: "TIMEOUT", message: expect.stringMatching(/waiting for blob sha256:[0-9a-f]{12} from the source registry 127\.0\.0\.1:\d+/) });
+    expect(err).toMatchObject({
+      code: "TIMEOUT",
+      message: expect.stringMatching(/waiting for blob sha256:[0-9a-f]{12} from the source registry 127\.0\.0\.1:\d+/),
+    });
   });
 });
 
 describe("§4.2 rate limits", () => {
   it("waits out 429 + Retry-After: 1 on the first 5 requests and finishes the copy", async () => {
-    const p = await proxied(upstream, [{ times: 5, fault: { kind: "status", status: 429, headers: { "retry-after": "1" }, body: distributionError("TOOMANYREQUESTS", "slow down") } }]);
+    const p = await proxied(upstream, [
+      {
+        times: 5,
+        fault: { kind: "status", status: 429, headers: { "retry-after": "1" }, body: distributionError("TOOMANYREQUESTS", "slow down") },
+      },
+    ]);
     const r = await copyImage(fromProxy(p, "ratelimited"));
     expect(p.hits(0)).toBe(5);
     expect(r.digest).toBe(image.digest);
@@ -85,16 +106,30 @@ describe("§4.2 rate limits", () => {
 
   it("waits out 429s on streamed blob uploads too, without spending the blob's attempts", async () => {
     // Three 429s on PUTs, against a blob retry policy of 3 attempts: only a paced retry gets through.
-    const p = await proxied(upstream, [{ method: "PUT", path: /\/blobs\/uploads\//, times: 3, fault: { kind: "status", status: 429, headers: { "retry-after": "1" } } }]);
+    const p = await proxied(upstream, [
+      { method: "PUT", path: /\/blobs\/uploads\//, times: 3, fault: { kind: "status", status: 429, headers: { "retry-after": "1" } } },
+    ]);
     const repo = `${run}/ratelimited-put`;
-    const r = await copyImage({ source: image.ref, target: `${p.host}/${repo}`, sourceOptions: options(upstream), targetOptions: options(undefined), concurrency: 1 });
+    const r = await copyImage({
+      source: image.ref,
+      target: `${p.host}/${repo}`,
+      sourceOptions: options(upstream),
+      targetOptions: options(undefined),
+      concurrency: 1,
+    });
     expect(r.digest).toBe(image.digest);
     expect(p.hits(0)).toBe(3);
     expect(await digestOf(upstream, `${repo}:v1`)).toBe(image.digest);
   });
 
   it("pauses every request to a host that said RateLimit-Remaining: 0 until RateLimit-Reset", async () => {
-    const p = await proxied(upstream, [{ method: "HEAD", times: 1, fault: { kind: "headers", headers: { "ratelimit-limit": "100;w=60", "ratelimit-remaining": "0;w=60", "ratelimit-reset": "2" } } }]);
+    const p = await proxied(upstream, [
+      {
+        method: "HEAD",
+        times: 1,
+        fault: { kind: "headers", headers: { "ratelimit-limit": "100;w=60", "ratelimit-remaining": "0;w=60", "ratelimit-reset": "2" } },
+      },
+    ]);
     const r = await copyImage(fromProxy(p, "reset"));
     expect(r.digest).toBe(image.digest);
     const [first, second] = p.requests;
@@ -142,12 +177,21 @@ function openSessions(ep: RegistryEndpoint, repo: string): string[] {
 }
 
 describe("§4.4 a target on a full disk", () => {
-  const full = distributionError("UNKNOWN", "unknown error", "filesystem: write /var/lib/registry/docker/registry/v2/repositories/x/_uploads/y/data: no space left on device");
+  const full = distributionError(
+    "UNKNOWN",
+    "unknown error",
+    "filesystem: write /var/lib/registry/docker/registry/v2/repositories/x/_uploads/y/data: no space left on device",
+  );
 
   it("surfaces the registry's detail as NO_SPACE and leaves no upload session open", async () => {
     const p = await proxied(upstream, [{ method: "PUT", path: /\/blobs\/uploads\//, fault: { kind: "status", status: 500, body: full } }]);
     const repo = `${run}/full`;
-    const err = await copyImage({ source: image.ref, target: `${p.host}/${repo}`, sourceOptions: options(upstream), targetOptions: options(undefined) }).catch((e: unknown) => e);
+    const err = await copyImage({
+      source: image.ref,
+      target: `${p.host}/${repo}`,
+      sourceOptions: options(upstream),
+      targetOptions: options(undefined),
+    }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "NO_SPACE" });
     expect((err as Error).message).toContain("no space left on device");
     expect((err as Error).message).toContain(`target registry ${p.host}`);
@@ -158,7 +202,10 @@ describe("§4.4 a target on a full disk", () => {
   it("cancels the upload sessions of a copy that ran out of time", async () => {
     const p = await proxied(upstream, [{ method: "PUT", path: /\/blobs\/uploads\//, fault: { kind: "stall" } }]);
     const repo = `${run}/stalled-upload`;
-    const err = await copyImage({ source: image.ref, target: `${p.host}/${repo}`, sourceOptions: options(upstream), targetOptions: options(undefined) }, { timeoutMs: 2000 }).catch((e: unknown) => e);
+    const err = await copyImage(
+      { source: image.ref, target: `${p.host}/${repo}`, sourceOptions: options(upstream), targetOptions: options(undefined) },
+      { timeoutMs: 2000 },
+    ).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "TIMEOUT", message: expect.stringContaining(`target registry ${p.host}`) });
     expect(p.requests.filter((r) => r.method === "POST").length).toBeGreaterThan(0);
     const deadline = Date.now() + 5000;

@@ -20,7 +20,13 @@ let image: SeededImage;
 beforeAll(async () => {
   forgetKnownLocations();
   dir = mkdtempSync(join(tmpdir(), "iy-layout-it-"));
-  image = await seedImage(upstream, `${run}/app:v1`, { layers: 2, layerSize: "512K", platforms: ["linux/amd64", "linux/arm64"], seed: "b2-layout", withSignature: true });
+  image = await seedImage(upstream, `${run}/app:v1`, {
+    layers: 2,
+    layerSize: "512K",
+    platforms: ["linux/amd64", "linux/arm64"],
+    seed: "b2-layout",
+    withSignature: true,
+  });
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -29,12 +35,16 @@ describe("OCI image layout with real registries", () => {
     const out = await copyImage({ source: image.ref, target: `oci:${join(dir, "ours")}`, sourceOptions: anonymous });
     expect(out.digest).toBe(image.digest);
     expect(out.signaturesCopied).toBe(1);
-    const tags = (JSON.parse(readFileSync(join(dir, "ours", "index.json"), "utf8")) as { manifests: Array<{ annotations?: Record<string, string> }> }).manifests.map(
-      (m) => m.annotations?.["org.opencontainers.image.ref.name"],
-    );
+    const tags = (
+      JSON.parse(readFileSync(join(dir, "ours", "index.json"), "utf8")) as { manifests: Array<{ annotations?: Record<string, string> }> }
+    ).manifests.map((m) => m.annotations?.["org.opencontainers.image.ref.name"]);
     expect(tags.sort()).toEqual([image.signature!.tag, "v1"].sort());
 
-    const back = await copyImage({ source: `oci-layout:${join(dir, "ours")}:v1`, target: `${mirror.host}/${run}/airgapped`, targetOptions: mirrorOptions });
+    const back = await copyImage({
+      source: `oci-layout:${join(dir, "ours")}:v1`,
+      target: `${mirror.host}/${run}/airgapped`,
+      targetOptions: mirrorOptions,
+    });
     expect(back.digest).toBe(image.digest);
     expect(back.signaturesCopied).toBe(1);
     expect(await digestOf(mirror, `${run}/airgapped:v1`)).toBe(image.digest);
@@ -48,7 +58,15 @@ describe("OCI image layout with real registries", () => {
 
   it("reads a layout skopeo wrote and pushes it with the digest intact", async () => {
     const layout = join(dir, "by-skopeo");
-    await runSkopeo(["copy", "-q", "--all", "--preserve-digests", ...skopeoFlags(upstream, "src"), dockerRef(upstream, `${run}/app:v1`), `oci:${layout}:v1`]);
+    await runSkopeo([
+      "copy",
+      "-q",
+      "--all",
+      "--preserve-digests",
+      ...skopeoFlags(upstream, "src"),
+      dockerRef(upstream, `${run}/app:v1`),
+      `oci:${layout}:v1`,
+    ]);
     const r = await copyImage({ source: `oci:${layout}:v1`, target: `${mirror.host}/${run}/from-skopeo`, targetOptions: mirrorOptions });
     expect(r.digest).toBe(image.digest);
     expect(await digestOf(mirror, `${run}/from-skopeo:v1`)).toBe(image.digest);

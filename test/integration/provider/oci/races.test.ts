@@ -27,7 +27,11 @@ describe("§4.5 concurrent copies of one image into one tag", () => {
   it("30 copies at once of the same image to the same tag all succeed with the right digest", async () => {
     forgetKnownLocations();
     const target = `${mirror.host}/${run}/same`;
-    const results = await Promise.allSettled(Array.from({ length: 30 }, () => copyImage({ source: image.ref, target, sourceOptions: options(upstream), targetOptions: options(mirror) })));
+    const results = await Promise.allSettled(
+      Array.from({ length: 30 }, () =>
+        copyImage({ source: image.ref, target, sourceOptions: options(upstream), targetOptions: options(mirror) }),
+      ),
+    );
     const failed = results.flatMap((r) => (r.status === "rejected" ? [String((r.reason as Error).message)] : []));
     expect(failed).toEqual([]);
     expect(await digestOf(mirror, `${run}/same:v1`)).toBe(image.digest);
@@ -44,19 +48,36 @@ describe("§4.5 the registry rejecting a verified blob with DIGEST_INVALID (the 
 
   it("looks whether the blob landed (another upload committed it) and finishes the copy", async () => {
     // The registry stores the blob; the answer says DIGEST_INVALID, as the losing side of the race hears.
-    proxy = await startFaultProxy(mirror, [{ method: "PUT", path: /\/blobs\/uploads\//, times: 1, fault: { kind: "replace", status: 400, body: invalid } }]);
-    const r = await copyImage({ source: image.ref, target: `${proxy.host}/${run}/landed`, sourceOptions: options(upstream), targetOptions: options(mirror) });
+    proxy = await startFaultProxy(mirror, [
+      { method: "PUT", path: /\/blobs\/uploads\//, times: 1, fault: { kind: "replace", status: 400, body: invalid } },
+    ]);
+    const r = await copyImage({
+      source: image.ref,
+      target: `${proxy.host}/${run}/landed`,
+      sourceOptions: options(upstream),
+      targetOptions: options(mirror),
+    });
     expect(r.digest).toBe(image.digest);
     expect(proxy.hits(0)).toBe(1);
     expect(proxy.requests.filter((q) => q.method === "HEAD" && /\/blobs\/sha256:/.test(q.path)).length).toBeGreaterThan(image.blobs.length);
   });
 
   it("retries once when the blob did not land, then says truthfully what happened", async () => {
-    proxy = await startFaultProxy(mirror, [{ method: "PUT", path: /\/blobs\/uploads\//, fault: { kind: "status", status: 400, body: invalid } }]);
-    const err = await copyImage({ source: image.ref, target: `${proxy.host}/${run}/rejected`, sourceOptions: options(upstream), targetOptions: options(mirror), concurrency: 1 }).catch((e: unknown) => e);
+    proxy = await startFaultProxy(mirror, [
+      { method: "PUT", path: /\/blobs\/uploads\//, fault: { kind: "status", status: 400, body: invalid } },
+    ]);
+    const err = await copyImage({
+      source: image.ref,
+      target: `${proxy.host}/${run}/rejected`,
+      sourceOptions: options(upstream),
+      targetOptions: options(mirror),
+      concurrency: 1,
+    }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "DIGEST_MISMATCH" });
     const msg = (err as Error).message;
-    expect(msg).toMatch(/rejected the upload twice as not matching its digest \(400 DIGEST_INVALID\), although every byte sent was verified/);
+    expect(msg).toMatch(
+      /rejected the upload twice as not matching its digest \(400 DIGEST_INVALID\), although every byte sent was verified/,
+    );
     expect(msg).not.toMatch(/changed in transit/);
     expect(proxy.requests.filter((q) => q.method === "PUT")).toHaveLength(2);
   });
@@ -64,7 +85,12 @@ describe("§4.5 the registry rejecting a verified blob with DIGEST_INVALID (the 
 
 describe("§4.6 credentials typed into a reference", () => {
   it("never echoes the password and says where credentials go", async () => {
-    const err = await copyImage({ source: image.ref, target: `robot:S3cret@${mirror.host}/${run}/x`, sourceOptions: options(upstream), targetOptions: { ...options(mirror), credentialsInput: "targetAuth" } }).catch((e: unknown) => e);
+    const err = await copyImage({
+      source: image.ref,
+      target: `robot:S3cret@${mirror.host}/${run}/x`,
+      sourceOptions: options(upstream),
+      targetOptions: { ...options(mirror), credentialsInput: "targetAuth" },
+    }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "INVALID_INPUT" });
     expect((err as Error).message).not.toContain("S3cret");
     expect((err as Error).message).toContain("targetAuth");
@@ -83,13 +109,27 @@ describe("§4.7 a 401 whose Bearer realm is another host over plain http", () =>
 
   async function foreignRealm(): Promise<{ p: FaultProxy; rec: RealmRecorder }> {
     recorder = await startRealmRecorder("127.0.0.2");
-    proxy = await startFaultProxy(mirror, [{ fault: { kind: "status", status: 401, headers: { "www-authenticate": `Bearer realm="${recorder.realm}",service="foreign"` }, body: "{}" } }]);
+    proxy = await startFaultProxy(mirror, [
+      {
+        fault: {
+          kind: "status",
+          status: 401,
+          headers: { "www-authenticate": `Bearer realm="${recorder.realm}",service="foreign"` },
+          body: "{}",
+        },
+      },
+    ]);
     return { p: proxy, rec: recorder };
   }
 
   it("refuses to send the credentials there and says why", async () => {
     const { p, rec } = await foreignRealm();
-    const err = await copyImage({ source: image.ref, target: `${p.host}/${run}/realm`, sourceOptions: options(upstream), targetOptions: { ...options(mirror), credentialsInput: "targetAuth" } }).catch((e: unknown) => e);
+    const err = await copyImage({
+      source: image.ref,
+      target: `${p.host}/${run}/realm`,
+      sourceOptions: options(upstream),
+      targetOptions: { ...options(mirror), credentialsInput: "targetAuth" },
+    }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "REGISTRY_UNAUTHORIZED" });
     const msg = (err as Error).message;
     expect(msg).toContain(rec.host);
@@ -101,7 +141,12 @@ describe("§4.7 a 401 whose Bearer realm is another host over plain http", () =>
 
   it("sends them when that host is explicitly insecure", async () => {
     const { p, rec } = await foreignRealm();
-    await copyImage({ source: image.ref, target: `${p.host}/${run}/realm-ok`, sourceOptions: options(upstream), targetOptions: { ...options(mirror), insecureHosts: [rec.host] } }).catch(() => undefined);
+    await copyImage({
+      source: image.ref,
+      target: `${p.host}/${run}/realm-ok`,
+      sourceOptions: options(upstream),
+      targetOptions: { ...options(mirror), insecureHosts: [rec.host] },
+    }).catch(() => undefined);
     expect(rec.authorizations.some((a) => a?.startsWith("Basic "))).toBe(true);
   });
 });

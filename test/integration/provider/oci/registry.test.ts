@@ -25,7 +25,11 @@ const run = `b1-${Date.now().toString(36)}-${randomBytes(2).toString("hex")}`;
 const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 function client(ep: RegistryEndpoint, opts: RegistryOptions = {}, requests?: string[]): RegistryClient {
-  const o: RegistryOptions = { dockerConfig: false, retry: { attempts: 2, minDelayMs: 50, maxDelayMs: 200, maxRetryAfterMs: 2000 }, ...opts };
+  const o: RegistryOptions = {
+    dockerConfig: false,
+    retry: { attempts: 2, minDelayMs: 50, maxDelayMs: 200, maxRetryAfterMs: 2000 },
+    ...opts,
+  };
   if (requests) o.onRequest = (m, u, s) => requests.push(`${m} ${new URL(u).pathname} ${s}`);
   return new RegistryClient(ep.host, o);
 }
@@ -33,7 +37,6 @@ function client(ep: RegistryEndpoint, opts: RegistryOptions = {}, requests?: str
 function creds(ep: RegistryEndpoint): RegistryOptions["credentials"] {
   return { username: ep.username!, password: ep.password! };
 }
-
 
 async function sha256Of(r: Readable): Promise<{ digest: string; n: number }> {
   const h = createHash("sha256");
@@ -46,7 +49,11 @@ async function sha256Of(r: Readable): Promise<{ digest: string; n: number }> {
 }
 
 /** Pushes config + one layer with the client, then returns an OCI manifest naming them. */
-async function pushSmallImage(c: RegistryClient, repo: string, chunked: boolean): Promise<{ manifest: Buffer; layer: Buffer; config: Buffer }> {
+async function pushSmallImage(
+  c: RegistryClient,
+  repo: string,
+  chunked: boolean,
+): Promise<{ manifest: Buffer; layer: Buffer; config: Buffer }> {
   const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] }, run }));
   const layer = randomBytes(300 * 1024);
   for (const blob of [config, layer]) {
@@ -83,7 +90,13 @@ describe("anonymous registry (upstream)", () => {
   let list: SeededImage;
   beforeAll(async () => {
     img = await seedImage(upstream, `${run}/anon:v1`, { layers: 2, layerSize: "64K", seed: "b1-anon" });
-    list = await seedImage(upstream, `${run}/multi:v1`, { layers: 1, layerSize: "32K", platforms: ["linux/amd64", "linux/arm64"], format: "docker", seed: "b1-multi" });
+    list = await seedImage(upstream, `${run}/multi:v1`, {
+      layers: 1,
+      layerSize: "32K",
+      platforms: ["linux/amd64", "linux/arm64"],
+      format: "docker",
+      seed: "b1-multi",
+    });
   }, 120_000);
 
   it("HEAD and GET a tag give the digest skopeo pushed, in one request each", async () => {
@@ -94,7 +107,10 @@ describe("anonymous registry (upstream)", () => {
     const got = await c.getManifest(`${run}/anon`, "v1");
     expect(got.digest).toBe(img.digest);
     expect(parseManifest(got.bytes, got.mediaType).layers).toHaveLength(2);
-    expect(reqs.filter((r) => r.includes("/manifests/"))).toEqual([`HEAD /v2/${run}/anon/manifests/v1 200`, `GET /v2/${run}/anon/manifests/v1 200`]);
+    expect(reqs.filter((r) => r.includes("/manifests/"))).toEqual([
+      `HEAD /v2/${run}/anon/manifests/v1 200`,
+      `GET /v2/${run}/anon/manifests/v1 200`,
+    ]);
   });
 
   it("gets a Docker manifest list with its own digest (the four-type Accept prevents a schema-1 rewrite)", async () => {
@@ -124,7 +140,9 @@ describe("anonymous registry (upstream)", () => {
     expect(await c.headBlob(`${run}/anon`, `sha256:${"0".repeat(64)}`)).toBeUndefined();
     const e = await caught(c.getManifest(`${run}/anon`, "v9"));
     expect(e.code).toBe("MANIFEST_UNKNOWN");
-    expect(e.message).toBe(`pull ${upstream.host}/${run}/anon:v9: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.`);
+    expect(e.message).toBe(
+      `pull ${upstream.host}/${run}/anon:v9: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.`,
+    );
   });
 
   it("lists tags", async () => {
@@ -184,9 +202,16 @@ describe("htpasswd registry (mirror)", () => {
   });
 
   it("rejects a wrong password with REGISTRY_UNAUTHORIZED naming the input, never the password", async () => {
-    const e = await caught(client(mirror, { credentials: { username: mirror.username!, password: "not-the-password" }, credentialsInput: "targetAuth" }).headManifest(`${run}/x`, "v1"));
+    const e = await caught(
+      client(mirror, {
+        credentials: { username: mirror.username!, password: "not-the-password" },
+        credentialsInput: "targetAuth",
+      }).headManifest(`${run}/x`, "v1"),
+    );
     expect(e.code).toBe("REGISTRY_UNAUTHORIZED");
-    expect(e.message).toBe(`inspect ${mirror.host}/${run}/x:v1: registry refused the credentials (401 UNAUTHORIZED). Check targetAuth for ${mirror.host}.`);
+    expect(e.message).toBe(
+      `inspect ${mirror.host}/${run}/x:v1: registry refused the credentials (401 UNAUTHORIZED). Check targetAuth for ${mirror.host}.`,
+    );
     expect(e.message).not.toContain("not-the-password");
   });
 
@@ -202,7 +227,10 @@ describe("htpasswd registry (mirror)", () => {
     try {
       const helper = join(dir, "docker-credential-iytest");
       const secret = JSON.stringify({ ServerURL: mirror.host, Username: mirror.username, Secret: mirror.password });
-      writeFileSync(helper, `#!/bin/sh\nread -r server\n[ "$server" = "${mirror.host}" ] || { echo "credentials not found in native keychain"; exit 1; }\necho '${secret}'\n`);
+      writeFileSync(
+        helper,
+        `#!/bin/sh\nread -r server\n[ "$server" = "${mirror.host}" ] || { echo "credentials not found in native keychain"; exit 1; }\necho '${secret}'\n`,
+      );
       chmodSync(helper, 0o755);
       writeFileSync(join(dir, "config.json"), JSON.stringify({ credHelpers: { [mirror.host]: "iytest" } }));
       process.env.PATH = `${dir}${delimiter}${oldPath ?? ""}`;
@@ -217,7 +245,14 @@ describe("htpasswd registry (mirror)", () => {
 
   it("rejects a manifest whose blobs are missing with MANIFEST_INVALID and what to push first", async () => {
     const c = client(mirror, { credentials: creds(mirror) });
-    const m = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: OCI_CONFIG, digest: `sha256:${"1".repeat(64)}`, size: 2 }, layers: [] }));
+    const m = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: OCI_CONFIG, digest: `sha256:${"1".repeat(64)}`, size: 2 },
+        layers: [],
+      }),
+    );
     const e = await caught(c.putManifest(`${run}/orphan`, "v1", m, OCI_MANIFEST));
     expect(e.code).toBe("MANIFEST_INVALID");
     expect(e.message).toMatch(/\(400 MANIFEST_BLOB_UNKNOWN\)\. Push every blob/);
@@ -292,11 +327,20 @@ describe("token (bearer) registry", () => {
     expect((await reader.getManifest(repo, "v1")).digest).toBe(sha(img.manifest));
     const e = await caught(reader.putManifest(repo, "v2", img.manifest, OCI_MANIFEST));
     expect(isImageyardError(e, "REGISTRY_DENIED")).toBe(true);
-    expect(e.message).toMatch(new RegExp(`^push ${token.host}/${run}/tok-ro:v2: registry denied access .*Check that the account in targetAuth for ${token.host} may push`));
+    expect(e.message).toMatch(
+      new RegExp(
+        `^push ${token.host}/${run}/tok-ro:v2: registry denied access .*Check that the account in targetAuth for ${token.host} may push`,
+      ),
+    );
   });
 
   it("a wrong password is refused at the token service with REGISTRY_UNAUTHORIZED", async () => {
-    const e = await caught(client(token, { credentials: { username: token.pushUser!.username, password: "wrong" }, credentialsInput: "sourceAuth" }).headManifest(`${run}/tok-src`, "v1"));
+    const e = await caught(
+      client(token, {
+        credentials: { username: token.pushUser!.username, password: "wrong" },
+        credentialsInput: "sourceAuth",
+      }).headManifest(`${run}/tok-src`, "v1"),
+    );
     expect(e.code).toBe("REGISTRY_UNAUTHORIZED");
     expect(e.message).toMatch(/registry refused the credentials \(401.*\)\. Check sourceAuth for /);
   });

@@ -5,7 +5,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listImages, type GlanceClient, type GlanceImage } from "../../../../provider/glance/images";
 import { findImage } from "../../../../provider/glance/images";
-import { checkCommunityImage, createCommunityImage, deleteCommunityImage, diffCommunityImage, readCommunityImage, updateCommunityImage, type CommunityImageInputs } from "../../../../provider/resources/communityImage.lifecycle";
+import {
+  checkCommunityImage,
+  createCommunityImage,
+  deleteCommunityImage,
+  diffCommunityImage,
+  readCommunityImage,
+  updateCommunityImage,
+  type CommunityImageInputs,
+} from "../../../../provider/resources/communityImage.lifecycle";
 import type { GlanceTestbed } from "../../../testbed/glance";
 import { bed, disks, glanceAs, imageUrl, sweep, uniqueName } from "../glance/helpers";
 
@@ -29,7 +37,15 @@ function inputs(over: Partial<CommunityImageInputs> = {}): CommunityImageInputs 
     name: uniqueName("hook"),
     source: { url: imageUrl("disk.qcow2"), checksum: `sha256:${disks().files["disk.qcow2"]!.sha256}` },
     diskFormat: "qcow2",
-    credentials: { authUrl: tb.authUrl, username: a.username, password: a.password, projectName: a.projectName, userDomainName: "Default", projectDomainName: "Default", region: tb.region },
+    credentials: {
+      authUrl: tb.authUrl,
+      username: a.username,
+      password: a.password,
+      projectName: a.projectName,
+      userDomainName: "Default",
+      projectDomainName: "Default",
+      region: tb.region,
+    },
     ...over,
   };
 }
@@ -43,7 +59,8 @@ describe("catalog hooks of CommunityImage on the real Glance", () => {
     // Watch Glance the whole time the create runs: every image carrying the final name must be active.
     const watch = (async () => {
       while (!done) {
-        for (const img of await listImages(demo, { visibility: "all" })) if (img.name === i.name || img.name === staged) seen.push({ name: img.name, status: img.status });
+        for (const img of await listImages(demo, { visibility: "all" }))
+          if (img.name === i.name || img.name === staged) seen.push({ name: img.name, status: img.status });
         await new Promise((r) => setTimeout(r, 30));
       }
     })();
@@ -66,15 +83,23 @@ describe("catalog hooks of CommunityImage on the real Glance", () => {
     const r = await checkCommunityImage(old, changed, { ...deps, preflight: false });
     expect(r.failures).toHaveLength(1);
     expect(r.failures[0]!.property).toBe("source");
-    expect(r.failures[0]!.reason).toMatch(/key "cirros_a" was published from .*disk\.qcow2 .*source changed to .*disk\.qcow2\.gz.*Keys are immutable.*new key, e\.g\. "cirros_b"/);
+    expect(r.failures[0]!.reason).toMatch(
+      /key "cirros_a" was published from .*disk\.qcow2 .*source changed to .*disk\.qcow2\.gz.*Keys are immutable.*new key, e\.g\. "cirros_b"/,
+    );
     expect((await checkCommunityImage(old, { ...old }, { ...deps, preflight: false })).failures).toEqual([]);
     // Without the lock the same change is an ordinary replacement (no check failure).
-    expect((await checkCommunityImage(old, { ...changed, immutableSource: undefined }, { ...deps, preflight: false })).failures).toEqual([]);
+    expect((await checkCommunityImage(old, { ...changed, immutableSource: undefined }, { ...deps, preflight: false })).failures).toEqual(
+      [],
+    );
   });
 
   it("immutableSource: a checksumUrl that now lists another build is refused too (resolved in check, so preview shows it)", async () => {
     const lock = { key: "sums" };
-    const i = { ...inputs(), source: { url: imageUrl("disk.qcow2"), checksumUrl: `${disks().url}/images/SHA256SUMS` }, immutableSource: lock };
+    const i = {
+      ...inputs(),
+      source: { url: imageUrl("disk.qcow2"), checksumUrl: `${disks().url}/images/SHA256SUMS` },
+      immutableSource: lock,
+    };
     const prev = { ...i, resolvedChecksum: `sha256:${"0".repeat(64)}` };
     const r = await checkCommunityImage(prev, i, { ...deps, preflight: false });
     expect(r.inputs.resolvedChecksum).toBe(`sha256:${disks().files["disk.qcow2"]!.sha256}`);
@@ -84,7 +109,15 @@ describe("catalog hooks of CommunityImage on the real Glance", () => {
   it("members: a shared image is shared with project other and accepted as other; dropping the member revokes; refresh sees a membership removed outside", async () => {
     const o = tb.accounts.other;
     const otherId = o.projectId;
-    const otherCreds = { authUrl: tb.authUrl, username: o.username, password: o.password, projectName: o.projectName, userDomainName: "Default", projectDomainName: "Default", region: tb.region };
+    const otherCreds = {
+      authUrl: tb.authUrl,
+      username: o.username,
+      password: o.password,
+      projectName: o.projectName,
+      userDomainName: "Default",
+      projectDomainName: "Default",
+      region: tb.region,
+    };
     const other = await glanceAs(tb, "other");
     const i = { ...inputs(), visibility: "shared" as const, members: [otherId], memberCredentials: { [otherId]: otherCreds } };
     expect((await checkCommunityImage({}, i, { ...deps, preflight: false })).failures).toEqual([]);
@@ -110,6 +143,8 @@ describe("catalog hooks of CommunityImage on the real Glance", () => {
 
   it("members: check refuses members on an image that is not shared, naming the property", async () => {
     const r = await checkCommunityImage({}, { ...inputs(), members: [tb.accounts.other.projectId] }, { ...deps, preflight: false });
-    expect(r.failures).toEqual([{ property: "members", reason: expect.stringMatching(/members need visibility "shared" \(it is "community"\)/) }]);
+    expect(r.failures).toEqual([
+      { property: "members", reason: expect.stringMatching(/members need visibility "shared" \(it is "community"\)/) },
+    ]);
   });
 });

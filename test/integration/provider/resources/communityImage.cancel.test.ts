@@ -42,11 +42,16 @@ describe("CommunityImage create stopped by a signal", () => {
           scratchDir: base,
         };
         const script = `require(${JSON.stringify(lifecycle)}).createCommunityImage(JSON.parse(process.env.IY_INPUTS)).then(() => console.log("DONE"), (e) => console.log("FAILED " + e.message));`;
-        const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, IY_INPUTS: JSON.stringify(inputs) }, stdio: ["ignore", "pipe", "pipe"] });
+        const child = spawn(process.execPath, ["-e", script], {
+          env: { ...process.env, IY_INPUTS: JSON.stringify(inputs) },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
         let out = "";
         child.stdout.on("data", (d: Buffer) => (out += d.toString()));
         child.stderr.on("data", (d: Buffer) => (out += d.toString()));
-        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((ok) => child.on("exit", (code, signal) => ok({ code, signal })));
+        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((ok) =>
+          child.on("exit", (code, signal) => ok({ code, signal })),
+        );
         await waitUntil("the upload to start", 60_000, () => out.includes("uploading"));
         const t0 = Date.now();
         child.kill(sig);

@@ -14,7 +14,15 @@ beforeAll(async () => {
 
 function credentials(password = tb.accounts.demo.password) {
   const a = tb.accounts.demo;
-  return { authUrl: tb.authUrl, username: a.username, password, projectName: a.projectName, userDomainName: "Default", projectDomainName: "Default", region: tb.region };
+  return {
+    authUrl: tb.authUrl,
+    username: a.username,
+    password,
+    projectName: a.projectName,
+    userDomainName: "Default",
+    projectDomainName: "Default",
+    region: tb.region,
+  };
 }
 
 function inputs(over: Partial<CommunityImageInputs> = {}): CommunityImageInputs {
@@ -64,10 +72,13 @@ describe("CommunityImage check (preview) on the real Keystone and disk image ser
     const r = await check(inputs({ source: { url: "file:///etc/passwd", checksum: "unverified" }, diskFormat: "raw" }));
     expect(r.reasons.source).toMatch(/file:\/\/ URLs read files of the host .* allowLocalFiles: true/);
     const local = `file://${disks().dir}/disk.qcow2`;
-    expect((await check(inputs({ source: { url: local, checksum: `sha256:${disks().files["disk.qcow2"]!.sha256}` }, allowLocalFiles: true }))).failures).toEqual([]);
+    expect(
+      (await check(inputs({ source: { url: local, checksum: `sha256:${disks().files["disk.qcow2"]!.sha256}` }, allowLocalFiles: true })))
+        .failures,
+    ).toEqual([]);
   });
 
-  it("a source without checksum or checksumUrl fails; checksum \"unverified\" passes and the preview says so", async () => {
+  it('a source without checksum or checksumUrl fails; checksum "unverified" passes and the preview says so', async () => {
     const none = await check(inputs({ source: { url: imageUrl("disk.qcow2") } }));
     expect(none.reasons["source.checksum"]).toMatch(/source\.checksum or source\.checksumUrl is required.* checksum: "unverified"/);
     const opted = await check(inputs({ source: { url: imageUrl("disk.qcow2"), checksum: "unverified" } }));
@@ -75,9 +86,19 @@ describe("CommunityImage check (preview) on the real Keystone and disk image ser
     expect(opted.logs.join("\n")).toMatch(/source\.checksum is "unverified"/);
   });
 
-  for (const [given, file] of [["gzip", "disk.qcow2.gz"], ["gz", "disk.qcow2.gz"], ["bzip2", "disk.qcow2.bz2"], ["bz2", "disk.qcow2.bz2"], ["xz", "disk.qcow2.xz"], ["zstd", "disk.qcow2.zst"], ["zst", "disk.qcow2.zst"]] as const) {
+  for (const [given, file] of [
+    ["gzip", "disk.qcow2.gz"],
+    ["gz", "disk.qcow2.gz"],
+    ["bzip2", "disk.qcow2.bz2"],
+    ["bz2", "disk.qcow2.bz2"],
+    ["xz", "disk.qcow2.xz"],
+    ["zstd", "disk.qcow2.zst"],
+    ["zst", "disk.qcow2.zst"],
+  ] as const) {
     it(`source.compression "${given}" passes check (was: "gzip" failed check, "gz" failed tsc)`, async () => {
-      const r = await check(inputs({ source: { url: imageUrl(file), compression: given, checksum: `sha256:${disks().files[file]!.sha256}` } }));
+      const r = await check(
+        inputs({ source: { url: imageUrl(file), compression: given, checksum: `sha256:${disks().files[file]!.sha256}` } }),
+      );
       expect(r.failures).toEqual([]);
     });
   }

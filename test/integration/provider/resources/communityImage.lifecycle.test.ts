@@ -15,7 +15,6 @@ import {
   readCommunityImage,
   updateCommunityImage,
   type CommunityImageInputs,
-  type CommunityImageOutputs,
 } from "../../../../provider/resources/communityImage.lifecycle";
 import type { GlanceTestbed } from "../../../testbed/glance";
 import { bed, disks, glanceAs, imageUrl, sweep, uniqueName } from "../glance/helpers";
@@ -46,7 +45,15 @@ afterAll(async () => {
 
 function credentials() {
   const a = tb.accounts.demo;
-  return { authUrl: tb.authUrl, username: a.username, password: a.password, projectName: a.projectName, userDomainName: "Default", projectDomainName: "Default", region: tb.region };
+  return {
+    authUrl: tb.authUrl,
+    username: a.username,
+    password: a.password,
+    projectName: a.projectName,
+    userDomainName: "Default",
+    projectDomainName: "Default",
+    region: tb.region,
+  };
 }
 
 function inputs(over: Partial<CommunityImageInputs> = {}): CommunityImageInputs {
@@ -77,7 +84,17 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
   });
 
   it("check rejects unreachable credentials config and bad values with messages naming the property", async () => {
-    const r = await checkCommunityImage({}, { ...inputs(), cloud: "no-such-cloud", credentials: undefined, visibility: "everyone" as never, source: { url: "ftp://x/y.img", checksum: "sha256:abc" } }, deps);
+    const r = await checkCommunityImage(
+      {},
+      {
+        ...inputs(),
+        cloud: "no-such-cloud",
+        credentials: undefined,
+        visibility: "everyone" as never,
+        source: { url: "ftp://x/y.img", checksum: "sha256:abc" },
+      },
+      deps,
+    );
     const props = r.failures.map((f) => f.property);
     expect(props).toContain("visibility");
     expect(props).toContain("source");
@@ -93,7 +110,13 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
     expect(outs.osHashValue).toBe(disks().files["disk.qcow2"]!.sha512);
     expect(outs.visibility).toBe("community");
     expect(outs.owner).toBe(tb.accounts.demo.projectId);
-    expect(outs.properties).toMatchObject({ image_source: i.source.url, image_build_date: "2024-07-17", image_original_user: "cirros", image_description: i.name, os_distro: "cirros" });
+    expect(outs.properties).toMatchObject({
+      image_source: i.source.url,
+      image_build_date: "2024-07-17",
+      image_original_user: "cirros",
+      image_description: i.name,
+      os_distro: "cirros",
+    });
     expect(JSON.stringify({ ...outs, credentials: undefined })).not.toContain(tb.accounts.demo.password);
 
     expect(diffCommunityImage(outs, await checked(inputs({ name: i.name }), i))).toEqual({ changes: false });
@@ -107,7 +130,10 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
     expect(updated.tags).toEqual(["imageyard", "renamed"]);
     expect(updated.properties.image_description).toBe(`${i.name}-v2`);
 
-    await patchImage(demo, id, [{ op: "replace", path: "/min_ram", value: 4096 }, { op: "replace", path: "/os_distro", value: "tampered" }]);
+    await patchImage(demo, id, [
+      { op: "replace", path: "/min_ram", value: 4096 },
+      { op: "replace", path: "/os_distro", value: "tampered" },
+    ]);
     const read = await readCommunityImage(id, updated, deps);
     expect(read.props!.minRam).toBe(4096);
     expect(read.props!.properties.os_distro).toBe("tampered");
@@ -117,8 +143,15 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
     expect(restored.properties.os_distro).toBe("cirros");
     expect(diffCommunityImage(restored, renamed)).toEqual({ changes: false });
 
-    const other = await checked({ ...renamed, source: { url: imageUrl("disk.qcow2"), checksum: `sha256:${disks().files["disk.qcow2"]!.sha256}` } }, renamed);
-    expect(diffCommunityImage(restored, other)).toEqual({ changes: true, replaces: ["source", "resolvedChecksum"], deleteBeforeReplace: false });
+    const other = await checked(
+      { ...renamed, source: { url: imageUrl("disk.qcow2"), checksum: `sha256:${disks().files["disk.qcow2"]!.sha256}` } },
+      renamed,
+    );
+    expect(diffCommunityImage(restored, other)).toEqual({
+      changes: true,
+      replaces: ["source", "resolvedChecksum"],
+      deleteBeforeReplace: false,
+    });
 
     await deleteCommunityImage(id, restored, deps);
     expect(await readCommunityImage(id, restored, deps)).toEqual({});
@@ -146,14 +179,25 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
     process.env.OS_CLIENT_CONFIG_FILE = join(configDir, "clouds.yaml");
     process.env.OS_CLIENT_SECURE_FILE = join(configDir, "secure.yaml");
     try {
-      const i = await checked(inputs({ credentials: undefined, cloud: "testbed", importMethod: "web-download", diskFormat: "raw", source: { url: imageUrl("disk.qcow2"), format: "qcow2", checksum: "unverified" } }));
+      const i = await checked(
+        inputs({
+          credentials: undefined,
+          cloud: "testbed",
+          importMethod: "web-download",
+          diskFormat: "raw",
+          source: { url: imageUrl("disk.qcow2"), format: "qcow2", checksum: "unverified" },
+        }),
+      );
       const { id, outs } = await createCommunityImage(i, deps);
       expect(outs.diskFormat).toBe("raw");
       expect(outs.osHashValue).toBe(disks().files["disk.raw"]!.sha512);
       expect(outs.owner).toBe(tb.applicationCredential.projectId);
       await deleteCommunityImage(id, outs, deps);
     } finally {
-      for (const [k, v] of [["OS_CLIENT_CONFIG_FILE", prev.c], ["OS_CLIENT_SECURE_FILE", prev.s]] as const) {
+      for (const [k, v] of [
+        ["OS_CLIENT_CONFIG_FILE", prev.c],
+        ["OS_CLIENT_SECURE_FILE", prev.s],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
@@ -164,24 +208,45 @@ describe("CommunityImage provider lifecycle on the real Glance", () => {
     const i = await checked(inputs({ hidden: true, visibility: "private" }));
     const { id } = await createCommunityImage(i, deps);
     const a = tb.accounts.demo;
-    const env = { OS_AUTH_URL: tb.authUrl, OS_USERNAME: a.username, OS_PASSWORD: a.password, OS_PROJECT_NAME: a.projectName, OS_USER_DOMAIN_NAME: "Default", OS_PROJECT_DOMAIN_NAME: "Default", OS_REGION_NAME: tb.region };
+    const env = {
+      OS_AUTH_URL: tb.authUrl,
+      OS_USERNAME: a.username,
+      OS_PASSWORD: a.password,
+      OS_PROJECT_NAME: a.projectName,
+      OS_USER_DOMAIN_NAME: "Default",
+      OS_PROJECT_DOMAIN_NAME: "Default",
+      OS_REGION_NAME: tb.region,
+    };
     const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
     Object.assign(process.env, env);
     try {
       const r = await readCommunityImage(id, undefined, deps);
       expect(r.id).toBe(id);
-      expect(r.props).toMatchObject({ name: i.name, hidden: true, visibility: "private", diskFormat: "qcow2", source: { url: i.source.url }, osHashValue: disks().files["disk.qcow2"]!.sha512 });
+      expect(r.props).toMatchObject({
+        name: i.name,
+        hidden: true,
+        visibility: "private",
+        diskFormat: "qcow2",
+        source: { url: i.source.url },
+        osHashValue: disks().files["disk.qcow2"]!.sha512,
+      });
     } finally {
       for (const [k, v] of Object.entries(saved)) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
     }
-    await deleteCommunityImage(id, { ...(await readCommunityImage(id, undefined, { ...deps, glance: demo })).props!, credentials: credentials() }, deps);
+    await deleteCommunityImage(
+      id,
+      { ...(await readCommunityImage(id, undefined, { ...deps, glance: demo })).props!, credentials: credentials() },
+      deps,
+    );
   });
 
   it("a create that fails after the image exists (web-download of a missing file) throws and leaves nothing in Glance", async () => {
-    const i = await checked(inputs({ importMethod: "web-download", source: { url: `${disks().url}/images/missing.qcow2`, checksum: "unverified" } }));
+    const i = await checked(
+      inputs({ importMethod: "web-download", source: { url: `${disks().url}/images/missing.qcow2`, checksum: "unverified" } }),
+    );
     const err = await createCommunityImage(i, deps).catch((e: unknown) => e);
     expect(isImageyardError(err, "GLANCE_IMPORT_FAILED")).toBe(true);
     expect((err as { id?: string }).id).toBeUndefined();

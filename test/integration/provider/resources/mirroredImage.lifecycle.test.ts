@@ -3,7 +3,16 @@
 import { randomBytes } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { RegistryClient } from "../../../../provider/oci/registry";
-import { checkMirror, createMirror, deleteMirror, diffMirror, readMirror, updateMirror, type MirrorInputs, type MirrorOutputs } from "../../../../provider/resources/mirroredImage.lifecycle";
+import {
+  checkMirror,
+  createMirror,
+  deleteMirror,
+  diffMirror,
+  readMirror,
+  updateMirror,
+  type MirrorInputs,
+  type MirrorOutputs,
+} from "../../../../provider/resources/mirroredImage.lifecycle";
 import { digestOf, seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 
@@ -16,7 +25,13 @@ let v1: SeededImage;
 let v2: SeededImage;
 
 beforeAll(async () => {
-  v1 = await seedImage(upstream, `${run}/app:v1`, { layers: 2, layerSize: "128K", platforms: ["linux/amd64", "linux/arm64"], seed: `${run}-1`, withSignature: true });
+  v1 = await seedImage(upstream, `${run}/app:v1`, {
+    layers: 2,
+    layerSize: "128K",
+    platforms: ["linux/amd64", "linux/arm64"],
+    seed: `${run}-1`,
+    withSignature: true,
+  });
   v2 = await seedImage(upstream, `${run}/app:next`, { layers: 2, layerSize: "128K", seed: `${run}-2` });
 });
 
@@ -91,7 +106,11 @@ describe("MirroredImage lifecycle against distribution 2.8", () => {
   });
 
   it("delete of the only tag on a manifest removes the image from the mirror", async () => {
-    const { inputs: checked } = await checkMirror({}, inputs({ source: `${upstream.host}/${run}/app:next`, target: `${mirror.host}/${run}/solo/app` }), quiet);
+    const { inputs: checked } = await checkMirror(
+      {},
+      inputs({ source: `${upstream.host}/${run}/app:next`, target: `${mirror.host}/${run}/solo/app` }),
+      quiet,
+    );
     const { id, outs } = await createMirror(checked, quiet);
     await deleteMirror(id, outs, quiet);
     const client = new RegistryClient(mirror.host, { credentials: mirrorAuth, dockerConfig: false });

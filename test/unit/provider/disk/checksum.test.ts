@@ -100,7 +100,9 @@ describe("pickSumsEntry", () => {
   });
 
   it("fails naming the file and what the SUMS file lists", () => {
-    expect(() => pickSumsEntry(entries, "z.img", "read checksums https://h/SUMS")).toThrow(/read checksums https:\/\/h\/SUMS: no entry for "z\.img" \(it lists x\.img, other\.img, dir\/y\.img\)/);
+    expect(() => pickSumsEntry(entries, "z.img", "read checksums https://h/SUMS")).toThrow(
+      /read checksums https:\/\/h\/SUMS: no entry for "z\.img" \(it lists x\.img, other\.img, dir\/y\.img\)/,
+    );
   });
 
   it("says the file is not a SUMS file when it has no checksum lines", () => {
@@ -122,7 +124,11 @@ describe("VerifyingStream", () => {
 
   async function run(expectedValue: string): Promise<{ received: Buffer[]; error: unknown; stream: VerifyingStream }> {
     const received: Buffer[] = [];
-    const stream = new VerifyingStream({ expected: { algo: "sha256", value: expectedValue }, algos: ["md5", "sha512"], what: "download https://h/x.qcow2" });
+    const stream = new VerifyingStream({
+      expected: { algo: "sha256", value: expectedValue },
+      algos: ["md5", "sha512"],
+      what: "download https://h/x.qcow2",
+    });
     const sink = new Writable({
       write(c, _e, cb) {
         received.push(c as Buffer);

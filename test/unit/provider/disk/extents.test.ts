@@ -31,7 +31,8 @@ describe("openExtentStream", () => {
       const file = join(dir, "img");
       await writeFile(file, Buffer.concat([Buffer.from("HEADER--"), Buffer.from("bbbb"), Buffer.from("aaaaaa")]));
       const chunks: Buffer[] = [];
-      for await (const c of openExtentStream(file, [data(0, 6, 12), hole(6, 5 * 1024 * 1024), data(6 + 5 * 1024 * 1024, 4, 8)])) chunks.push(Buffer.from(c as Buffer));
+      for await (const c of openExtentStream(file, [data(0, 6, 12), hole(6, 5 * 1024 * 1024), data(6 + 5 * 1024 * 1024, 4, 8)]))
+        chunks.push(Buffer.from(c as Buffer));
       const all = Buffer.concat(chunks);
       expect(all.length).toBe(10 + 5 * 1024 * 1024);
       expect(all.subarray(0, 6).toString()).toBe("aaaaaa");

@@ -27,17 +27,24 @@ describe("parseSourceUrl", () => {
 
 describe("capError", () => {
   it("says the size, the cap and how to raise it", () => {
-    expect(capError("download u", 100, 250).message).toBe("download u: 250 bytes, over the size cap of 100 bytes. Raise maxBytes if the image is meant to be this large.");
+    expect(capError("download u", 100, 250).message).toBe(
+      "download u: 250 bytes, over the size cap of 100 bytes. Raise maxBytes if the image is meant to be this large.",
+    );
     expect(capError("download u", 100).code).toBe("SIZE_MISMATCH");
   });
 });
 
 describe("checkImageSource", () => {
   it("accepts a complete source", () => {
-    expect(checkImageSource({ url: "https://h/x.qcow2", checksum: `sha256:${"a".repeat(64)}`, format: "qcow2", compression: "auto" }, "raw")).toEqual([]);
+    expect(
+      checkImageSource({ url: "https://h/x.qcow2", checksum: `sha256:${"a".repeat(64)}`, format: "qcow2", compression: "auto" }, "raw"),
+    ).toEqual([]);
   });
   it("lists every problem, each naming its property", () => {
-    const problems = checkImageSource({ url: "", checksum: "sha256:zz", checksumUrl: "https://h/SUMS", format: "qcow3" as never, compression: "lz4" as never }, "ami");
+    const problems = checkImageSource(
+      { url: "", checksum: "sha256:zz", checksumUrl: "https://h/SUMS", format: "qcow3" as never, compression: "lz4" as never },
+      "ami",
+    );
     expect(problems).toHaveLength(6);
     expect(problems.join("\n")).toMatch(/^source\.url is required/m);
     expect(problems.join("\n")).toMatch(/^source\.checksum "sha256:zz"/m);

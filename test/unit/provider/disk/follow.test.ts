@@ -37,14 +37,22 @@ describe("GrowingFile", () => {
   it("fails a wait past the end of a finished file as a truncated image", async () => {
     const file = new GrowingFile(join(dir, "f"));
     await pipeline(Readable.from([Buffer.alloc(100)], { objectMode: false }), file);
-    const e = await file.waitFor(200, "download u").then(() => undefined, (x: unknown) => x);
+    const e = await file.waitFor(200, "download u").then(
+      () => undefined,
+      (x: unknown) => x,
+    );
     expect(isImageyardError(e, "QEMU_FAILED")).toBe(true);
-    expect((e as Error).message).toBe("download u: the qcow2 points at byte 200 but the file has 100 bytes. The image is corrupt or truncated; check source.url.");
+    expect((e as Error).message).toBe(
+      "download u: the qcow2 points at byte 200 but the file has 100 bytes. The image is corrupt or truncated; check source.url.",
+    );
   });
 
   it("wakes waiting readers with the download's error", async () => {
     const file = new GrowingFile(join(dir, "f"));
-    const waiting = file.waitFor(1000, "t").then(() => undefined, (x: unknown) => x);
+    const waiting = file.waitFor(1000, "t").then(
+      () => undefined,
+      (x: unknown) => x,
+    );
     file.fail(new Error("connection reset"));
     expect(((await waiting) as Error).message).toBe("connection reset");
     file.destroy();

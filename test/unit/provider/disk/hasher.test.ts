@@ -19,7 +19,10 @@ describe("StreamHasher", () => {
     const h = new StreamHasher(["md5", "sha512"]);
     await feed(h, chunks);
     const all = Buffer.concat(chunks);
-    expect(await h.digest()).toEqual({ md5: createHash("md5").update(all).digest("hex"), sha512: createHash("sha512").update(all).digest("hex") });
+    expect(await h.digest()).toEqual({
+      md5: createHash("md5").update(all).digest("hex"),
+      sha512: createHash("sha512").update(all).digest("hex"),
+    });
   });
 
   it("moves to a worker past 8 MiB and still covers every byte, views into larger buffers included", async () => {
@@ -30,6 +33,9 @@ describe("StreamHasher", () => {
     await feed(h, chunks);
     const all = Buffer.concat(chunks);
     expect(h.bytes).toBe(all.length);
-    expect(await h.digest()).toEqual({ sha256: createHash("sha256").update(all).digest("hex"), sha512: createHash("sha512").update(all).digest("hex") });
+    expect(await h.digest()).toEqual({
+      sha256: createHash("sha256").update(all).digest("hex"),
+      sha512: createHash("sha512").update(all).digest("hex"),
+    });
   });
 });

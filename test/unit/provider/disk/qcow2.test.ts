@@ -1,7 +1,18 @@
 import { describe, expect, it } from "vitest";
 import { appendRun, clusterLocation, compareRuns, l2TableOffset, parseQcow2Header, type GuestRun } from "../../../../provider/disk/qcow2";
 
-function header(o: { version?: number; clusterBits?: number; size?: bigint; l1Size?: number; l1Offset?: bigint; incompat?: bigint; backing?: bigint; crypt?: number } = {}): Buffer {
+function header(
+  o: {
+    version?: number;
+    clusterBits?: number;
+    size?: bigint;
+    l1Size?: number;
+    l1Offset?: bigint;
+    incompat?: bigint;
+    backing?: bigint;
+    crypt?: number;
+  } = {},
+): Buffer {
   const b = Buffer.alloc(112);
   b.writeUInt32BE(0x514649fb, 0);
   b.writeUInt32BE(o.version ?? 3, 4);
@@ -19,7 +30,16 @@ function header(o: { version?: number; clusterBits?: number; size?: bigint; l1Si
 describe("parseQcow2Header", () => {
   it("reads cluster size, virtual size and the L1 table of a plain v3 image", () => {
     expect(parseQcow2Header(header())).toEqual({
-      header: { version: 3, clusterBits: 16, clusterSize: 65536, virtualSize: 2 * 1024 ** 3, l1Size: 4, l1TableOffset: 0x30000, headerLength: 112, incompatibleFeatures: 0n },
+      header: {
+        version: 3,
+        clusterBits: 16,
+        clusterSize: 65536,
+        virtualSize: 2 * 1024 ** 3,
+        l1Size: 4,
+        l1TableOffset: 0x30000,
+        headerLength: 112,
+        incompatibleFeatures: 0n,
+      },
     });
   });
 
@@ -66,13 +86,38 @@ describe("runs", () => {
     appendRun(runs, { start: 15, length: 5 });
     appendRun(runs, { start: 20, length: 5 });
     appendRun(runs, { start: 25, length: 5, offset: 500 });
-    expect(runs).toEqual([{ start: 0, length: 15, offset: 100 }, { start: 15, length: 10 }, { start: 25, length: 5, offset: 500 }]);
+    expect(runs).toEqual([
+      { start: 0, length: 15, offset: 100 },
+      { start: 15, length: 10 },
+      { start: 25, length: 5, offset: 500 },
+    ]);
   });
 
   it("compares streamed runs with qemu-img map's up to a guest offset", () => {
-    const ours = [{ start: 0, length: 10, offset: 100 }, { start: 10, length: 10 }];
-    expect(compareRuns(ours, [{ start: 0, length: 10, offset: 100 }, { start: 10, length: 30 }], 20)).toBeUndefined();
-    expect(compareRuns(ours, [{ start: 0, length: 10, offset: 200 }, { start: 10, length: 10 }], 20)).toMatch(/run 0: ours 0\+10 @100, qemu-img map 0\+10 @200/);
+    const ours = [
+      { start: 0, length: 10, offset: 100 },
+      { start: 10, length: 10 },
+    ];
+    expect(
+      compareRuns(
+        ours,
+        [
+          { start: 0, length: 10, offset: 100 },
+          { start: 10, length: 30 },
+        ],
+        20,
+      ),
+    ).toBeUndefined();
+    expect(
+      compareRuns(
+        ours,
+        [
+          { start: 0, length: 10, offset: 200 },
+          { start: 10, length: 10 },
+        ],
+        20,
+      ),
+    ).toMatch(/run 0: ours 0\+10 @100, qemu-img map 0\+10 @200/);
     expect(compareRuns(ours, [{ start: 0, length: 20, offset: 100 }], 20)).toMatch(/run 0/);
   });
 });

@@ -18,7 +18,9 @@ function head(): Buffer {
   return Buffer.alloc(FORMAT_PROBE_BYTES);
 }
 
-function qcow2(opts: { version?: number; backingOffset?: bigint; size?: bigint; crypt?: number; incompat?: bigint; dataFileExt?: boolean } = {}): Buffer {
+function qcow2(
+  opts: { version?: number; backingOffset?: bigint; size?: bigint; crypt?: number; incompat?: bigint; dataFileExt?: boolean } = {},
+): Buffer {
   const b = head();
   b.writeUInt32BE(0x514649fb, 0);
   b.writeUInt32BE(opts.version ?? 3, 4);
@@ -91,14 +93,38 @@ describe("qemu-img argv", () => {
   });
 
   it("builds convert with -f, -O, -o options, progress and out-of-order writes", () => {
-    expect(convertArgv({ source: "/s/a", sourceFormat: "qcow2", target: "/s/b", targetFormat: "raw" })).toEqual(["convert", "-p", "-f", "qcow2", "-O", "raw", "-W", "/s/a", "/s/b"]);
-    expect(convertArgv({ source: "/s/a", sourceFormat: "raw", target: "/s/b", targetFormat: "vmdk", options: { subformat: "streamOptimized", adapter_type: "lsilogic" } })).toEqual([
-      "convert", "-p", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic", "-W", "/s/a", "/s/b",
+    expect(convertArgv({ source: "/s/a", sourceFormat: "qcow2", target: "/s/b", targetFormat: "raw" })).toEqual([
+      "convert",
+      "-p",
+      "-f",
+      "qcow2",
+      "-O",
+      "raw",
+      "-W",
+      "/s/a",
+      "/s/b",
     ]);
+    expect(
+      convertArgv({
+        source: "/s/a",
+        sourceFormat: "raw",
+        target: "/s/b",
+        targetFormat: "vmdk",
+        options: { subformat: "streamOptimized", adapter_type: "lsilogic" },
+      }),
+    ).toEqual(["convert", "-p", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic", "-W", "/s/a", "/s/b"]);
   });
 
   it("refuses -o values that could smuggle further options", () => {
-    expect(() => convertArgv({ source: "/s/a", sourceFormat: "raw", target: "/s/b", targetFormat: "qcow2", options: { compat: "1.1,data_file=/etc/passwd" } })).toThrow(/not a plain qemu-img -o option/);
+    expect(() =>
+      convertArgv({
+        source: "/s/a",
+        sourceFormat: "raw",
+        target: "/s/b",
+        targetFormat: "qcow2",
+        options: { compat: "1.1,data_file=/etc/passwd" },
+      }),
+    ).toThrow(/not a plain qemu-img -o option/);
   });
 
   it("refuses relative paths and protocol-looking names (json:, nbd:) as qemu-img arguments", () => {
@@ -125,7 +151,11 @@ describe("qemu-img argv", () => {
 });
 
 describe("assertSafeImage", () => {
-  const base: QemuImageInfo = { format: "qcow2", "virtual-size": 1024, "format-specific": { type: "qcow2", data: { compat: "1.1", corrupt: false } } };
+  const base: QemuImageInfo = {
+    format: "qcow2",
+    "virtual-size": 1024,
+    "format-specific": { type: "qcow2", data: { compat: "1.1", corrupt: false } },
+  };
   const code = (info: QemuImageInfo, f: Parameters<typeof assertSafeImage>[1] = "qcow2") => {
     try {
       assertSafeImage(info, f, "download https://h/x");
@@ -140,18 +170,25 @@ describe("assertSafeImage", () => {
   });
 
   it("refuses a backing file with UNSAFE_IMAGE and says how to fix it", () => {
-    expect(code({ ...base, "backing-filename": "/etc/shadow" })).toMatch(/^UNSAFE_IMAGE: download https:\/\/h\/x: refused: the image has a backing file \(\/etc\/shadow\).*Flatten the image first/);
+    expect(code({ ...base, "backing-filename": "/etc/shadow" })).toMatch(
+      /^UNSAFE_IMAGE: download https:\/\/h\/x: refused: the image has a backing file \(\/etc\/shadow\).*Flatten the image first/,
+    );
   });
 
   it("refuses an external data file", () => {
-    expect(code({ ...base, "format-specific": { type: "qcow2", data: { "data-file": "/dev/sda" } } })).toMatch(/^UNSAFE_IMAGE: .*external data file \(\/dev\/sda\)/);
+    expect(code({ ...base, "format-specific": { type: "qcow2", data: { "data-file": "/dev/sda" } } })).toMatch(
+      /^UNSAFE_IMAGE: .*external data file \(\/dev\/sda\)/,
+    );
   });
 
   it("refuses VMDKs that are not self-contained", () => {
     const vmdk = (createType: string, extents = 1): QemuImageInfo => ({
       format: "vmdk",
       "virtual-size": 1,
-      "format-specific": { type: "vmdk", data: { "create-type": createType, extents: Array.from({ length: extents }, () => ({ filename: "x" })) } },
+      "format-specific": {
+        type: "vmdk",
+        data: { "create-type": createType, extents: Array.from({ length: extents }, () => ({ filename: "x" })) },
+      },
     });
     expect(code(vmdk("monolithicSparse"), "vmdk")).toBe("ok");
     expect(code(vmdk("monolithicFlat"), "vmdk")).toMatch(/^UNSAFE_IMAGE: .*create type is "monolithicFlat"/);

@@ -9,7 +9,8 @@ import { isImageyardError } from "../../../../provider/http/errors";
 const GiB = 1024 ** 3;
 
 describe("checkFreeSpace", () => {
-  const check = (needed: number, available: number) => () => checkFreeSpace({ needed, available, dir: "/scratch/op-1", what: "download https://h/x.qcow2", step: "the conversion to raw" });
+  const check = (needed: number, available: number) => () =>
+    checkFreeSpace({ needed, available, dir: "/scratch/op-1", what: "download https://h/x.qcow2", step: "the conversion to raw" });
 
   it("passes when the need plus the reserve fits", () => {
     expect(check(2 * GiB, 2 * GiB + SCRATCH_RESERVE_BYTES)).not.toThrow();

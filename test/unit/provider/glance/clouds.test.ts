@@ -73,13 +73,34 @@ describe("resolveCloud", () => {
     const f = join(root, "elsewhere.yaml");
     writeFileSync(f, CLOUDS);
     const { auth } = resolveCloud(where({ OS_CLIENT_CONFIG_FILE: f, OS_CLOUD: "lab" }));
-    expect(auth).toEqual({ authUrl: "https://lab:5000/v3", authType: "v3applicationcredential", applicationCredentialId: "ac-1", region: "LabOne" });
+    expect(auth).toEqual({
+      authUrl: "https://lab:5000/v3",
+      authType: "v3applicationcredential",
+      applicationCredentialId: "ac-1",
+      region: "LabOne",
+    });
   });
 
   it("without a cloud name the OS_* variables are used, and explicit values win over them", () => {
-    const env = { OS_AUTH_URL: "https://env:5000/v3", OS_USERNAME: "bob", OS_PASSWORD: "pw", OS_PROJECT_NAME: "p", OS_USER_DOMAIN_NAME: "Default", OS_REGION_NAME: "R1", OS_INTERFACE: "public", OS_INSECURE: "true" };
+    const env = {
+      OS_AUTH_URL: "https://env:5000/v3",
+      OS_USERNAME: "bob",
+      OS_PASSWORD: "pw",
+      OS_PROJECT_NAME: "p",
+      OS_USER_DOMAIN_NAME: "Default",
+      OS_REGION_NAME: "R1",
+      OS_INTERFACE: "public",
+      OS_INSECURE: "true",
+    };
     const r = resolveCloud({ ...where(env), explicit: { region: "R2", password: undefined } });
-    expect(r.auth).toMatchObject({ authUrl: "https://env:5000/v3", username: "bob", password: "pw", projectName: "p", region: "R2", insecure: true });
+    expect(r.auth).toMatchObject({
+      authUrl: "https://env:5000/v3",
+      username: "bob",
+      password: "pw",
+      projectName: "p",
+      region: "R2",
+      insecure: true,
+    });
     expect(r.source).toBe("explicit credentials over OS_* environment variables");
   });
 
@@ -115,6 +136,8 @@ describe("helpers", () => {
   });
 
   it("findConfigFile fails clearly when OS_CLIENT_CONFIG_FILE names a missing file", () => {
-    expect(() => findConfigFile("clouds", where({ OS_CLIENT_CONFIG_FILE: join(root, "missing.yaml") }))).toThrow(/OS_CLIENT_CONFIG_FILE names a file that does not exist/);
+    expect(() => findConfigFile("clouds", where({ OS_CLIENT_CONFIG_FILE: join(root, "missing.yaml") }))).toThrow(
+      /OS_CLIENT_CONFIG_FILE names a file that does not exist/,
+    );
   });
 });

@@ -6,7 +6,14 @@ import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { isImageyardError } from "../../../../provider/http/errors";
 import { glanceError } from "../../../../provider/glance/errors";
-import { authRequestBody, glanceRoot, KeystoneSession, normalizeAuthUrl, selectEndpoint, type CatalogService } from "../../../../provider/glance/keystone";
+import {
+  authRequestBody,
+  glanceRoot,
+  KeystoneSession,
+  normalizeAuthUrl,
+  selectEndpoint,
+  type CatalogService,
+} from "../../../../provider/glance/keystone";
 
 const catalog: CatalogService[] = [
   { type: "identity", endpoints: [{ interface: "public", region_id: "RegionOne", url: "https://ks/v3" }] },
@@ -27,7 +34,9 @@ describe("selectEndpoint", () => {
   });
 
   it("accepts the v2-era interface names publicURL/internalURL", () => {
-    expect(selectEndpoint(catalog, { type: "image", region: "RegionOne", interface: "internalURL" })).toBe("http://glance-one.internal:9292");
+    expect(selectEndpoint(catalog, { type: "image", region: "RegionOne", interface: "internalURL" })).toBe(
+      "http://glance-one.internal:9292",
+    );
   });
 
   it("refuses to guess between regions and names them", () => {
@@ -35,7 +44,12 @@ describe("selectEndpoint", () => {
   });
 
   it("a single region needs no region setting", () => {
-    expect(selectEndpoint([catalog[1]!].map((s) => ({ ...s, endpoints: s.endpoints.slice(0, 1) })), { type: "image" })).toBe("https://glance-one.example:9292");
+    expect(
+      selectEndpoint(
+        [catalog[1]!].map((s) => ({ ...s, endpoints: s.endpoints.slice(0, 1) })),
+        { type: "image" },
+      ),
+    ).toBe("https://glance-one.example:9292");
   });
 
   it("a missing service type or interface/region lists what the catalog has", () => {
@@ -48,7 +62,9 @@ describe("selectEndpoint", () => {
     })();
     expect(isImageyardError(e1, "KEYSTONE_NO_ENDPOINT")).toBe(true);
     expect((e1 as Error).message).toContain("identity, image");
-    expect(() => selectEndpoint(catalog, { type: "image", region: "RegionTwo", interface: "admin" })).toThrow(/public@RegionOne, internal@RegionOne, public@RegionTwo/);
+    expect(() => selectEndpoint(catalog, { type: "image", region: "RegionTwo", interface: "admin" })).toThrow(
+      /public@RegionOne, internal@RegionOne, public@RegionTwo/,
+    );
   });
 
   it("glanceRoot strips a version suffix so paths can add /v2", () => {
@@ -67,7 +83,9 @@ describe("normalizeAuthUrl and authRequestBody", () => {
   });
 
   it("password by names scopes to the project in its domain", () => {
-    expect(authRequestBody({ authUrl: "x", username: "u", password: "p", userDomainName: "Users", projectName: "demo", projectDomainId: "pd" })).toEqual({
+    expect(
+      authRequestBody({ authUrl: "x", username: "u", password: "p", userDomainName: "Users", projectName: "demo", projectDomainId: "pd" }),
+    ).toEqual({
       auth: {
         identity: { methods: ["password"], password: { user: { name: "u", domain: { name: "Users" }, password: "p" } } },
         scope: { project: { name: "demo", domain: { id: "pd" } } },
@@ -76,10 +94,14 @@ describe("normalizeAuthUrl and authRequestBody", () => {
   });
 
   it("domain_name is the fallback for user and project domains; no domain at all means the default domain", () => {
-    const b = authRequestBody({ authUrl: "x", username: "u", password: "p", domainName: "D", projectName: "demo" }) as { auth: { scope: unknown; identity: { password: { user: { domain: unknown } } } } };
+    const b = authRequestBody({ authUrl: "x", username: "u", password: "p", domainName: "D", projectName: "demo" }) as {
+      auth: { scope: unknown; identity: { password: { user: { domain: unknown } } } };
+    };
     expect(b.auth.identity.password.user.domain).toEqual({ name: "D" });
     expect(b.auth.scope).toEqual({ project: { name: "demo", domain: { name: "D" } } });
-    const c = authRequestBody({ authUrl: "x", username: "u", password: "p" }) as { auth: { scope?: unknown; identity: { password: { user: { domain: unknown } } } } };
+    const c = authRequestBody({ authUrl: "x", username: "u", password: "p" }) as {
+      auth: { scope?: unknown; identity: { password: { user: { domain: unknown } } } };
+    };
     expect(c.auth.identity.password.user.domain).toEqual({ id: "default" });
     expect(c.auth.scope).toBeUndefined();
   });
@@ -88,8 +110,21 @@ describe("normalizeAuthUrl and authRequestBody", () => {
     expect(authRequestBody({ authUrl: "x", applicationCredentialId: "ac", applicationCredentialSecret: "s" })).toEqual({
       auth: { identity: { methods: ["application_credential"], application_credential: { id: "ac", secret: "s" } } },
     });
-    expect(authRequestBody({ authUrl: "x", authType: "v3applicationcredential", applicationCredentialName: "n", username: "u", applicationCredentialSecret: "s" })).toEqual({
-      auth: { identity: { methods: ["application_credential"], application_credential: { name: "n", user: { name: "u", domain: { id: "default" } }, secret: "s" } } },
+    expect(
+      authRequestBody({
+        authUrl: "x",
+        authType: "v3applicationcredential",
+        applicationCredentialName: "n",
+        username: "u",
+        applicationCredentialSecret: "s",
+      }),
+    ).toEqual({
+      auth: {
+        identity: {
+          methods: ["application_credential"],
+          application_credential: { name: "n", user: { name: "u", domain: { id: "default" } }, secret: "s" },
+        },
+      },
     });
   });
 
@@ -125,14 +160,28 @@ async function startFake(): Promise<Fake> {
     if (req.url === "/v3/auth/tokens" && req.method === "POST") {
       const t = `tok-${++fake.tokensIssued}`;
       res.writeHead(201, { "x-subject-token": t, "content-type": "application/json" });
-      res.end(JSON.stringify({ token: { expires_at: new Date(Date.now() + fake.lifetimeMs).toISOString(), project: { id: "p1" }, catalog: [{ type: "image", endpoints: [{ interface: "public", region_id: "R", url: `${fake.url}/glance` }] }] } }));
+      res.end(
+        JSON.stringify({
+          token: {
+            expires_at: new Date(Date.now() + fake.lifetimeMs).toISOString(),
+            project: { id: "p1" },
+            catalog: [{ type: "image", endpoints: [{ interface: "public", region_id: "R", url: `${fake.url}/glance` }] }],
+          },
+        }),
+      );
       return;
     }
     const token = String(req.headers["x-auth-token"] ?? "");
     fake.seen.push({ method: req.method ?? "", token, bytes });
     if (fake.revoked.has(token)) {
       res.writeHead(401, { "content-type": "application/json", "www-authenticate": "Keystone uri=x" });
-      res.end(JSON.stringify({ message: "This server could not verify that you are authorized<br /><br />", code: "401 Unauthorized", title: "Unauthorized" }));
+      res.end(
+        JSON.stringify({
+          message: "This server could not verify that you are authorized<br /><br />",
+          code: "401 Unauthorized",
+          title: "Unauthorized",
+        }),
+      );
       return;
     }
     res.writeHead(req.method === "PUT" ? 204 : 200, { "content-type": "application/json" });
@@ -155,7 +204,8 @@ describe("KeystoneSession (fake Keystone + Glance)", () => {
   it("reuses one token for many requests and finds Glance in the catalog", async () => {
     const s = session("reuse");
     expect(await s.endpoint("image")).toBe(`${fake.url}/glance`);
-    for (let i = 0; i < 3; i++) await (await s.request({ method: "GET", url: `${fake.url}/glance/v2/images`, ok: [200], operation: "list" })).body.dump();
+    for (let i = 0; i < 3; i++)
+      await (await s.request({ method: "GET", url: `${fake.url}/glance/v2/images`, ok: [200], operation: "list" })).body.dump();
     expect(s.authentications).toBe(1);
   });
 
@@ -175,10 +225,18 @@ describe("KeystoneSession (fake Keystone + Glance)", () => {
     const s = session("twice");
     fake.revoked.add(`tok-${fake.tokensIssued + 1}`);
     fake.revoked.add(`tok-${fake.tokensIssued + 2}`);
-    const err = await s.request({ method: "GET", url: `${fake.url}/glance/v2/images`, ok: [200], operation: "list images", mapError: (ctx) => glanceError(ctx) }).catch((e: unknown) => e);
+    const err = await s
+      .request({
+        method: "GET",
+        url: `${fake.url}/glance/v2/images`,
+        ok: [200],
+        operation: "list images",
+        mapError: (ctx) => glanceError(ctx),
+      })
+      .catch((e: unknown) => e);
     expect(isImageyardError(err, "KEYSTONE_UNAUTHORIZED")).toBe(true);
     expect((err as Error).message).toBe(
-      "list images: Glance answered \"This server could not verify that you are authorized\" (401 Unauthorized). The token was refused even after re-authenticating; check the credentials and that Glance trusts this Keystone.",
+      'list images: Glance answered "This server could not verify that you are authorized" (401 Unauthorized). The token was refused even after re-authenticating; check the credentials and that Glance trusts this Keystone.',
     );
     expect(s.authentications).toBe(2);
   });
@@ -189,7 +247,13 @@ describe("KeystoneSession (fake Keystone + Glance)", () => {
     fake.revoked.add(t.value);
     const before = fake.seen.length;
     const err = await s
-      .request({ method: "PUT", url: `${fake.url}/glance/v2/images/x/file`, body: Readable.from([Buffer.alloc(1000)]), ok: [204], operation: "upload x" })
+      .request({
+        method: "PUT",
+        url: `${fake.url}/glance/v2/images/x/file`,
+        body: Readable.from([Buffer.alloc(1000)]),
+        ok: [204],
+        operation: "upload x",
+      })
       .catch((e: unknown) => e);
     expect(isImageyardError(err, "KEYSTONE_UNAUTHORIZED")).toBe(true);
     expect((err as Error).message).toContain("cannot be replayed");
@@ -204,7 +268,13 @@ describe("KeystoneSession (fake Keystone + Glance)", () => {
       await (await s.request({ method: "GET", url: `${fake.url}/glance/v2/images`, ok: [200], operation: "list" })).body.dump();
       expect(s.authentications).toBe(1);
       fake.lifetimeMs = 3600_000;
-      const res = await s.request({ method: "PUT", url: `${fake.url}/glance/v2/images/x/file`, body: Readable.from([Buffer.alloc(10)]), ok: [204], operation: "upload x" });
+      const res = await s.request({
+        method: "PUT",
+        url: `${fake.url}/glance/v2/images/x/file`,
+        body: Readable.from([Buffer.alloc(10)]),
+        ok: [204],
+        operation: "upload x",
+      });
       await res.body.dump();
       expect(s.authentications).toBe(2);
       expect(fake.seen.at(-1)!.token).not.toBe(short.value);

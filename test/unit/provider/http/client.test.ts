@@ -74,7 +74,9 @@ describe("send", () => {
   });
 
   it("turns any other status into a typed, capped, retry-aware error", async () => {
-    const e = (await send({ method: "GET", url: `${base}/busy?token=secret`, ok: [200], operation: "probe busy" }).catch((x) => x)) as ImageyardError;
+    const e = (await send({ method: "GET", url: `${base}/busy?token=secret`, ok: [200], operation: "probe busy" }).catch(
+      (x) => x,
+    )) as ImageyardError;
     expect(isImageyardError(e, "HTTP_ERROR")).toBe(true);
     expect(e.status).toBe(503);
     expect(e.retryable).toBe(true);
@@ -85,13 +87,26 @@ describe("send", () => {
   });
 
   it("lets the caller map statuses with mapError", async () => {
-    const e = await send({ method: "GET", url: `${base}/nope`, ok: [200], operation: "x", mapError: (ctx) => new ImageyardError("NAME_UNKNOWN", `mapped ${ctx.status} ${ctx.body}`) }).catch((x) => x);
+    const e = await send({
+      method: "GET",
+      url: `${base}/nope`,
+      ok: [200],
+      operation: "x",
+      mapError: (ctx) => new ImageyardError("NAME_UNKNOWN", `mapped ${ctx.status} ${ctx.body}`),
+    }).catch((x) => x);
     expect(e.code).toBe("NAME_UNKNOWN");
     expect(e.message).toBe("mapped 404 no route");
   });
 
   it("streams a body and sends its headers", async () => {
-    const res = await send({ method: "PUT", url: `${base}/echo`, ok: [200], operation: "put", body: Buffer.alloc(1000), headers: { "content-type": "application/octet-stream" } });
+    const res = await send({
+      method: "PUT",
+      url: `${base}/echo`,
+      ok: [200],
+      operation: "put",
+      body: Buffer.alloc(1000),
+      headers: { "content-type": "application/octet-stream" },
+    });
     expect(await readJson(res, "echo")).toEqual({ method: "PUT", n: 1000, ct: "application/octet-stream" });
   });
 
@@ -99,7 +114,14 @@ describe("send", () => {
     const body = new PassThrough();
     body.write(Buffer.alloc(1 << 20));
     const t0 = Date.now();
-    const e = await send({ method: "PUT", url: `${base}/early`, body, ok: [201], operation: "early put", headers: { "content-length": String(10 << 20) } }).catch((x) => x);
+    const e = await send({
+      method: "PUT",
+      url: `${base}/early`,
+      body,
+      ok: [201],
+      operation: "early put",
+      headers: { "content-length": String(10 << 20) },
+    }).catch((x) => x);
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(isImageyardError(e)).toBe(true);
     expect(e.status).toBe(400);
@@ -116,7 +138,9 @@ describe("send", () => {
     await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
     const port = (probe.address() as AddressInfo).port;
     await new Promise<void>((r) => probe.close(() => r()));
-    const e = (await send({ method: "GET", url: `http://127.0.0.1:${port}/v2/`, ok: [200], operation: "ping" }).catch((x) => x)) as ImageyardError;
+    const e = (await send({ method: "GET", url: `http://127.0.0.1:${port}/v2/`, ok: [200], operation: "ping" }).catch(
+      (x) => x,
+    )) as ImageyardError;
     expect(e.code).toBe("NETWORK_ERROR");
     expect(e.retryable).toBe(true);
     expect(e.message).toMatch(new RegExp(`^ping: cannot reach 127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\)`));
@@ -138,7 +162,10 @@ describe("body readers", () => {
 
   it("readJson reports invalid JSON as a typed error", async () => {
     const res = await send({ method: "GET", url: `${base}/bad-json`, ok: [200], operation: "bad" });
-    await expect(readJson(res, "bad doc")).rejects.toMatchObject({ code: "HTTP_ERROR", message: expect.stringMatching(/^bad doc: response is not valid JSON/) });
+    await expect(readJson(res, "bad doc")).rejects.toMatchObject({
+      code: "HTTP_ERROR",
+      message: expect.stringMatching(/^bad doc: response is not valid JSON/),
+    });
   });
 
   it("readCapped keeps the first bytes and consumes the rest", async () => {

@@ -1,11 +1,27 @@
 import { describe, expect, it, vi } from "vitest";
-import { capBody, HttpStatusError, ImageyardError, isImageyardError, isRetryableNetworkError, isRetryableStatus, redactUrl } from "../../../../provider/http/errors";
+import {
+  capBody,
+  HttpStatusError,
+  ImageyardError,
+  isImageyardError,
+  isRetryableNetworkError,
+  isRetryableStatus,
+  redactUrl,
+} from "../../../../provider/http/errors";
 
 describe("ImageyardError", () => {
   it("carries code, retryable, status, body, Retry-After and cause", () => {
     const cause = new Error("root");
     const e = new ImageyardError("HTTP_ERROR", "msg", { retryable: true, status: 503, body: "b", retryAfterMs: 10, cause });
-    expect(e).toMatchObject({ code: "HTTP_ERROR", retryable: true, status: 503, body: "b", retryAfterMs: 10, name: "ImageyardError", message: "msg" });
+    expect(e).toMatchObject({
+      code: "HTTP_ERROR",
+      retryable: true,
+      status: 503,
+      body: "b",
+      retryAfterMs: 10,
+      name: "ImageyardError",
+      message: "msg",
+    });
     expect(e.cause).toBe(cause);
     expect(new ImageyardError("INVALID_INPUT", "x").retryable).toBe(false);
   });
@@ -88,8 +104,12 @@ describe("ImageyardError", () => {
 describe("redactUrl", () => {
   it("drops user info and signed query values, keeps the rest", () => {
     expect(redactUrl("https://user:pass@reg.test/v2/?token=t0k&n=10")).toBe("https://reg.test/v2/?token=REDACTED&n=10");
-    expect(redactUrl("https://s3.test/b?X-Amz-Credential=AKIA&X-Amz-Signature=s&partNumber=2")).toBe("https://s3.test/b?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&partNumber=2");
-    expect(redactUrl("https://blob.test/c?sv=1&se=2&sp=r&sig=abc&comp=block")).toBe("https://blob.test/c?sv=REDACTED&se=REDACTED&sp=REDACTED&sig=REDACTED&comp=block");
+    expect(redactUrl("https://s3.test/b?X-Amz-Credential=AKIA&X-Amz-Signature=s&partNumber=2")).toBe(
+      "https://s3.test/b?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&partNumber=2",
+    );
+    expect(redactUrl("https://blob.test/c?sv=1&se=2&sp=r&sig=abc&comp=block")).toBe(
+      "https://blob.test/c?sv=REDACTED&se=REDACTED&sp=REDACTED&sig=REDACTED&comp=block",
+    );
     expect(redactUrl("http://127.0.0.1:5002/v2/a/blobs/uploads/u?_state=xyz&digest=sha256:1")).toContain("_state=REDACTED");
   });
 

@@ -18,7 +18,7 @@ describe("lineProgress", () => {
   });
 
   it("always prints finished steps and messages, and forgets finished items", () => {
-    let t = 0;
+    const t = 0;
     const lines: string[] = [];
     const sink = lineProgress((l) => lines.push(l), { intervalMs: 1000, now: () => t });
     sink({ phase: "blob", item: "x", bytes: 1 });

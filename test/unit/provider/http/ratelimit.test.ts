@@ -1,5 +1,14 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { awaitHost, isRateLimited, limitedWait, noteQuota, pauseHost, rateLimitState, resetRateLimits, type PauseInfo } from "../../../../provider/http/ratelimit";
+import {
+  awaitHost,
+  isRateLimited,
+  limitedWait,
+  noteQuota,
+  pauseHost,
+  rateLimitState,
+  resetRateLimits,
+  type PauseInfo,
+} from "../../../../provider/http/ratelimit";
 
 afterEach(() => resetRateLimits());
 
@@ -62,7 +71,10 @@ describe("reading rate-limit headers", () => {
     const pace = { host: "hub.test", budgetMs: 600_000 };
     expect(noteQuota(pace, { "ratelimit-remaining": "3;w=21600", "ratelimit-reset": "5" }, 0)).toBeUndefined();
     expect(noteQuota(pace, { "ratelimit-remaining": "0;w=21600" }, 0)).toBeUndefined();
-    expect(noteQuota(pace, { "ratelimit-remaining": "0;w=21600", "ratelimit-reset": "5" }, 0)).toMatchObject({ ok: true, info: { waitMs: 5000 } });
+    expect(noteQuota(pace, { "ratelimit-remaining": "0;w=21600", "ratelimit-reset": "5" }, 0)).toMatchObject({
+      ok: true,
+      info: { waitMs: 5000 },
+    });
     expect(rateLimitState("hub.test")!.pausedUntil).toBe(5000);
   });
 

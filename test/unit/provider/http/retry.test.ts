@@ -1,9 +1,19 @@
 import { describe, expect, it } from "vitest";
 import { ImageyardError } from "../../../../provider/http/errors";
-import { abortableSleep, backoffDelay, DEFAULT_RETRY, Limiter, mapLimit, NO_RETRY, withRetry, type RetryPolicy } from "../../../../provider/http/retry";
+import {
+  abortableSleep,
+  backoffDelay,
+  DEFAULT_RETRY,
+  Limiter,
+  mapLimit,
+  NO_RETRY,
+  withRetry,
+  type RetryPolicy,
+} from "../../../../provider/http/retry";
 
 const policy: RetryPolicy = { attempts: 4, minDelayMs: 100, maxDelayMs: 1000, maxRetryAfterMs: 5000 };
-const retryable = (extra: { retryAfterMs?: number } = {}) => new ImageyardError("HTTP_ERROR", "503", { retryable: true, status: 503, ...extra });
+const retryable = (extra: { retryAfterMs?: number } = {}) =>
+  new ImageyardError("HTTP_ERROR", "503", { retryable: true, status: 503, ...extra });
 
 function recorder() {
   const waits: number[] = [];

@@ -27,7 +27,9 @@ describe("WaitBoard", () => {
     vi.advanceTimersByTime(120_000);
     stop();
     vi.advanceTimersByTime(60_000);
-    expect(lines).toEqual([30, 60, 90, 120].map((s) => `waiting for blob sha256:0123456789ab from the source registry 127.0.0.1:5001: ${s} s`));
+    expect(lines).toEqual(
+      [30, 60, 90, 120].map((s) => `waiting for blob sha256:0123456789ab from the source registry 127.0.0.1:5001: ${s} s`),
+    );
   });
 
   it("waitingFor removes its wait however the work ends", async () => {

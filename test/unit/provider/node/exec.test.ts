@@ -13,7 +13,19 @@ import { caught } from "../../../support/caught";
 
 function frame(payload: Buffer, opcode = 2): Buffer {
   const len = payload.length;
-  const head = len < 126 ? Buffer.from([0x80 | opcode, len]) : len < 65536 ? Buffer.from([0x80 | opcode, 126, len >> 8, len & 255]) : Buffer.concat([Buffer.from([0x80 | opcode, 127]), (() => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(len)); return b; })()]);
+  const head =
+    len < 126
+      ? Buffer.from([0x80 | opcode, len])
+      : len < 65536
+        ? Buffer.from([0x80 | opcode, 126, len >> 8, len & 255])
+        : Buffer.concat([
+            Buffer.from([0x80 | opcode, 127]),
+            (() => {
+              const b = Buffer.alloc(8);
+              b.writeBigUInt64BE(BigInt(len));
+              return b;
+            })(),
+          ]);
   return Buffer.concat([head, payload]);
 }
 
@@ -51,13 +63,29 @@ beforeAll(async () => {
     seen.protocol = String(req.headers["sec-websocket-protocol"]);
     seen.command = u.searchParams.getAll("command");
     const accept = createHash("sha1").update(`${req.headers["sec-websocket-key"]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n`);
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n`,
+    );
     const hash = createHash("sha256");
     let bytes = 0;
     const finish = () => {
       if (seen.command[1] === "fail") {
         socket.write(frame(Buffer.concat([Buffer.from([2]), Buffer.from("import: not an archive")])));
-        socket.write(frame(Buffer.concat([Buffer.from([3]), Buffer.from(JSON.stringify({ status: "Failure", reason: "NonZeroExitCode", message: "command terminated with non-zero exit code", details: { causes: [{ reason: "ExitCode", message: "1" }] } }))])));
+        socket.write(
+          frame(
+            Buffer.concat([
+              Buffer.from([3]),
+              Buffer.from(
+                JSON.stringify({
+                  status: "Failure",
+                  reason: "NonZeroExitCode",
+                  message: "command terminated with non-zero exit code",
+                  details: { causes: [{ reason: "ExitCode", message: "1" }] },
+                }),
+              ),
+            ]),
+          ),
+        );
       } else {
         socket.write(frame(Buffer.concat([Buffer.from([1]), Buffer.from(JSON.stringify({ bytes, sha256: hash.digest("hex") }))])));
         socket.write(frame(Buffer.concat([Buffer.from([3]), Buffer.from(JSON.stringify({ status: "Success" }))])));
@@ -74,7 +102,12 @@ beforeAll(async () => {
     if (u.searchParams.get("stdin") !== "true") finish();
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  client = new KubeClient({ server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, context: "fake", tls: {}, token: "t0ken" });
+  client = new KubeClient({
+    server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    context: "fake",
+    tls: {},
+    token: "t0ken",
+  });
 });
 
 afterAll(async () => {
@@ -87,14 +120,32 @@ describe("execInPod", () => {
     const parts = Array.from({ length: 9 }, (_, i) => Buffer.alloc(700 * 1024, i));
     const want = createHash("sha256").update(Buffer.concat(parts)).digest("hex");
     let reported = 0;
-    const r = await execInPod(client, { namespace: "kube-system", pod: "p", container: "agent", command: ["/agent", "import"], stdin: Readable.from(parts), deadline: Date.now() + 30_000, onBytes: (n) => (reported = n) });
+    const r = await execInPod(client, {
+      namespace: "kube-system",
+      pod: "p",
+      container: "agent",
+      command: ["/agent", "import"],
+      stdin: Readable.from(parts),
+      deadline: Date.now() + 30_000,
+      onBytes: (n) => (reported = n),
+    });
     expect(JSON.parse(r.stdout)).toEqual({ bytes: 9 * 700 * 1024, sha256: want });
     expect(reported).toBe(9 * 700 * 1024);
     expect(seen).toMatchObject({ auth: "Bearer t0ken", protocol: "v5.channel.k8s.io", command: ["/agent", "import"] });
   });
 
   it("turns a non-zero exit into an error with the command's stderr and exit code", async () => {
-    const e = await caught(execInPod(client, { namespace: "kube-system", pod: "p", container: "agent", command: ["/agent", "fail"], deadline: Date.now() + 30_000 }));
-    expect(e.message).toBe("exec /agent fail in pod kube-system/p: import: not an archive (exit 1). Fix what the agent reports and run again.");
+    const e = await caught(
+      execInPod(client, {
+        namespace: "kube-system",
+        pod: "p",
+        container: "agent",
+        command: ["/agent", "fail"],
+        deadline: Date.now() + 30_000,
+      }),
+    );
+    expect(e.message).toBe(
+      "exec /agent fail in pod kube-system/p: import: not an archive (exit 1). Fix what the agent reports and run again.",
+    );
   });
 });

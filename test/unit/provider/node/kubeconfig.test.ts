@@ -11,7 +11,9 @@ const dir = mkdtempSync(join(tmpdir(), "kubeconfig-"));
 writeFileSync(join(dir, "ca.pem"), "CA-FROM-FILE");
 const a = join(dir, "a.yaml");
 const b = join(dir, "b.yaml");
-writeFileSync(a, `
+writeFileSync(
+  a,
+  `
 apiVersion: v1
 kind: Config
 current-context: bed
@@ -24,8 +26,11 @@ users:
 contexts:
 - name: bed
   context: { cluster: bed, user: admin, namespace: tools }
-`);
-writeFileSync(b, `
+`,
+);
+writeFileSync(
+  b,
+  `
 current-context: other
 clusters:
 - name: bed
@@ -38,12 +43,18 @@ users:
 contexts:
 - name: prod
   context: { cluster: prod, user: robot }
-`);
+`,
+);
 
 describe("loadKubeconfig", () => {
   it("merges KUBECONFIG files: the first file's current-context and entries win", () => {
     const c = loadKubeconfig({ env: { KUBECONFIG: `${a}:${b}` } });
-    expect(c).toMatchObject({ server: "https://127.0.0.1:6443", context: "bed", namespace: "tools", tls: { ca: ["CA-FROM-FILE"], cert: "CERT", key: "KEY" } });
+    expect(c).toMatchObject({
+      server: "https://127.0.0.1:6443",
+      context: "bed",
+      namespace: "tools",
+      tls: { ca: ["CA-FROM-FILE"], cert: "CERT", key: "KEY" },
+    });
   });
 
   it("uses the given context, found in a later file", () => {
@@ -52,7 +63,11 @@ describe("loadKubeconfig", () => {
   });
 
   it("reads a kubeconfig document given as input (JSON too) before any file", () => {
-    const doc = JSON.stringify({ "current-context": "x", clusters: [{ name: "c", cluster: { server: "https://json:1" } }], contexts: [{ name: "x", context: { cluster: "c" } }] });
+    const doc = JSON.stringify({
+      "current-context": "x",
+      clusters: [{ name: "c", cluster: { server: "https://json:1" } }],
+      contexts: [{ name: "x", context: { cluster: "c" } }],
+    });
     expect(loadKubeconfig({ kubeconfig: doc, env: { KUBECONFIG: a } }).server).toBe("https://json:1");
   });
 

@@ -15,14 +15,27 @@ function spec(over: Partial<SetSpec> = {}): SetSpec {
     containerdSocket: "/run/containerd/containerd.sock",
     pin: false,
     images: [
-      { key: "127.0.0.1:5000/busybox:1.35", pullRef: `127.0.0.1:5000/busybox@${D1}`, digest: D1, retagAs: ["registry.k8s.io/busybox:1.35"] },
+      {
+        key: "127.0.0.1:5000/busybox:1.35",
+        pullRef: `127.0.0.1:5000/busybox@${D1}`,
+        digest: D1,
+        retagAs: ["registry.k8s.io/busybox:1.35"],
+      },
       { key: "127.0.0.1:5001/private/app:v1", pullRef: `127.0.0.1:5001/private/app@${D2}`, digest: D2, retagAs: [], secret: "core-pull-0" },
     ],
     ...over,
   };
 }
 
-type Pod = { hostNetwork: boolean; tolerations: unknown[]; nodeSelector?: unknown; imagePullSecrets?: { name: string }[]; initContainers: Record<string, any>[]; containers: Record<string, any>[]; volumes: Record<string, any>[] };
+type Pod = {
+  hostNetwork: boolean;
+  tolerations: unknown[];
+  nodeSelector?: unknown;
+  imagePullSecrets?: { name: string }[];
+  initContainers: Record<string, any>[];
+  containers: Record<string, any>[];
+  volumes: Record<string, any>[];
+};
 const podOf = (s: SetSpec) => (buildDaemonSet(s).spec as { template: { spec: Pod } }).template.spec;
 
 describe("buildDaemonSet", () => {
@@ -30,7 +43,11 @@ describe("buildDaemonSet", () => {
     const pod = podOf(spec());
     expect(pod.initContainers.map((c) => c.name)).toEqual(["install-agent", "image-0", "image-1"]);
     expect(pod.initContainers[0]).toMatchObject({ image: AGENT, command: ["/agent", "install", "/.imageyard"] });
-    expect(pod.initContainers[1]).toMatchObject({ image: `127.0.0.1:5000/busybox@${D1}`, imagePullPolicy: "IfNotPresent", command: ["/.imageyard/agent", "pulled"] });
+    expect(pod.initContainers[1]).toMatchObject({
+      image: `127.0.0.1:5000/busybox@${D1}`,
+      imagePullPolicy: "IfNotPresent",
+      command: ["/.imageyard/agent", "pulled"],
+    });
     // numeric user: shell-less images without /etc/passwd still start the no-op
     expect(pod.initContainers[1]!.securityContext.runAsUser).toBe(65534);
   });
@@ -83,20 +100,33 @@ describe("buildDaemonSet", () => {
 
 describe("socketMount", () => {
   it("mounts the socket's folder when the path is fixed", () => {
-    expect(socketMount("/run/k3s/containerd/containerd.sock")).toEqual({ hostPath: "/run/k3s/containerd", agentSocket: "/run/imageyard/containerd/containerd.sock" });
+    expect(socketMount("/run/k3s/containerd/containerd.sock")).toEqual({
+      hostPath: "/run/k3s/containerd",
+      agentSocket: "/run/imageyard/containerd/containerd.sock",
+    });
   });
   it("turns ${NODE_NAME} into a subPathExpr under the last fixed folder", () => {
-    expect(socketMount("/var/lib/bed/${NODE_NAME}/containerd.sock")).toEqual({ hostPath: "/var/lib/bed", subPathExpr: "$(NODE_NAME)", agentSocket: "/run/imageyard/containerd/containerd.sock" });
+    expect(socketMount("/var/lib/bed/${NODE_NAME}/containerd.sock")).toEqual({
+      hostPath: "/var/lib/bed",
+      subPathExpr: "$(NODE_NAME)",
+      agentSocket: "/run/imageyard/containerd/containerd.sock",
+    });
     expect(socketMount("/srv/nodes/${NODE_NAME}/run/containerd.sock").subPathExpr).toBe("$(NODE_NAME)/run");
   });
 });
 
 describe("buildPullSecret", () => {
   it("is a kubernetes.io/dockerconfigjson Secret with the credentials in docker's auths shape", () => {
-    const s = buildPullSecret("kube-system", "core-pull-0", "core", [{ registry: "127.0.0.1:5001", username: "puller", password: "s3cret" }]);
+    const s = buildPullSecret("kube-system", "core-pull-0", "core", [
+      { registry: "127.0.0.1:5001", username: "puller", password: "s3cret" },
+    ]);
     expect(s.type).toBe("kubernetes.io/dockerconfigjson");
     expect(s.metadata.labels?.["imageyard.dev/prepullset"]).toBe("core");
     const doc = JSON.parse(Buffer.from(s.data[".dockerconfigjson"]!, "base64").toString());
-    expect(doc.auths["127.0.0.1:5001"]).toEqual({ username: "puller", password: "s3cret", auth: Buffer.from("puller:s3cret").toString("base64") });
+    expect(doc.auths["127.0.0.1:5001"]).toEqual({
+      username: "puller",
+      password: "s3cret",
+      auth: Buffer.from("puller:s3cret").toString("base64"),
+    });
   });
 });

@@ -42,7 +42,10 @@ describe("prepull engine", () => {
     await applySet(client, spec, secrets);
     const state = await waitForSet(client, spec, Date.now() + 5000, { log: (l) => lines.push(l), pollMs: 10 });
     expect(state).toMatchObject({ ready: 2, total: 2 });
-    expect(state.nodes.map((n) => n.images["r/private/app:v1"])).toEqual([{ state: "present", digest: D2 }, { state: "present", digest: D2 }]);
+    expect(state.nodes.map((n) => n.images["r/private/app:v1"])).toEqual([
+      { state: "present", digest: D2 },
+      { state: "present", digest: D2 },
+    ]);
     expect(state.nodes[0]!.warnings[0]).toMatch(/pin not supported by containerd 1.6.20/);
     expect(kube.secrets.get("core-pull-0")!.metadata.ownerReferences![0]).toMatchObject({ kind: "DaemonSet", name: "core" });
     expect(lines).toContain("nodes ready 2/2");
@@ -51,12 +54,24 @@ describe("prepull engine", () => {
   it("fails naming node, image and the runtime's reason when one node's pull is refused", async () => {
     kube.kubelet = (node, pod, images) =>
       node === "node2"
-        ? { init: [{ name: "image-0", ready: false, imageID: images[0], state: { terminated: { exitCode: 0 } } }, { name: "image-1", ready: false, state: { waiting: { reason: "ErrImagePull", message: "failed to authorize: 401 Unauthorized" } } }], agentReady: false }
+        ? {
+            init: [
+              { name: "image-0", ready: false, imageID: images[0], state: { terminated: { exitCode: 0 } } },
+              {
+                name: "image-1",
+                ready: false,
+                state: { waiting: { reason: "ErrImagePull", message: "failed to authorize: 401 Unauthorized" } },
+              },
+            ],
+            agentReady: false,
+          }
         : pullsSucceed(node, pod, images);
     await applySet(client, spec, secrets);
     const e = await caught(waitForSet(client, spec, Date.now() + 5000, { pollMs: 10 }));
     expect(e.code).toBe("NODE_PULL_FAILED");
-    expect(e.message).toMatch(/^pre-pull kube-system\/core: node2: r\/private\/app:v1: registry refused the credentials: ErrImagePull: failed to authorize: 401 Unauthorized\./);
+    expect(e.message).toMatch(
+      /^pre-pull kube-system\/core: node2: r\/private\/app:v1: registry refused the credentials: ErrImagePull: failed to authorize: 401 Unauthorized\./,
+    );
   });
 
   it("stops at the deadline saying which node waits for what", async () => {
@@ -75,7 +90,10 @@ describe("prepull engine", () => {
     kube.events.push({ pod: lostOn, message: "Readiness probe failed: missing from the runtime: k8s.io/busybox:1" });
     const state = await observeSet(client, spec);
     expect(state.ready).toBe(1);
-    expect(state.nodes[1]!.images["r/busybox:1"]).toEqual({ state: "failed", reason: "readiness: missing from the runtime: k8s.io/busybox:1" });
+    expect(state.nodes[1]!.images["r/busybox:1"]).toEqual({
+      state: "failed",
+      reason: "readiness: missing from the runtime: k8s.io/busybox:1",
+    });
     kube.kubelet = pullsSucceed;
     expect(await repairSet(client, spec, state)).toEqual(["node2"]);
     expect(kube.pods.has(lostOn)).toBe(false);

@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { Authenticator, basicHeader, clearAuthCache, credentialsKey, mergeScopes, parseChallenges, repositoryScope, scopesCover } from "../../../../provider/oci/auth";
+import {
+  Authenticator,
+  basicHeader,
+  clearAuthCache,
+  credentialsKey,
+  mergeScopes,
+  parseChallenges,
+  repositoryScope,
+  scopesCover,
+} from "../../../../provider/oci/auth";
 
 describe("parseChallenges", () => {
   it("reads a Bearer challenge with quoted realm, service and scope", () => {
@@ -9,7 +18,9 @@ describe("parseChallenges", () => {
   });
 
   it("keeps commas and spaces inside quoted values (a mount's two scopes)", () => {
-    const [c] = parseChallenges('Bearer realm="https://a.test/t",service="r",scope="repository:foo/bar:pull,push repository:other/repo:pull",error="insufficient_scope"');
+    const [c] = parseChallenges(
+      'Bearer realm="https://a.test/t",service="r",scope="repository:foo/bar:pull,push repository:other/repo:pull",error="insufficient_scope"',
+    );
     expect(c?.params.scope).toBe("repository:foo/bar:pull,push repository:other/repo:pull");
     expect(c?.params.error).toBe("insufficient_scope");
   });
@@ -31,7 +42,10 @@ describe("parseChallenges", () => {
   });
 
   it("reads unquoted values, escaped quotes and empty input", () => {
-    expect(parseChallenges("Bearer realm=https://t.test/token,service=reg")[0]?.params).toEqual({ realm: "https://t.test/token", service: "reg" });
+    expect(parseChallenges("Bearer realm=https://t.test/token,service=reg")[0]?.params).toEqual({
+      realm: "https://t.test/token",
+      service: "reg",
+    });
     expect(parseChallenges('Basic realm="say \\"hi\\""')[0]?.params.realm).toBe('say "hi"');
     expect(parseChallenges(undefined)).toEqual([]);
     expect(parseChallenges("")).toEqual([]);
@@ -52,8 +66,14 @@ describe("scopes", () => {
   });
 
   it("mergeScopes unions actions per resource and sorts resources", () => {
-    expect(mergeScopes(["repository:a:pull"], ["repository:a:push", "repository:b:pull"])).toEqual(["repository:a:pull,push", "repository:b:pull"]);
-    expect(mergeScopes(["repository:foo/bar:push,pull repository:other/repo:pull"])).toEqual(["repository:foo/bar:pull,push", "repository:other/repo:pull"]);
+    expect(mergeScopes(["repository:a:pull"], ["repository:a:push", "repository:b:pull"])).toEqual([
+      "repository:a:pull,push",
+      "repository:b:pull",
+    ]);
+    expect(mergeScopes(["repository:foo/bar:push,pull repository:other/repo:pull"])).toEqual([
+      "repository:foo/bar:pull,push",
+      "repository:other/repo:pull",
+    ]);
     expect(mergeScopes(["registry:catalog:*"], ["repository:x:delete"])).toEqual(["registry:catalog:*", "repository:x:delete"]);
     expect(mergeScopes([], ["garbage"])).toEqual([]);
   });
@@ -87,7 +107,11 @@ describe("credential helpers for headers and cache keys", () => {
 });
 
 describe("credentials and a token realm on another host", () => {
-  const challenge = (realm: string) => ({ status: 401, headers: { "www-authenticate": `Bearer realm="${realm}",service="s"` }, body: null as never });
+  const challenge = (realm: string) => ({
+    status: 401,
+    headers: { "www-authenticate": `Bearer realm="${realm}",service="s"` },
+    body: null as never,
+  });
   const auth = (withCreds: boolean, insecureHosts: string[] = []) =>
     new Authenticator({
       origin: "127.0.0.1:5000",

@@ -35,7 +35,10 @@ describe("copyImage between two registries", () => {
     pair.dst.log.length = 0;
     const r = await copyImage(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
     expect(r.upToDate).toBe(true);
-    expect([...pair.src.calls(), ...pair.dst.calls()]).toEqual([`HEAD /v2/team/app/manifests/v1 200`, `HEAD /v2/mirror/app/manifests/v1 200`]);
+    expect([...pair.src.calls(), ...pair.dst.calls()]).toEqual([
+      `HEAD /v2/team/app/manifests/v1 200`,
+      `HEAD /v2/mirror/app/manifests/v1 200`,
+    ]);
   });
 
   it("copies a multi-arch OCI index byte for byte, children before the index", async () => {
@@ -91,16 +94,16 @@ describe("copyImage between two registries", () => {
 
   it("refuses a platform the source index lacks and lists the ones it has", async () => {
     seedFake(pair.src, "team/app", "v3", { platforms: ["linux/amd64", "linux/arm64"] });
-    await expect(planCopy(copyRequest(`${pair.src.host}/team/app:v3`, `${pair.dst.host}/mirror/app`, { platforms: ["linux/ppc64le"] }))).rejects.toThrow(
-      /platform linux\/ppc64le is not in the source index \(it has linux\/amd64, linux\/arm64\)/,
-    );
+    await expect(
+      planCopy(copyRequest(`${pair.src.host}/team/app:v3`, `${pair.dst.host}/mirror/app`, { platforms: ["linux/ppc64le"] })),
+    ).rejects.toThrow(/platform linux\/ppc64le is not in the source index \(it has linux\/amd64, linux\/arm64\)/);
   });
 
   it("refuses a platform filter that a single-platform source does not match, and accepts one that does", async () => {
     seedFake(pair.src, "team/app", "one", { seed: "single" });
-    await expect(planCopy(copyRequest(`${pair.src.host}/team/app:one`, `${pair.dst.host}/mirror/app`, { platforms: ["linux/arm64"] }))).rejects.toThrow(
-      /single-platform image for linux\/amd64, but platforms asks for linux\/arm64/,
-    );
+    await expect(
+      planCopy(copyRequest(`${pair.src.host}/team/app:one`, `${pair.dst.host}/mirror/app`, { platforms: ["linux/arm64"] })),
+    ).rejects.toThrow(/single-platform image for linux\/amd64, but platforms asks for linux\/arm64/);
     const ok = await copyImage(copyRequest(`${pair.src.host}/team/app:one`, `${pair.dst.host}/mirror/app`, { platforms: ["linux/amd64"] }));
     expect(ok.platformsFiltered).toBe(false);
   });
@@ -138,7 +141,9 @@ describe("copyImage between two registries", () => {
       }
       return false;
     };
-    await expect(copyImage(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`))).rejects.toMatchObject({ code: "HTTP_ERROR" });
+    await expect(copyImage(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`))).rejects.toMatchObject({
+      code: "HTTP_ERROR",
+    });
     expect(manifestPuts(pair.dst)).toEqual([]);
     expect(pair.dst.manifests.get("mirror/app")).toBeUndefined();
   });
@@ -180,7 +185,20 @@ describe("copyImage between two registries", () => {
     pair.src.intercept = (req, res, url) => {
       if (req.method !== "GET" || url.pathname !== `/v2/team/app/referrers/${img.digest}`) return false;
       res.setHeader("content-type", "application/vnd.oci.image.index.v1+json");
-      res.end(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: refDigest, size: referrer.length, artifactType: "application/spdx+json" }] }));
+      res.end(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: "application/vnd.oci.image.index.v1+json",
+          manifests: [
+            {
+              mediaType: "application/vnd.oci.image.manifest.v1+json",
+              digest: refDigest,
+              size: referrer.length,
+              artifactType: "application/spdx+json",
+            },
+          ],
+        }),
+      );
       return true;
     };
     const r = await copyImage(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));

@@ -10,7 +10,12 @@ const digest = digestBytes(data);
 async function run(chunks: Buffer[], opts: { digest?: string; size?: number; skip?: number }): Promise<{ out: Buffer; error?: Error }> {
   const got: Buffer[] = [];
   const sink = new Writable({ write: (c: Buffer, _e, cb) => (got.push(c), cb()) });
-  const verifier = verifyingStream({ digest: opts.digest ?? digest, size: opts.size ?? data.length, from: "127.0.0.1:5001/team/app", ...(opts.skip ? { skip: opts.skip } : {}) });
+  const verifier = verifyingStream({
+    digest: opts.digest ?? digest,
+    size: opts.size ?? data.length,
+    from: "127.0.0.1:5001/team/app",
+    ...(opts.skip ? { skip: opts.skip } : {}),
+  });
   try {
     await pipeline(Readable.from(chunks), verifier, sink);
     return { out: Buffer.concat(got) };
@@ -39,7 +44,9 @@ describe("verifyingStream", () => {
     expect(error).toMatchObject({ code: "DIGEST_MISMATCH" });
     expect(out.length).toBe(data.length - (data.length % 300 || 300));
     expect(error!.message).toMatch(
-      new RegExp(`^blob sha256:[0-9a-f]{12}… from 127\\.0\\.0\\.1:5001/team/app: expected ${digest}, got ${digestBytes(bad)} after ${data.length} bytes \\(DIGEST_MISMATCH\\); nothing was committed to the target\\.`),
+      new RegExp(
+        `^blob sha256:[0-9a-f]{12}… from 127\\.0\\.0\\.1:5001/team/app: expected ${digest}, got ${digestBytes(bad)} after ${data.length} bytes \\(DIGEST_MISMATCH\\); nothing was committed to the target\\.`,
+      ),
     );
   });
 
@@ -70,7 +77,9 @@ describe("verifyingStream", () => {
 
   it("reads a small blob whole only when it verifies", async () => {
     expect((await readVerified(Readable.from([data]), { digest, size: data.length, from: "x" })).equals(data)).toBe(true);
-    await expect(readVerified(Readable.from([data.subarray(1)]), { digest, size: data.length, from: "x" })).rejects.toMatchObject({ code: "SIZE_MISMATCH" });
+    await expect(readVerified(Readable.from([data.subarray(1)]), { digest, size: data.length, from: "x" })).rejects.toMatchObject({
+      code: "SIZE_MISMATCH",
+    });
   });
 
   it("rejects digests it cannot hash or that are malformed", () => {

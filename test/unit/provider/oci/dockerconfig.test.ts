@@ -53,7 +53,9 @@ describe("docker config lookup", () => {
   });
 
   it("matches keys written as URLs with a scheme and path, and not other hosts", async () => {
-    const path = writeConfig("c3.json", { auths: { "https://ghcr.io/v2/": { username: "u", password: "p" }, "quay.io": { identitytoken: "idt" } } });
+    const path = writeConfig("c3.json", {
+      auths: { "https://ghcr.io/v2/": { username: "u", password: "p" }, "quay.io": { identitytoken: "idt" } },
+    });
     expect((await lookupCredentials("ghcr.io", { path, env }))?.credentials).toEqual({ username: "u", password: "p" });
     expect((await lookupCredentials("quay.io", { path, env }))?.credentials).toEqual({ identityToken: "idt" });
     expect(await lookupCredentials("ghcr.io.evil", { path, env })).toBeUndefined();
@@ -65,7 +67,10 @@ describe("docker config lookup", () => {
   });
 
   it("prefers credHelpers[host] over auths and passes the server URL on stdin", async () => {
-    const path = writeConfig("c5.json", { auths: { "https://index.docker.io/v1/": { auth: b64("file:pw") } }, credHelpers: { "docker.io": "test" } });
+    const path = writeConfig("c5.json", {
+      auths: { "https://index.docker.io/v1/": { auth: b64("file:pw") } },
+      credHelpers: { "docker.io": "test" },
+    });
     const found = await lookupCredentials("docker.io", { path, env });
     expect(found?.credentials).toEqual({ username: "hubuser", password: "hubpass" });
     expect(found?.source).toMatch(/docker-credential-test/);
@@ -88,7 +93,9 @@ describe("docker config lookup", () => {
   });
 
   it("reports a failing, garbled or missing helper as REGISTRY_UNAUTHORIZED naming the helper, not secrets", async () => {
-    await expect(runCredentialHelper("test", "crash.test", env)).rejects.toThrow(/docker-credential-test: it failed \(boom: keychain locked\)/);
+    await expect(runCredentialHelper("test", "crash.test", env)).rejects.toThrow(
+      /docker-credential-test: it failed \(boom: keychain locked\)/,
+    );
     await expect(runCredentialHelper("test", "broken.test", env)).rejects.toThrow(/other than JSON/);
     const missing = await runCredentialHelper("absent", "x.test", env).catch((e) => e);
     expect(isImageyardError(missing, "REGISTRY_UNAUTHORIZED")).toBe(true);
@@ -102,7 +109,10 @@ describe("docker config lookup", () => {
     writeFileSync(join(xdg, "containers", "auth.json"), JSON.stringify({ auths: { "a.test": { auth: b64("podman:pw") } } }));
     const dockerDir = join(dir, "dockercfg");
     mkdirSync(dockerDir);
-    writeFileSync(join(dockerDir, "config.json"), JSON.stringify({ auths: { "a.test": { auth: b64("docker:pw") }, "b.test": { auth: b64("docker:pw2") } } }));
+    writeFileSync(
+      join(dockerDir, "config.json"),
+      JSON.stringify({ auths: { "a.test": { auth: b64("docker:pw") }, "b.test": { auth: b64("docker:pw2") } } }),
+    );
     const e2 = { ...env, XDG_RUNTIME_DIR: xdg, DOCKER_CONFIG: dockerDir, REGISTRY_AUTH_FILE: join(dir, "absent.json") };
     expect(configPaths(e2)).toEqual([join(dir, "absent.json"), join(xdg, "containers", "auth.json"), join(dockerDir, "config.json")]);
     expect((await lookupCredentials("a.test", { env: e2 }))?.credentials.username).toBe("podman");

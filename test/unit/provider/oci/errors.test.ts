@@ -13,7 +13,13 @@ const t: RegistryTarget = {
 };
 
 function ctx(status: number, body = "", retryAfterMs?: number): HttpErrorContext {
-  return { request: { method: "GET", url: "http://127.0.0.1:5001/v2/team/app/manifests/v9?_state=secret", ok: [200], operation: "pull" }, status, headers: {}, body, retryAfterMs };
+  return {
+    request: { method: "GET", url: "http://127.0.0.1:5001/v2/team/app/manifests/v9?_state=secret", ok: [200], operation: "pull" },
+    status,
+    headers: {},
+    body,
+    retryAfterMs,
+  };
 }
 const spec = (code: string, message = "m") => JSON.stringify({ errors: [{ code, message, detail: null }] });
 
@@ -21,7 +27,9 @@ describe("registryError maps distribution errors onto stable codes", () => {
   it("gives the DESIGN message for an unknown manifest", () => {
     const e = registryError(ctx(404, spec("MANIFEST_UNKNOWN")), t);
     expect(e.code).toBe("MANIFEST_UNKNOWN");
-    expect(e.message).toBe("pull 127.0.0.1:5001/team/app:v9: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.");
+    expect(e.message).toBe(
+      "pull 127.0.0.1:5001/team/app:v9: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.",
+    );
     expect(e.specCode).toBe("MANIFEST_UNKNOWN");
     expect(e.status).toBe(404);
     expect(e.retryable).toBe(false);
@@ -67,8 +75,12 @@ describe("registryError maps distribution errors onto stable codes", () => {
   });
 
   it("names the credentials input on 401, and what to set when none were given", () => {
-    expect(registryError(ctx(401), t).message).toBe("pull 127.0.0.1:5001/team/app:v9: registry refused the credentials (401 UNAUTHORIZED). Check sourceAuth for 127.0.0.1:5001.");
-    expect(registryError(ctx(401), { ...t, hadCredentials: false, credentialsHint: "targetAuth" }).message).toMatch(/registry requires credentials and none were given \(401 UNAUTHORIZED\)\. Set targetAuth for 127\.0\.0\.1:5001/);
+    expect(registryError(ctx(401), t).message).toBe(
+      "pull 127.0.0.1:5001/team/app:v9: registry refused the credentials (401 UNAUTHORIZED). Check sourceAuth for 127.0.0.1:5001.",
+    );
+    expect(registryError(ctx(401), { ...t, hadCredentials: false, credentialsHint: "targetAuth" }).message).toMatch(
+      /registry requires credentials and none were given \(401 UNAUTHORIZED\)\. Set targetAuth for 127\.0\.0\.1:5001/,
+    );
   });
 
   it("uses the status, not a contradicting body code, for 401/403", () => {
@@ -83,7 +95,10 @@ describe("registryError maps distribution errors onto stable codes", () => {
 
 describe("parseErrorBody", () => {
   it("reads the first spec error, upper-casing the code", () => {
-    expect(parseErrorBody(JSON.stringify({ errors: [{ code: "denied", message: "no" }, { code: "X" }] }))).toEqual({ code: "DENIED", message: "no" });
+    expect(parseErrorBody(JSON.stringify({ errors: [{ code: "denied", message: "no" }, { code: "X" }] }))).toEqual({
+      code: "DENIED",
+      message: "no",
+    });
   });
   it("tolerates bodies that are not the spec shape", () => {
     expect(parseErrorBody("<html>")).toEqual({});
@@ -96,7 +111,11 @@ describe("registryError surfaces what the registry itself said", () => {
   const body = (detail: unknown, message = "unknown error", code = "UNKNOWN") => JSON.stringify({ errors: [{ code, message, detail }] });
 
   it("turns a storage driver's 'no space left on device' into NO_SPACE, naming the side, not retryable", () => {
-    const e = registryError(ctx(500, body("filesystem: write /var/lib/registry/x/data: no space left on device")), { ...t, operation: "push", peer: "the target registry 127.0.0.1:5001" });
+    const e = registryError(ctx(500, body("filesystem: write /var/lib/registry/x/data: no space left on device")), {
+      ...t,
+      operation: "push",
+      peer: "the target registry 127.0.0.1:5001",
+    });
     expect(e.code).toBe("NO_SPACE");
     expect(e.retryable).toBe(false);
     expect(e.message).toBe(
@@ -108,8 +127,12 @@ describe("registryError surfaces what the registry itself said", () => {
     const long = registryError(ctx(500, body("d".repeat(1000), "storage backend failed")), t);
     expect(long.code).toBe("HTTP_ERROR");
     expect(long.message).toMatch(/: storage backend failed: d{300}… \(500 UNKNOWN\)/);
-    expect(registryError(ctx(404, body({ Tag: "v9" }, "manifest unknown", "MANIFEST_UNKNOWN")), t).message).toContain("manifest not found (404 MANIFEST_UNKNOWN)");
-    expect(registryError(ctx(400, body("sha256:abc", "blob unknown to registry", "MANIFEST_BLOB_UNKNOWN")), t).message).toContain("lacks: sha256:abc (400 MANIFEST_BLOB_UNKNOWN)");
+    expect(registryError(ctx(404, body({ Tag: "v9" }, "manifest unknown", "MANIFEST_UNKNOWN")), t).message).toContain(
+      "manifest not found (404 MANIFEST_UNKNOWN)",
+    );
+    expect(registryError(ctx(400, body("sha256:abc", "blob unknown to registry", "MANIFEST_BLOB_UNKNOWN")), t).message).toContain(
+      "lacks: sha256:abc (400 MANIFEST_BLOB_UNKNOWN)",
+    );
   });
 
   it("reads 507 Insufficient Storage as NO_SPACE too", () => {

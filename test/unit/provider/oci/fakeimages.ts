@@ -7,7 +7,11 @@ import type { RegistryOptions } from "../../../../provider/oci/registry";
 import { FakeRegistry } from "./fakeregistry";
 
 /** Plain http, no docker config, quick retries: what copy tests use against fake registries. */
-export const plain: RegistryOptions = { scheme: "http", dockerConfig: false, retry: { attempts: 2, minDelayMs: 1, maxDelayMs: 5, maxRetryAfterMs: 1000 } };
+export const plain: RegistryOptions = {
+  scheme: "http",
+  dockerConfig: false,
+  retry: { attempts: 2, minDelayMs: 1, maxDelayMs: 5, maxRetryAfterMs: 1000 },
+};
 
 export interface RegistryPair {
   src: FakeRegistry;
@@ -92,14 +96,25 @@ export function seedFake(reg: FakeRegistry, repo: string, tag: string | undefine
       {
         schemaVersion: 2,
         mediaType,
-        manifests: children.map((c) => ({ mediaType: c.mediaType, digest: c.digest, size: c.bytes.length, platform: platformObject(c.platform) })),
+        manifests: children.map((c) => ({
+          mediaType: c.mediaType,
+          digest: c.digest,
+          size: c.bytes.length,
+          platform: platformObject(c.platform),
+        })),
       },
       null,
       3,
     ),
   );
   const digest = reg.putManifest(repo, tag ?? digestOf(bytes), bytes, mediaType);
-  return { digest, mediaType, bytes, children: children.map(({ digest, platform, blobs }) => ({ digest, platform, blobs })), blobs: [...new Set(children.flatMap((c) => c.blobs))] };
+  return {
+    digest,
+    mediaType,
+    bytes,
+    children: children.map(({ digest, platform, blobs }) => ({ digest, platform, blobs })),
+    blobs: [...new Set(children.flatMap((c) => c.blobs))],
+  };
 }
 
 /** A cosign-style signature tag (sha256-<hex>.sig) for `digest`: a small manifest with one layer. */
@@ -129,14 +144,24 @@ function manifestFor(platform: string, opts: FakeImageOptions): { bytes: Buffer;
   const seed = `${opts.seed ?? "img"}/${platform}`;
   const layers = Array.from({ length: opts.layers ?? 2 }, (_, i) => bytesFrom(`${seed}/layer${i}`, opts.layerSize ?? 2048));
   if (opts.sharedLayer) layers.push(opts.sharedLayer);
-  const config = Buffer.from(JSON.stringify({ ...platformObject(platform), rootfs: { type: "layers", diff_ids: layers.map(digestOf) }, seed }));
+  const config = Buffer.from(
+    JSON.stringify({ ...platformObject(platform), rootfs: { type: "layers", diff_ids: layers.map(digestOf) }, seed }),
+  );
   const mediaType = docker ? DOCKER_MANIFEST : OCI_MANIFEST;
   const bytes = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
       mediaType,
-      config: { mediaType: docker ? "application/vnd.docker.container.image.v1+json" : "application/vnd.oci.image.config.v1+json", digest: digestOf(config), size: config.length },
-      layers: layers.map((l) => ({ mediaType: docker ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : "application/vnd.oci.image.layer.v1.tar", digest: digestOf(l), size: l.length })),
+      config: {
+        mediaType: docker ? "application/vnd.docker.container.image.v1+json" : "application/vnd.oci.image.config.v1+json",
+        digest: digestOf(config),
+        size: config.length,
+      },
+      layers: layers.map((l) => ({
+        mediaType: docker ? "application/vnd.docker.image.rootfs.diff.tar.gzip" : "application/vnd.oci.image.layer.v1.tar",
+        digest: digestOf(l),
+        size: l.length,
+      })),
     }),
   );
   return { bytes, mediaType, blobData: [config, ...layers] };

@@ -115,7 +115,8 @@ export class FakeRegistry {
     if (!url.pathname.startsWith("/v2/")) return send(res, 404, "");
     const route = parseRoute(url.pathname);
     if (!this.authorized(req, res, route, url)) return;
-    if (!route) return url.pathname === "/v2/" ? send(res, 200, "{}", { "content-type": "application/json" }) : send(res, 404, "404 page not found");
+    if (!route)
+      return url.pathname === "/v2/" ? send(res, 200, "{}", { "content-type": "application/json" }) : send(res, 404, "404 page not found");
     switch (route.kind) {
       case "manifests":
         return this.manifest(req, res, route.repo, route.rest, body);
@@ -147,7 +148,10 @@ export class FakeRegistry {
     if (mode === "basic") {
       const user = this.basicUser(h);
       if (user) return true;
-      send(res, 401, errors("UNAUTHORIZED", "authentication required"), { "www-authenticate": 'Basic realm="fake"', "content-type": "application/json" });
+      send(res, 401, errors("UNAUTHORIZED", "authentication required"), {
+        "www-authenticate": 'Basic realm="fake"',
+        "content-type": "application/json",
+      });
       return false;
     }
     const need = this.need(req, route, url);
@@ -192,7 +196,10 @@ export class FakeRegistry {
     const granted = new Map<string, Set<string>>();
     for (const s of scopes.flatMap((x) => x.split(" "))) {
       const cut = s.lastIndexOf(":");
-      const acts = s.slice(cut + 1).split(",").filter((a) => allowed.includes(a));
+      const acts = s
+        .slice(cut + 1)
+        .split(",")
+        .filter((a) => allowed.includes(a));
       const set = granted.get(s.slice(0, cut)) ?? new Set();
       for (const a of acts) set.add(a);
       granted.set(s.slice(0, cut), set);
@@ -200,7 +207,9 @@ export class FakeRegistry {
     const t = randomBytes(12).toString("hex");
     const lifetime = this.opts.tokenLifetime ?? 300;
     this.tokens.set(t, { user, scopes: granted, expires: Date.now() + lifetime * 1000 });
-    send(res, 200, JSON.stringify(req.method === "POST" ? { access_token: t, expires_in: lifetime } : { token: t, expires_in: lifetime }), { "content-type": "application/json" });
+    send(res, 200, JSON.stringify(req.method === "POST" ? { access_token: t, expires_in: lifetime } : { token: t, expires_in: lifetime }), {
+      "content-type": "application/json",
+    });
   }
 
   // Endpoints -----------------------------------------------------------------------------
@@ -210,7 +219,8 @@ export class FakeRegistry {
     if (req.method === "GET" || req.method === "HEAD") {
       if (!m) return send(res, 404, errors("MANIFEST_UNKNOWN", "manifest unknown"), { "content-type": "application/json" });
       const accept = req.headers.accept ?? "";
-      if (!accept.includes(m.mediaType)) return send(res, 404, errors("MANIFEST_UNKNOWN", "OCI manifest found, but accept header does not support OCI manifests"));
+      if (!accept.includes(m.mediaType))
+        return send(res, 404, errors("MANIFEST_UNKNOWN", "OCI manifest found, but accept header does not support OCI manifests"));
       res.setHeader("content-type", m.mediaType);
       res.setHeader("docker-content-digest", m.digest);
       res.setHeader("content-length", String(m.bytes.length));
@@ -234,7 +244,7 @@ export class FakeRegistry {
     if (req.method === "DELETE") {
       if (!ref.startsWith("sha256:")) return send(res, 400, errors("UNSUPPORTED", "delete by tag is not supported"));
       const all = this.manifests.get(repo);
-      if (!all || !all.has(ref)) return send(res, 404, errors("MANIFEST_UNKNOWN", "manifest unknown"));
+      if (!all?.has(ref)) return send(res, 404, errors("MANIFEST_UNKNOWN", "manifest unknown"));
       for (const [k, v] of [...all]) if (v.digest === ref) all.delete(k);
       return send(res, 202, "");
     }

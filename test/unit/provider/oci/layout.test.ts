@@ -32,7 +32,9 @@ describe("OCI image layout", () => {
     expect(out.digest).toBe(img.digest);
     expect(out.tagRef).toBe(`oci:${dir}:v1`);
     const index = JSON.parse(await readFile(join(dir, "index.json"), "utf8"));
-    expect(index.manifests).toEqual([{ mediaType: img.mediaType, digest: img.digest, size: img.bytes.length, annotations: { "org.opencontainers.image.ref.name": "v1" } }]);
+    expect(index.manifests).toEqual([
+      { mediaType: img.mediaType, digest: img.digest, size: img.bytes.length, annotations: { "org.opencontainers.image.ref.name": "v1" } },
+    ]);
     expect(JSON.parse(await readFile(join(dir, "oci-layout"), "utf8"))).toEqual({ imageLayoutVersion: "1.0.0" });
     expect((await files(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
 
@@ -54,12 +56,18 @@ describe("OCI image layout", () => {
     seedFake(reg, "team/app", "v2", { seed: "two" });
     await copyImage({ source: `${reg.host}/team/app:v1`, target: `oci:${dir}`, sourceOptions: plain });
     await copyImage({ source: `${reg.host}/team/app:v2`, target: `oci:${dir}`, sourceOptions: plain });
-    await expect(copyImage({ source: `oci:${dir}`, target: `${reg.host}/x/y:z`, targetOptions: plain })).rejects.toThrow(/holds 2 images; name one as oci:.*:TAG \(tags: v1, v2\)/);
-    await expect(copyImage({ source: `oci:${dir}:v9`, target: `${reg.host}/x/y`, targetOptions: plain })).rejects.toMatchObject({ code: "MANIFEST_UNKNOWN" });
+    await expect(copyImage({ source: `oci:${dir}`, target: `${reg.host}/x/y:z`, targetOptions: plain })).rejects.toThrow(
+      /holds 2 images; name one as oci:.*:TAG \(tags: v1, v2\)/,
+    );
+    await expect(copyImage({ source: `oci:${dir}:v9`, target: `${reg.host}/x/y`, targetOptions: plain })).rejects.toMatchObject({
+      code: "MANIFEST_UNKNOWN",
+    });
   });
 
   it("refuses a source directory that is not a layout", async () => {
-    await expect(copyImage({ source: `oci:${dir}/nothing:v1`, target: `${reg.host}/x/y`, targetOptions: plain })).rejects.toThrow(/not an OCI image layout/);
+    await expect(copyImage({ source: `oci:${dir}/nothing:v1`, target: `${reg.host}/x/y`, targetOptions: plain })).rejects.toThrow(
+      /not an OCI image layout/,
+    );
   });
 
   it("never leaves a wrong blob in the layout when the source serves corrupt bytes", async () => {
@@ -75,7 +83,9 @@ describe("OCI image layout", () => {
       }
       return false;
     };
-    await expect(copyImage({ source: `${reg.host}/team/app:v1`, target: `oci:${dir}`, sourceOptions: plain })).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+    await expect(copyImage({ source: `${reg.host}/team/app:v1`, target: `oci:${dir}`, sourceOptions: plain })).rejects.toMatchObject({
+      code: "DIGEST_MISMATCH",
+    });
     const store = new LayoutStore(dir);
     expect(await store.hasBlob(layer, 2048)).toBe(false);
     expect((await files(dir)).filter((f) => f.endsWith(".tmp"))).toEqual([]);
@@ -98,7 +108,11 @@ describe("locations", () => {
   it("parses layout and registry locations, docker:// included", () => {
     expect(parseLocation("oci:/srv/x:v1")).toMatchObject({ kind: "layout", path: "/srv/x", tag: "v1" });
     expect(parseLocation("oci-layout:/srv/x")).toMatchObject({ kind: "layout", path: "/srv/x" });
-    expect(parseLocation("docker://127.0.0.1:5001/team/app")).toMatchObject({ kind: "registry", tagGiven: false, ref: { registry: "127.0.0.1:5001", repository: "team/app", tag: "latest" } });
+    expect(parseLocation("docker://127.0.0.1:5001/team/app")).toMatchObject({
+      kind: "registry",
+      tagGiven: false,
+      ref: { registry: "127.0.0.1:5001", repository: "team/app", tag: "latest" },
+    });
     expect(() => parseLocation("oci:/srv/x:bad tag")).toThrow(/not a valid tag/);
   });
 

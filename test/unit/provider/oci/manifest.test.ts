@@ -84,17 +84,25 @@ describe("parseManifest", () => {
     expect(code(() => parseManifest(buf({ ...ociManifest, mediaType: "text/plain" })))).toBe("MANIFEST_INVALID");
     expect(code(() => parseManifest(buf({ ...ociManifest, config: undefined })))).toBe("MANIFEST_INVALID");
     expect(code(() => parseManifest(buf({ ...ociManifest, layers: {} })))).toBe("MANIFEST_INVALID");
-    expect(code(() => parseManifest(buf({ ...ociManifest, layers: [{ mediaType: "x", digest: "nope", size: 1 }] })))).toBe("MANIFEST_INVALID");
-    expect(code(() => parseManifest(buf({ ...ociManifest, layers: [{ mediaType: "x", digest: d("1"), size: -1 }] })))).toBe("MANIFEST_INVALID");
-    expect(code(() => parseManifest(buf({ ...ociManifest, layers: [{ mediaType: "x", digest: d("1"), size: 1.5 }] })))).toBe("MANIFEST_INVALID");
-    expect(code(() => parseManifest(buf({ ...dockerList, manifests: [{ ...dockerList.manifests[0], platform: { os: "linux" } }] })))).toBe("MANIFEST_INVALID");
+    expect(code(() => parseManifest(buf({ ...ociManifest, layers: [{ mediaType: "x", digest: "nope", size: 1 }] })))).toBe(
+      "MANIFEST_INVALID",
+    );
+    expect(code(() => parseManifest(buf({ ...ociManifest, layers: [{ mediaType: "x", digest: d("1"), size: -1 }] })))).toBe(
+      "MANIFEST_INVALID",
+    );
+    expect(code(() => parseManifest(buf({ ...ociManifest, layers: [{ mediaType: "x", digest: d("1"), size: 1.5 }] })))).toBe(
+      "MANIFEST_INVALID",
+    );
+    expect(code(() => parseManifest(buf({ ...dockerList, manifests: [{ ...dockerList.manifests[0], platform: { os: "linux" } }] })))).toBe(
+      "MANIFEST_INVALID",
+    );
     expect(code(() => parseManifest(buf({ ...ociManifest, annotations: { a: 1 } })))).toBe("MANIFEST_INVALID");
   });
 
   it("names what is wrong and where", () => {
-    expect(() => parseManifest(buf({ ...ociManifest, layers: [ociManifest.layers[0], { mediaType: "x", digest: d("1"), size: "big" }] }))).toThrow(
-      /layers\[1\]: descriptor size "big" is not a non-negative integer \(MANIFEST_INVALID\)/,
-    );
+    expect(() =>
+      parseManifest(buf({ ...ociManifest, layers: [ociManifest.layers[0], { mediaType: "x", digest: d("1"), size: "big" }] })),
+    ).toThrow(/layers\[1\]: descriptor size "big" is not a non-negative integer \(MANIFEST_INVALID\)/);
   });
 
   it("refuses Docker schema 1 as UNSUPPORTED", () => {
@@ -109,7 +117,8 @@ describe("digests of documents", () => {
   });
 
   it("verifyDigest supports sha512 and refuses unknown algorithms with UNSUPPORTED", () => {
-    const sha512 = "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e";
+    const sha512 =
+      "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e";
     expect(verifyDigest(Buffer.from(""), sha512, "x")).toBe(sha512);
     expect(code(() => verifyDigest(Buffer.from(""), `md5:${"0".repeat(32)}`, "x"))).toBe("UNSUPPORTED");
   });
@@ -117,7 +126,9 @@ describe("digests of documents", () => {
   it("verifyDigest returns the digest on a match and throws DIGEST_MISMATCH naming both digests otherwise", () => {
     const b = Buffer.from("doc");
     expect(verifyDigest(b, digestOf(b), "pull x")).toBe(digestOf(b));
-    expect(() => verifyDigest(b, digestOf(Buffer.from("other")), "pull x")).toThrow(new RegExp(`^pull x: expected ${digestOf(Buffer.from("other"))}, got ${digestOf(b)} after 3 bytes \\(DIGEST_MISMATCH\\)`));
+    expect(() => verifyDigest(b, digestOf(Buffer.from("other")), "pull x")).toThrow(
+      new RegExp(`^pull x: expected ${digestOf(Buffer.from("other"))}, got ${digestOf(b)} after 3 bytes \\(DIGEST_MISMATCH\\)`),
+    );
   });
 });
 
@@ -157,7 +168,9 @@ describe("platforms", () => {
     expect(platformMatches(parsePlatform("linux/arm/v7"), armv6)).toBe(false);
     expect(platformMatches(parsePlatform("linux/arm/v7"), armNoVariant)).toBe(true);
     expect(platformMatches(parsePlatform("linux/amd64"), undefined)).toBe(false);
-    expect(platformMatches(parsePlatform("windows/amd64:10.0.1"), { os: "windows", architecture: "amd64", "os.version": "10.0.2" })).toBe(false);
+    expect(platformMatches(parsePlatform("windows/amd64:10.0.1"), { os: "windows", architecture: "amd64", "os.version": "10.0.2" })).toBe(
+      false,
+    );
     expect(platformMatches(parsePlatform("windows/amd64"), { os: "windows", architecture: "amd64", "os.version": "10.0.2" })).toBe(true);
   });
 

@@ -8,14 +8,26 @@ const pair = useRegistryPair();
 const writes = (reg: FakeRegistry) => reg.log.filter((l) => l.method !== "GET" && l.method !== "HEAD");
 
 /** An OCI manifest in `repo` whose layers are given descriptors (data pushed only for those with bytes). */
-function manifestWith(reg: FakeRegistry, repo: string, layers: Array<{ data?: Buffer; descriptor?: Record<string, unknown> }>, arch = "amd64"): { digest: string; bytes: Buffer } {
+function manifestWith(
+  reg: FakeRegistry,
+  repo: string,
+  layers: Array<{ data?: Buffer; descriptor?: Record<string, unknown> }>,
+  arch = "amd64",
+): { digest: string; bytes: Buffer } {
   const config = Buffer.from(JSON.stringify({ os: "linux", architecture: arch }));
   reg.putBlob(repo, config);
   const descs = layers.map((l) => {
     if (l.data) reg.putBlob(repo, l.data);
     return l.descriptor ?? { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: digestOf(l.data!), size: l.data!.length };
   });
-  const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: digestOf(config), size: config.length }, layers: descs }));
+  const bytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: digestOf(config), size: config.length },
+      layers: descs,
+    }),
+  );
   return { digest: reg.putManifest(repo, digestOf(bytes), bytes, OCI_MANIFEST), bytes };
 }
 
@@ -46,7 +58,9 @@ describe("planCopy", () => {
     const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
     expect(plan.manifests.find((m) => m.digest === amd.digest)?.action).toBe("skip");
     const headed = pair.dst.log.filter((l) => l.method === "HEAD" && l.path.includes("/blobs/")).map((l) => l.path.split("/blobs/")[1]);
-    expect(headed.some((d) => amd.blobs.includes(d!) && !img.children.find((c) => c.platform === "linux/arm64")!.blobs.includes(d!))).toBe(false);
+    expect(headed.some((d) => amd.blobs.includes(d!) && !img.children.find((c) => c.platform === "linux/arm64")!.blobs.includes(d!))).toBe(
+      false,
+    );
   });
 
   it("keeps a filtered platform's buildx attestation and drops the others'", async () => {
@@ -81,7 +95,12 @@ describe("planCopy", () => {
   });
 
   it("leaves foreign (non-distributable) layers out of the blobs to copy", async () => {
-    const foreign = { mediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", digest: digestOf(Buffer.from("windows base")), size: 12, urls: ["https://example.invalid/layer"] };
+    const foreign = {
+      mediaType: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+      digest: digestOf(Buffer.from("windows base")),
+      size: 12,
+      urls: ["https://example.invalid/layer"],
+    };
     const local = bytesFrom("local", 300);
     const m = manifestWith(pair.src, "team/win", [{ descriptor: foreign }, { data: local }]);
     pair.src.putManifest("team/win", "v1", m.bytes, OCI_MANIFEST);
@@ -97,7 +116,12 @@ describe("planCopy", () => {
     seedSignature(pair.src, "team/app", img.children[1]!.digest, "sbom");
     const plan = await planCopy(copyRequest(`${pair.src.host}/team/app:v1`, `${pair.dst.host}/mirror/app`));
     expect(plan.signatures).toBe(3);
-    expect(plan.manifests.filter((m) => m.role === "signature").map((m) => m.tag!.slice(-4)).sort()).toEqual([".att", ".sig", "sbom"]);
+    expect(
+      plan.manifests
+        .filter((m) => m.role === "signature")
+        .map((m) => m.tag!.slice(-4))
+        .sort(),
+    ).toEqual([".att", ".sig", "sbom"]);
     expect(plan.manifests.at(-1)!.role).toBe("index");
     expect(summarizePlan(plan)).toContain("(3 signatures)");
   });

@@ -66,7 +66,7 @@ describe("parseReference rejects bad input with INVALID_INPUT and an example", (
     [`alpine@md5:${"a".repeat(32)}`, /unsupported digest algorithm/],
     ["alpine@", /not a digest/],
     ["https://ghcr.io/org/app", /URL scheme/],
-    ["a" + "/b".repeat(0) + "//c", /not a valid repository path component/],
+    [`a${"/b".repeat(0)}//c`, /not a valid repository path component/],
     ["ghcr.io/", /repository name is missing/],
     ["ghcr.io/a/-b", /not a valid repository path component/],
     ["a".repeat(64), /image ID/],
@@ -125,7 +125,8 @@ describe("reference helpers", () => {
   });
 
   it("isLoopbackRegistry knows localhost, 127/8 and ::1 but not other hosts", () => {
-    for (const h of ["localhost", "localhost:5000", "127.0.0.1:5001", "127.1.2.3", "[::1]:5000", "reg.localhost:80"]) expect(isLoopbackRegistry(h)).toBe(true);
+    for (const h of ["localhost", "localhost:5000", "127.0.0.1:5001", "127.1.2.3", "[::1]:5000", "reg.localhost:80"])
+      expect(isLoopbackRegistry(h)).toBe(true);
     for (const h of ["ghcr.io", "10.0.0.1:5000", "localhost.example.com", "docker.io"]) expect(isLoopbackRegistry(h)).toBe(false);
   });
 });
@@ -133,7 +134,12 @@ describe("reference helpers", () => {
 describe("credentials typed into a reference are never echoed", () => {
   it("refuses user info, redacts it, and says where credentials go", async () => {
     const { parseLocation } = await import("../../../../provider/oci/location");
-    for (const input of ["robot:S3cret@127.0.0.1:5602/repo", "docker://robot:S3cret@127.0.0.1:5602/repo:v1", "https://robot:S3cret@reg.test/team/app", "robot:pa@ss/x@reg.test/a"]) {
+    for (const input of [
+      "robot:S3cret@127.0.0.1:5602/repo",
+      "docker://robot:S3cret@127.0.0.1:5602/repo:v1",
+      "https://robot:S3cret@reg.test/team/app",
+      "robot:pa@ss/x@reg.test/a",
+    ]) {
       let err: unknown;
       try {
         parseLocation(input, { credentialsHint: "--dest-creds" });

@@ -45,7 +45,6 @@ function image(f: FakeRegistry, repo: string, tag: string) {
   return { config, layer, manifest, digest: f.putManifest(repo, tag, manifest, OCI_MANIFEST) };
 }
 
-
 beforeEach(() => clearAuthCache());
 afterEach(async () => {
   while (started.length) await started.pop()!.stop();
@@ -79,7 +78,11 @@ describe("RegistryClient against an anonymous registry", () => {
       res.end();
       return true;
     };
-    expect(await client(fake).headManifest("team/app", "v1")).toEqual({ digest: img.digest, mediaType: OCI_MANIFEST, size: img.manifest.length });
+    expect(await client(fake).headManifest("team/app", "v1")).toEqual({
+      digest: img.digest,
+      mediaType: OCI_MANIFEST,
+      size: img.manifest.length,
+    });
     expect(fake.calls()).toEqual(["HEAD /v2/team/app/manifests/v1 200", "GET /v2/team/app/manifests/v1 200"]);
   });
 
@@ -164,7 +167,10 @@ describe("RegistryClient against an anonymous registry", () => {
     expect(s.offset).toBe(20);
     await c.commitBlob(s, sha(data));
     expect(await c.headBlob("team/chunked", sha(data))).toBe(20);
-    expect(rel.log.filter((l) => l.method === "PATCH").map((l) => l.contentType)).toEqual(["application/octet-stream", "application/octet-stream"]);
+    expect(rel.log.filter((l) => l.method === "PATCH").map((l) => l.contentType)).toEqual([
+      "application/octet-stream",
+      "application/octet-stream",
+    ]);
   });
 
   it("reads 2.8's ambiguous Range 0-0 after a one-byte PATCH as one byte held", async () => {
@@ -225,7 +231,11 @@ describe("RegistryClient against an anonymous registry", () => {
   it("says the referrers API is missing with undefined (404) and reads it when present", async () => {
     const img = image(fake, "team/app", "v1");
     expect(await client(fake).referrers("team/app", img.digest)).toBeUndefined();
-    const idx = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: img.digest, size: 1, artifactType: "application/x.sig" }] };
+    const idx = {
+      schemaVersion: 2,
+      mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: img.digest, size: 1, artifactType: "application/x.sig" }],
+    };
     fake.intercept = (req, res) => {
       if (!req.url?.includes("/referrers/")) return false;
       res.setHeader("content-type", OCI_INDEX);
@@ -236,7 +246,14 @@ describe("RegistryClient against an anonymous registry", () => {
   });
 
   it("puts a Docker manifest with Content-Type equal to its mediaType", async () => {
-    const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: DOCKER_MANIFEST, config: { mediaType: OCI_CONFIG, digest: sha(Buffer.from("x")), size: 1 }, layers: [] }));
+    const body = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: DOCKER_MANIFEST,
+        config: { mediaType: OCI_CONFIG, digest: sha(Buffer.from("x")), size: 1 },
+        layers: [],
+      }),
+    );
     await client(fake).putManifest("team/d", "v1", body, DOCKER_MANIFEST);
     expect(fake.log.find((l) => l.method === "PUT")?.contentType).toBe(DOCKER_MANIFEST);
     const e = await caught(client(fake).putManifest("team/d", "v2", body, OCI_MANIFEST));
@@ -282,7 +299,9 @@ describe("RegistryClient retries", () => {
     };
     const e = await caught(client(fake).getManifest("team/app", "v1"));
     expect(e.code).toBe("TOO_MANY_REQUESTS");
-    expect(e.message).toMatch(/keeps rate-limiting requests \(429 Retry-After: 3600\).*past the rate-limit budget of 10 min \(429 TOOMANYREQUESTS\)/);
+    expect(e.message).toMatch(
+      /keeps rate-limiting requests \(429 Retry-After: 3600\).*past the rate-limit budget of 10 min \(429 TOOMANYREQUESTS\)/,
+    );
     expect(e.retryable).toBe(false);
     expect(fake.log).toHaveLength(1);
   });
@@ -313,7 +332,11 @@ describe("RegistryClient retries", () => {
 });
 
 describe("RegistryClient auth", () => {
-  const users = { mirror: { password: "s3cret" }, reader: { password: "r", actions: ["pull"] }, robot: { password: "x", refreshToken: "refresh-abc" } };
+  const users = {
+    mirror: { password: "s3cret" },
+    reader: { password: "r", actions: ["pull"] },
+    robot: { password: "x", refreshToken: "refresh-abc" },
+  };
 
   it("Bearer: 401 → token → retry once, then reuses the cached token and fetches new scopes up front", async () => {
     fake = await start({ auth: "bearer", users });
@@ -346,7 +369,9 @@ describe("RegistryClient auth", () => {
     const c = client(fake, { credentials: { username: "mirror", password: "s3cret" } });
     await c.headManifest("team/other", "none"); // learns the realm
     const before = fake.log.filter((l) => l.path === "/token").length;
-    const sizes = await Promise.all([sha(img.layer), sha(img.config), sha(img.layer), sha(img.config)].map((d) => c.headBlob("team/app", d)));
+    const sizes = await Promise.all(
+      [sha(img.layer), sha(img.config), sha(img.layer), sha(img.config)].map((d) => c.headBlob("team/app", d)),
+    );
     expect(sizes).toEqual([img.layer.length, img.config.length, img.layer.length, img.config.length]);
     expect(fake.log.filter((l) => l.path === "/token").length - before).toBe(1);
     expect(fake.log.filter((l) => l.status === 401).length).toBe(1);
@@ -417,15 +442,26 @@ describe("RegistryClient auth", () => {
     expect((await c.getManifest("team/app", "v1")).digest).toBe(img.digest);
     const e = await caught(c.putManifest("team/app", "v2", img.manifest, OCI_MANIFEST));
     expect(e.code).toBe("REGISTRY_DENIED");
-    expect(e.message).toMatch(new RegExp(`^push ${fake.host}/team/app:v2: registry denied access \\(401 insufficient_scope; requested repository:team/app:pull,push\\)\\. Check that the account in targetAuth for ${fake.host} may push`));
+    expect(e.message).toMatch(
+      new RegExp(
+        `^push ${fake.host}/team/app:v2: registry denied access \\(401 insufficient_scope; requested repository:team/app:pull,push\\)\\. Check that the account in targetAuth for ${fake.host} may push`,
+      ),
+    );
   });
 
   it("Bearer: wrong credentials fail at the token service with REGISTRY_UNAUTHORIZED and no secret in the message", async () => {
     fake = await start({ auth: "bearer", users });
     image(fake, "team/app", "v1");
-    const e = await caught(client(fake, { credentials: { username: "mirror", password: "WRONGPASS" }, credentialsInput: "sourceAuth" }).headManifest("team/app", "v1"));
+    const e = await caught(
+      client(fake, { credentials: { username: "mirror", password: "WRONGPASS" }, credentialsInput: "sourceAuth" }).headManifest(
+        "team/app",
+        "v1",
+      ),
+    );
     expect(e.code).toBe("REGISTRY_UNAUTHORIZED");
-    expect(e.message).toBe(`inspect ${fake.host}/team/app:v1: registry refused the credentials (401 UNAUTHORIZED). Check sourceAuth for ${fake.host}.`);
+    expect(e.message).toBe(
+      `inspect ${fake.host}/team/app:v1: registry refused the credentials (401 UNAUTHORIZED). Check sourceAuth for ${fake.host}.`,
+    );
     expect(e.message).not.toContain("WRONGPASS");
   });
 
@@ -474,9 +510,13 @@ describe("RegistryClient auth", () => {
 
   it("Basic: wrong credentials give REGISTRY_UNAUTHORIZED after exactly one retry", async () => {
     fake = await start({ auth: "basic", users });
-    const e = await caught(client(fake, { credentials: { username: "mirror", password: "nope" }, credentialsInput: "targetAuth" }).listTags("team/app"));
+    const e = await caught(
+      client(fake, { credentials: { username: "mirror", password: "nope" }, credentialsInput: "targetAuth" }).listTags("team/app"),
+    );
     expect(e.code).toBe("REGISTRY_UNAUTHORIZED");
-    expect(e.message).toBe(`list tags ${fake.host}/team/app: registry refused the credentials (401 UNAUTHORIZED). Check targetAuth for ${fake.host}.`);
+    expect(e.message).toBe(
+      `list tags ${fake.host}/team/app: registry refused the credentials (401 UNAUTHORIZED). Check targetAuth for ${fake.host}.`,
+    );
     expect(fake.calls()).toEqual(["GET /v2/team/app/tags/list 401", "GET /v2/team/app/tags/list 401"]);
   });
 
@@ -496,7 +536,10 @@ describe("RegistryClient auth", () => {
     const dir = mkdtempSync(join(tmpdir(), "iy-reg-"));
     try {
       const path = join(dir, "config.json");
-      writeFileSync(path, JSON.stringify({ auths: { [`http://${fake.host}/v2/`]: { auth: Buffer.from("mirror:s3cret").toString("base64") } } }));
+      writeFileSync(
+        path,
+        JSON.stringify({ auths: { [`http://${fake.host}/v2/`]: { auth: Buffer.from("mirror:s3cret").toString("base64") } } }),
+      );
       await client(fake, { dockerConfig: path }).ping();
       expect(fake.calls()).toEqual(["GET /v2/ 401", "GET /v2/ 200"]);
       writeFileSync(path, JSON.stringify({ auths: { [fake.host]: { auth: Buffer.from("mirror:bad").toString("base64") } } }));
@@ -526,7 +569,9 @@ describe("registry helpers", () => {
   });
 
   it("withQuery appends to a Location without re-encoding its opaque state", () => {
-    expect(withQuery("http://h/v2/r/blobs/uploads/u?_state=a%2Bb%3D%3D", "digest", "sha256:ab")).toBe("http://h/v2/r/blobs/uploads/u?_state=a%2Bb%3D%3D&digest=sha256%3Aab");
+    expect(withQuery("http://h/v2/r/blobs/uploads/u?_state=a%2Bb%3D%3D", "digest", "sha256:ab")).toBe(
+      "http://h/v2/r/blobs/uploads/u?_state=a%2Bb%3D%3D&digest=sha256%3Aab",
+    );
     expect(withQuery("http://h/up", "digest", "d")).toBe("http://h/up?digest=d");
   });
 

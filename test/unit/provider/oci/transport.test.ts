@@ -44,7 +44,9 @@ describe("tlsError", () => {
   it("turns a certificate verification failure anywhere in the cause chain into TLS_ERROR with what to do", () => {
     const e = tlsError({ code: "NETWORK_ERROR", cause: { code: "SELF_SIGNED_CERT_IN_CHAIN" } }, "pull h/r:t", "h");
     expect(e?.code).toBe("TLS_ERROR");
-    expect(e?.message).toBe("pull h/r:t: the registry's TLS certificate is not trusted (SELF_SIGNED_CERT_IN_CHAIN). Give the registry's CA (tls ca or certDir) for h, or set insecure for it explicitly.");
+    expect(e?.message).toBe(
+      "pull h/r:t: the registry's TLS certificate is not trusted (SELF_SIGNED_CERT_IN_CHAIN). Give the registry's CA (tls ca or certDir) for h, or set insecure for it explicitly.",
+    );
   });
 
   it("leaves other network errors alone", () => {

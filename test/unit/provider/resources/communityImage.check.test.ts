@@ -4,7 +4,12 @@ import { parseSize, validateCommunityImage, type CommunityImageInputs } from "..
 import { normalizeCompression } from "../../../../provider/disk/decompress";
 
 const SHA = "a".repeat(64);
-const base: CommunityImageInputs = { name: "x", source: { url: "https://h/x.qcow2", checksum: `sha256:${SHA}` }, diskFormat: "qcow2", credentials: { authUrl: "https://k/v3", username: "u", password: "p", projectName: "p" } };
+const base: CommunityImageInputs = {
+  name: "x",
+  source: { url: "https://h/x.qcow2", checksum: `sha256:${SHA}` },
+  diskFormat: "qcow2",
+  credentials: { authUrl: "https://k/v3", username: "u", password: "p", projectName: "p" },
+};
 
 describe("parseSize", () => {
   it("takes bytes and binary/decimal units; refuses zero, negatives, fractions of a byte and words", () => {
@@ -20,17 +25,31 @@ describe("parseSize", () => {
 
 describe("compression spellings", () => {
   it("program names map to the suffixes the engine uses", () => {
-    expect(["gzip", "bzip2", "zstd", "gz", "bz2", "xz", "zst", "auto", "none"].map((c) => normalizeCompression(c as never))).toEqual(["gz", "bz2", "zst", "gz", "bz2", "xz", "zst", "auto", "none"]);
+    expect(["gzip", "bzip2", "zstd", "gz", "bz2", "xz", "zst", "auto", "none"].map((c) => normalizeCompression(c as never))).toEqual([
+      "gz",
+      "bz2",
+      "zst",
+      "gz",
+      "bz2",
+      "xz",
+      "zst",
+      "auto",
+      "none",
+    ]);
   });
   it("validate accepts both spellings and names the property for anything else", () => {
-    for (const c of ["gzip", "gz", "bzip2", "bz2", "xz", "zstd", "zst", "auto", "none"]) expect(validateCommunityImage({ ...base, source: { ...base.source, compression: c as never } })).toEqual([]);
-    expect(validateCommunityImage({ ...base, source: { ...base.source, compression: "lz4" as never } })[0]?.reason).toMatch(/source\.compression "lz4" is not one of .*gzip/);
+    for (const c of ["gzip", "gz", "bzip2", "bz2", "xz", "zstd", "zst", "auto", "none"])
+      expect(validateCommunityImage({ ...base, source: { ...base.source, compression: c as never } })).toEqual([]);
+    expect(validateCommunityImage({ ...base, source: { ...base.source, compression: "lz4" as never } })[0]?.reason).toMatch(
+      /source\.compression "lz4" is not one of .*gzip/,
+    );
   });
 });
 
 describe("offline checks of the new inputs", () => {
-  it("maxVirtualSize and allowLocalFiles are validated; file:// needs allowLocalFiles; a checksum (or \"unverified\") is required", () => {
-    const f = (i: Partial<CommunityImageInputs>) => Object.fromEntries(validateCommunityImage({ ...base, ...i }).map((x) => [x.property, x.reason]));
+  it('maxVirtualSize and allowLocalFiles are validated; file:// needs allowLocalFiles; a checksum (or "unverified") is required', () => {
+    const f = (i: Partial<CommunityImageInputs>) =>
+      Object.fromEntries(validateCommunityImage({ ...base, ...i }).map((x) => [x.property, x.reason]));
     expect(f({ maxVirtualSize: "huge" }).maxVirtualSize).toMatch(/e\.g\. 68719476736 or "64GiB"/);
     expect(f({ allowLocalFiles: "yes" as never }).allowLocalFiles).toMatch(/true or false/);
     expect(f({ source: { url: "file:///etc/passwd", checksum: "unverified" } }).source).toMatch(/allowLocalFiles: true/);

@@ -1,7 +1,14 @@
 // CommunityImage without Glance: which input changes replace and which update in place, what check
 // says about bad input, and that the resource registers its credentials as secret.
 import { describe, expect, it } from "vitest";
-import { diffCommunityImage, managedProperties, outputsOf, validateCommunityImage, type CommunityImageInputs, type CommunityImageOutputs } from "../../../../provider/resources/communityImage.lifecycle";
+import {
+  diffCommunityImage,
+  managedProperties,
+  outputsOf,
+  validateCommunityImage,
+  type CommunityImageInputs,
+  type CommunityImageOutputs,
+} from "../../../../provider/resources/communityImage.lifecycle";
 import type { GlanceImage } from "../../../../provider/glance/images";
 import { UNKNOWN } from "../../../../provider/resources/diff";
 
@@ -22,10 +29,28 @@ function inputs(over: Partial<CommunityImageInputs> = {}): CommunityImageInputs 
 /** The outputs a create of `i` would produce, from a Glance image that matches it exactly. */
 function published(i: CommunityImageInputs, over: Partial<GlanceImage> = {}): CommunityImageOutputs {
   const img: GlanceImage = {
-    id: "11111111-2222-3333-4444-555555555555", name: i.name, status: i.active === false ? "deactivated" : "active", visibility: i.visibility ?? "community",
-    protected: i.protected ?? false, os_hidden: i.hidden ?? false, owner: "p1", disk_format: i.diskFormat, container_format: "bare", min_disk: i.minDisk ?? 0,
-    min_ram: i.minRam ?? 0, size: 1, virtual_size: 2, checksum: "m", os_hash_algo: "sha512", os_hash_value: "s", tags: i.tags ?? [], created_at: "t", updated_at: "t",
-    ...managedProperties(i), imageyard_request_key: "k", ...over,
+    id: "11111111-2222-3333-4444-555555555555",
+    name: i.name,
+    status: i.active === false ? "deactivated" : "active",
+    visibility: i.visibility ?? "community",
+    protected: i.protected ?? false,
+    os_hidden: i.hidden ?? false,
+    owner: "p1",
+    disk_format: i.diskFormat,
+    container_format: "bare",
+    min_disk: i.minDisk ?? 0,
+    min_ram: i.minRam ?? 0,
+    size: 1,
+    virtual_size: 2,
+    checksum: "m",
+    os_hash_algo: "sha512",
+    os_hash_value: "s",
+    tags: i.tags ?? [],
+    created_at: "t",
+    updated_at: "t",
+    ...managedProperties(i),
+    imageyard_request_key: "k",
+    ...over,
   };
   return outputsOf(i, img);
 }
@@ -46,7 +71,11 @@ describe("diffCommunityImage", () => {
     ["containerFormat", { containerFormat: "ovf" }, ["containerFormat"]],
     ["a SUMS entry that changed", { resolvedChecksum: `sha256:${SHA}` }, ["resolvedChecksum"]],
   ])("%s replaces, creating the new image before deleting the old", (_l, over, replaces) => {
-    expect(diffCommunityImage(outs, inputs(over as Partial<CommunityImageInputs>))).toEqual({ changes: true, replaces, deleteBeforeReplace: false });
+    expect(diffCommunityImage(outs, inputs(over as Partial<CommunityImageInputs>))).toEqual({
+      changes: true,
+      replaces,
+      deleteBeforeReplace: false,
+    });
   });
 
   it.each([
@@ -119,12 +148,24 @@ describe("validateCommunityImage", () => {
   });
 
   it("conflicting options are refused", () => {
-    const r = reasons(inputs({ importMethod: "web-download", source: { url: "file:///tmp/x.qcow2.xz", compression: "xz", format: "qcow2" }, diskFormat: "vmdk" }));
+    const r = reasons(
+      inputs({
+        importMethod: "web-download",
+        source: { url: "file:///tmp/x.qcow2.xz", compression: "xz", format: "qcow2" },
+        diskFormat: "vmdk",
+      }),
+    );
     expect(r["source.url"]).toMatch(/web-download needs an http\(s\) URL/);
     expect(r["source.compression"]).toMatch(/does not decompress/);
     expect(r.diskFormat).toMatch(/converts only to .*\(raw\); for qcow2 → vmdk use importMethod upload/);
-    expect(reasons(inputs({ source: { url: "https://h/x", checksum: `sha256:${SHA}`, checksumUrl: "https://h/SUMS" } })).source).toMatch(/both set/);
-    expect(reasons(inputs({ credentials: { authUrl: "https://k/v3", password: "p", applicationCredentialSecret: "s", applicationCredentialId: "i" } })).credentials).toMatch(/both password and applicationCredentialSecret/);
+    expect(reasons(inputs({ source: { url: "https://h/x", checksum: `sha256:${SHA}`, checksumUrl: "https://h/SUMS" } })).source).toMatch(
+      /both set/,
+    );
+    expect(
+      reasons(
+        inputs({ credentials: { authUrl: "https://k/v3", password: "p", applicationCredentialSecret: "s", applicationCredentialId: "i" } }),
+      ).credentials,
+    ).toMatch(/both password and applicationCredentialSecret/);
   });
 
   it("no way to reach a cloud is a check failure that says where it looked", () => {
@@ -133,7 +174,11 @@ describe("validateCommunityImage", () => {
   });
 
   it("unknown values during preview are not failures", () => {
-    expect(validateCommunityImage(inputs({ name: UNKNOWN, visibility: UNKNOWN as never, tags: UNKNOWN as never, credentials: UNKNOWN as never }))).toEqual([]);
+    expect(
+      validateCommunityImage(
+        inputs({ name: UNKNOWN, visibility: UNKNOWN as never, tags: UNKNOWN as never, credentials: UNKNOWN as never }),
+      ),
+    ).toEqual([]);
   });
 });
 
@@ -142,8 +187,18 @@ describe("outputs", () => {
     const o = published(inputs({ login: "cirros" }), { name: "edited", min_ram: 9, operator_note: "x" });
     expect(o.name).toBe("edited");
     expect(o.minRam).toBe(9);
-    expect(o.properties).toMatchObject({ os_distro: "cirros", image_original_user: "cirros", operator_note: "x", image_source: "https://example.org/cirros.qcow2" });
-    expect(o.managedProperties).toEqual({ image_source: "https://example.org/cirros.qcow2", image_description: "Cirros 0.6", image_original_user: "cirros", os_distro: "cirros" });
+    expect(o.properties).toMatchObject({
+      os_distro: "cirros",
+      image_original_user: "cirros",
+      operator_note: "x",
+      image_source: "https://example.org/cirros.qcow2",
+    });
+    expect(o.managedProperties).toEqual({
+      image_source: "https://example.org/cirros.qcow2",
+      image_description: "Cirros 0.6",
+      image_original_user: "cirros",
+      os_distro: "cirros",
+    });
     expect(o.imageId).toBe("11111111-2222-3333-4444-555555555555");
   });
 });

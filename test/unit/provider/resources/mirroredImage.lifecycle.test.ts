@@ -1,12 +1,19 @@
 // The MirroredImage lifecycle's offline logic: input validation (what `pulumi preview` shows for
 // bad input) and the diff classification (what replaces, what updates, what is no change).
 import { describe, expect, it } from "vitest";
-import { diffMirror, outputsOf, registryOptions, validateMirror, type MirrorInputs, type MirrorOutputs } from "../../../../provider/resources/mirroredImage.lifecycle";
+import {
+  diffMirror,
+  outputsOf,
+  registryOptions,
+  validateMirror,
+  type MirrorInputs,
+  type MirrorOutputs,
+} from "../../../../provider/resources/mirroredImage.lifecycle";
 import { UNKNOWN } from "../../../../provider/resources/diff";
 
 const base: MirrorInputs = { source: "127.0.0.1:5001/team/app:v1", target: "127.0.0.1:5002/mirror/app" };
 
-function stateOf(inputs: MirrorInputs, digest = "sha256:" + "a".repeat(64)): MirrorOutputs {
+function stateOf(inputs: MirrorInputs, digest = `sha256:${"a".repeat(64)}`): MirrorOutputs {
   return outputsOf(
     { ...inputs, sourceDigest: digest },
     {
@@ -94,11 +101,15 @@ describe("diffMirror", () => {
   });
 
   it("updates in place when the upstream tag moved", () => {
-    expect(diffMirror(olds, { ...same, sourceDigest: "sha256:" + "c".repeat(64) })).toEqual({ changes: true });
+    expect(diffMirror(olds, { ...same, sourceDigest: `sha256:${"c".repeat(64)}` })).toEqual({ changes: true });
   });
 
   it("replaces when the target repository changes", () => {
-    expect(diffMirror(olds, { ...same, target: "127.0.0.1:5002/other/app" })).toMatchObject({ changes: true, replaces: ["target"], deleteBeforeReplace: false });
+    expect(diffMirror(olds, { ...same, target: "127.0.0.1:5002/other/app" })).toMatchObject({
+      changes: true,
+      replaces: ["target"],
+      deleteBeforeReplace: false,
+    });
   });
 
   it("replaces when the source tag changes and the target tag follows it", () => {

@@ -16,7 +16,7 @@ beforeAll(async () => {
     {
       newResource(args) {
         registered.push({ type: args.type, name: args.name, inputs: args.inputs });
-        return { id: `${args.name}-id`, state: { ...args.inputs, digest: "sha256:" + "d".repeat(64) } };
+        return { id: `${args.name}-id`, state: { ...args.inputs, digest: `sha256:${"d".repeat(64)}` } };
       },
       call: () => ({}),
     },
@@ -39,7 +39,7 @@ describe("MirroredImage", () => {
       targetAuth: { username: "robot", password: "s3cret" },
     });
     const digest = await new Promise((resolve) => img.digest.apply(resolve));
-    expect(digest).toBe("sha256:" + "d".repeat(64));
+    expect(digest).toBe(`sha256:${"d".repeat(64)}`);
     const r = registered.find((x) => x.name === "app")!;
     expect(r.type).toBe("pulumi-nodejs:dynamic/imageyard:MirroredImage");
     const code = String(r.inputs.__provider);
@@ -61,8 +61,11 @@ describe("MirroredImage", () => {
     await new Promise((resolve) => img.urn.apply(resolve));
     const r = registered.find((x) => x.name === "secret")!;
     // the engine receives the credentials wrapped as a secret value (Pulumi's secret signature)
-    expect(r.inputs.sourceAuth).toEqual({ "4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", value: { username: "u", password: "plain" } });
-    const auth = (img as unknown as Record<string, pulumi.Output<unknown>>)["sourceAuth"]!;
+    expect(r.inputs.sourceAuth).toEqual({
+      "4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270",
+      value: { username: "u", password: "plain" },
+    });
+    const auth = (img as unknown as Record<string, pulumi.Output<unknown>>).sourceAuth!;
     expect(await pulumi.isSecret(auth)).toBe(true);
   });
 });

@@ -2,7 +2,13 @@
 // and shows a right example), diff (what replaces, what updates, drift seen by read), and the
 // node-side plan buildSpec derives from the inputs.
 import { describe, expect, it } from "vitest";
-import { buildSpec, diffPrePull, validatePrePull, type PrePullInputs, type PrePullOutputs } from "../../../../provider/resources/prePullSet.lifecycle";
+import {
+  buildSpec,
+  diffPrePull,
+  validatePrePull,
+  type PrePullInputs,
+  type PrePullOutputs,
+} from "../../../../provider/resources/prePullSet.lifecycle";
 import { UNKNOWN } from "../../../../provider/resources/diff";
 
 const D1 = `sha256:${"1".repeat(64)}`;
@@ -11,11 +17,24 @@ const AGENT = `127.0.0.1:5000/imageyard/prepull-agent@sha256:${"a".repeat(64)}`;
 const inputs = (over: Partial<PrePullInputs> = {}): PrePullInputs => ({
   name: "core",
   agentRegistry: "127.0.0.1:5000",
-  images: ["127.0.0.1:5000/busybox:1.35", { ref: "127.0.0.1:5001/private/app:v1", auth: { username: "puller", password: "s3cret" }, retagAs: "registry.k8s.io/app:v1" }],
+  images: [
+    "127.0.0.1:5000/busybox:1.35",
+    { ref: "127.0.0.1:5001/private/app:v1", auth: { username: "puller", password: "s3cret" }, retagAs: "registry.k8s.io/app:v1" },
+  ],
   digests: { "127.0.0.1:5000/busybox:1.35": D1, "127.0.0.1:5001/private/app:v1": D2 },
   ...over,
 });
-const outputs = (over: Partial<PrePullOutputs> = {}): PrePullOutputs => ({ ...inputs(), namespace: "kube-system", digests: inputs().digests!, nodes: {}, ready: 2, total: 2, warnings: [], agentImageRef: AGENT, ...over });
+const outputs = (over: Partial<PrePullOutputs> = {}): PrePullOutputs => ({
+  ...inputs(),
+  namespace: "kube-system",
+  digests: inputs().digests!,
+  nodes: {},
+  ready: 2,
+  total: 2,
+  warnings: [],
+  agentImageRef: AGENT,
+  ...over,
+});
 
 describe("validatePrePull", () => {
   it("accepts a valid set and plans its images", () => {
@@ -33,7 +52,9 @@ describe("validatePrePull", () => {
       containerdSocket: "run/containerd.sock",
     });
     const props = failures.map((f) => f.property);
-    expect(props).toEqual(expect.arrayContaining(["name", "namespace", "images[1].ref", "images[2]", "parallelism", "containerdSocket", "agentRegistry"]));
+    expect(props).toEqual(
+      expect.arrayContaining(["name", "namespace", "images[1].ref", "images[2]", "parallelism", "containerdSocket", "agentRegistry"]),
+    );
     expect(failures.find((f) => f.property === "images[2]")!.reason).toMatch(/listed twice \(images\[0\] and images\[2\]\)/);
   });
 
@@ -47,7 +68,9 @@ describe("diffPrePull", () => {
     expect(diffPrePull(outputs(), inputs())).toEqual({ changes: false });
   });
   it("updates in place when a tag moved (the digest check resolved changed)", () => {
-    expect(diffPrePull(outputs(), inputs({ digests: { ...inputs().digests, "127.0.0.1:5000/busybox:1.35": D2 } }))).toEqual({ changes: true });
+    expect(diffPrePull(outputs(), inputs({ digests: { ...inputs().digests, "127.0.0.1:5000/busybox:1.35": D2 } }))).toEqual({
+      changes: true,
+    });
   });
   it("replaces when namespace, name or context change", () => {
     expect(diffPrePull(outputs(), inputs({ namespace: "tools" })).replaces).toEqual(["namespace"]);
@@ -61,10 +84,22 @@ describe("diffPrePull", () => {
 describe("buildSpec", () => {
   it("pulls by digest, gives each credentialed image a Secret, keeps retag names", () => {
     const { spec, secrets } = buildSpec(inputs(), AGENT);
-    expect(spec).toMatchObject({ name: "core", namespace: "kube-system", agentImage: AGENT, containerdSocket: "/run/containerd/containerd.sock", pin: false });
+    expect(spec).toMatchObject({
+      name: "core",
+      namespace: "kube-system",
+      agentImage: AGENT,
+      containerdSocket: "/run/containerd/containerd.sock",
+      pin: false,
+    });
     expect(spec.images).toEqual([
       { key: "127.0.0.1:5000/busybox:1.35", pullRef: `127.0.0.1:5000/busybox@${D1}`, digest: D1, retagAs: [] },
-      { key: "127.0.0.1:5001/private/app:v1", pullRef: `127.0.0.1:5001/private/app@${D2}`, digest: D2, retagAs: ["registry.k8s.io/app:v1"], secret: "core-pull-0" },
+      {
+        key: "127.0.0.1:5001/private/app:v1",
+        pullRef: `127.0.0.1:5001/private/app@${D2}`,
+        digest: D2,
+        retagAs: ["registry.k8s.io/app:v1"],
+        secret: "core-pull-0",
+      },
     ]);
     expect(secrets).toEqual([{ name: "core-pull-0", auths: [{ registry: "127.0.0.1:5001", username: "puller", password: "s3cret" }] }]);
   });

@@ -53,7 +53,10 @@ describe("PrePullSet", () => {
     await new Promise((resolve) => set.urn.apply(resolve));
     const r = registered.find((x) => x.name === "private")!;
     expect(r.inputs.name).toBe("private-set");
-    expect(r.inputs.images).toEqual({ ...SECRET_SIG, value: [{ ref: "127.0.0.1:5001/app:v1", auth: { username: "u", password: "plain" } }] });
+    expect(r.inputs.images).toEqual({
+      ...SECRET_SIG,
+      value: [{ ref: "127.0.0.1:5001/app:v1", auth: { username: "u", password: "plain" } }],
+    });
     expect(r.inputs.kubeconfig).toEqual({ ...SECRET_SIG, value: "apiVersion: v1" });
   });
 });

@@ -13,7 +13,8 @@ describe("timeouts", () => {
   });
 
   it("rejects what is not a positive duration", () => {
-    for (const bad of [0, -5, Number.NaN, "", "soon", "10 minutes", "m", "0s", true, {}]) expect(timeoutSeconds(bad), String(bad)).toBeUndefined();
+    for (const bad of [0, -5, Number.NaN, "", "soon", "10 minutes", "m", "0s", true, {}])
+      expect(timeoutSeconds(bad), String(bad)).toBeUndefined();
   });
 
   it("check names the operation that is wrong and lets unknown values through", () => {

@@ -21,7 +21,10 @@ beforeAll(async () => {
 });
 
 const within = <T>(o: pulumi.Output<T>, ms: number) =>
-  Promise.race([new Promise<T>((ok) => o.apply(ok)), new Promise<never>((_, no) => setTimeout(() => no(new Error(`not resolved within ${ms} ms: the children wait for each other`)), ms))]);
+  Promise.race([
+    new Promise<T>((ok) => o.apply(ok)),
+    new Promise<never>((_, no) => setTimeout(() => no(new Error(`not resolved within ${ms} ms: the children wait for each other`)), ms)),
+  ]);
 
 describe("urnInput", () => {
   it("two CommunityImages under one component both register (the URN input used to deadlock them)", async () => {
