@@ -1,6 +1,5 @@
 // Credentials from the files docker, podman and skopeo write (config.json / auth.json) and from
 // docker credential helpers (docker-credential-<name> get), looked up the way docker does.
-import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -133,6 +132,10 @@ export function runCredentialHelper(name: string, server: string, env: NodeJS.Pr
     return Promise.reject(new ImageyardError("INVALID_INPUT", `credential helper "${name}" has an invalid name. Fix credHelpers/credsStore in the docker config.`));
   }
   const program = `docker-credential-${name}`;
+  // Required here, not at the top: child_process (and dgram behind it) is a tenth of the CLI's
+  // start-up, and most copies never run a helper.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { execFile } = require("node:child_process") as typeof import("node:child_process");
   return new Promise((resolve, reject) => {
     const child = execFile(program, ["get"], { env, timeout: timeoutMs, maxBuffer: 1024 * 1024, windowsHide: true }, (err, stdout, stderr) => {
       if (err) {
