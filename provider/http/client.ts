@@ -116,6 +116,11 @@ export async function send(req: HttpRequest): Promise<HttpResponse> {
       body: req.body ?? null,
       dispatcher: req.dispatcher ?? defaultDispatcher(),
       signal: req.signal,
+      // undici closes the connection after every HEAD (against servers that send a body anyway),
+      // so each HEAD paid a new TCP (and TLS) handshake: a plan HEADs every blob and a preview
+      // every image. Registries answer HEAD as HTTP says, and Go, curl and Node's http keep the
+      // connection; so do we.
+      ...(req.method === "HEAD" ? { reset: false } : {}),
     } as Parameters<typeof request>[1]);
   } catch (e) {
     throw networkError(req, e);

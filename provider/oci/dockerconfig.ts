@@ -132,7 +132,7 @@ export function runCredentialHelper(name: string, server: string, env: NodeJS.Pr
     return Promise.reject(new ImageyardError("INVALID_INPUT", `credential helper "${name}" has an invalid name. Fix credHelpers/credsStore in the docker config.`));
   }
   const program = `docker-credential-${name}`;
-  // Required here, not at the top: child_process (and dgram behind it) is a tenth of the CLI's
+  // Required here, not at the top: child_process (and dgram behind it) is ~5% of the CLI's
   // start-up, and most copies never run a helper.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { execFile } = require("node:child_process") as typeof import("node:child_process");
