@@ -17,7 +17,8 @@
 //   IY_BENCH_IMAGEYARD="node dist/cli/imageyard.js"   the imageyard command
 //   IY_BENCH_TARGET=http            "tls": the target serves HTTPS (test-bed CA, --dest-cert-dir)
 // Generated images are seeded, cached under $IY_STATE_DIR/images and pushed to upstream once.
-// Ends with one `RESULT {…}` line per case; speedup = skopeo_s / imageyard_s.
+// Ends with one `RESULT {…}` line per case; speedup = skopeo_s / imageyard_s; *_cpu_s are median
+// user+system seconds, load1_start and load1 the 1-minute load average at the case's start and end.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
