@@ -17,7 +17,8 @@
 //   IY_BENCH_IMAGEYARD="node dist/cli/imageyard.js"   the imageyard command
 //   IY_BENCH_TARGET=http            "tls": the target serves HTTPS (test-bed CA, --dest-cert-dir)
 // Generated images are seeded, cached under $IY_STATE_DIR/images and pushed to upstream once.
-// Ends with one `RESULT {…}` line per case; speedup = skopeo_s / imageyard_s.
+// Ends with one `RESULT {…}` line per case; speedup = skopeo_s / imageyard_s; *_cpu_s are median
+// user+system seconds, load1_start and load1 the 1-minute load average at the case's start and end.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
@@ -175,6 +176,7 @@ async function main(argv: string[]): Promise<void> {
     for (const name of names) {
       const c = all[name]!;
       const digest = c.startupOnly ? "-" : await ensureSource(stateDir, upstream, c);
+      const loadAtStart = loadavg()[0]!;
       if (!c.fresh && !c.startupOnly) {
         // noop: the target already holds the image (copied once by skopeo, untimed).
         await runOne("skopeo", { ...c, fresh: false }, upstream, target, digest);
@@ -193,6 +195,9 @@ async function main(argv: string[]): Promise<void> {
         const rss = median(ok.map((s) => s.maxRssMiB));
         summary[`${tool}_s`] = ok.length ? round(wall) : null;
         summary[`${tool}_rss_mib`] = ok.length ? round(rss, 1) : null;
+        // CPU seconds hold still when the machine is busy; wall seconds on a loaded machine are
+        // roughly CPU seconds times how contended the processors were.
+        summary[`${tool}_cpu_s`] = ok.length ? round(median(ok.map((s) => s.userS + s.sysS)), 2) : null;
         summary[`${tool}_requests`] = ok.length ? median(ok.map((s) => s.requests)) : null;
         summary[`${tool}_source_requests`] = ok.length ? median(ok.map((s) => s.sourceRequests)) : null;
         summary[`${tool}_failures`] = samples[tool].length - ok.length;
@@ -214,7 +219,9 @@ async function main(argv: string[]): Promise<void> {
       summary.bytes = bytes;
       summary.runs = runs;
       summary.target = tls ? "https" : "http";
-      // Medians mean little on a loaded machine: keep the load next to them.
+      // Medians mean little on a loaded machine: keep the load (1-minute average, at the case's
+      // start and end) next to them.
+      summary.load1_start = round(loadAtStart, 2);
       summary.load1 = round(loadavg()[0]!, 2);
       results.push(summary);
     }
@@ -231,8 +238,8 @@ async function main(argv: string[]): Promise<void> {
   writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), runs, results }, null, 2));
   log(`results saved to ${file}`);
   for (const r of results) {
-    const { case: name, imageyard_s, skopeo_s, speedup, imageyard_rss_mib, skopeo_rss_mib, ...rest } = r;
-    process.stdout.write(`${resultLine({ case: name, imageyard_s, skopeo_s, speedup, imageyard_rss_mib, skopeo_rss_mib, ...rest })}\n`);
+    const { case: name, imageyard_s, skopeo_s, speedup, load1_start, load1, ...rest } = r;
+    process.stdout.write(`${resultLine({ case: name, imageyard_s, skopeo_s, speedup, load1_start, load1, ...rest })}\n`);
   }
 }
 

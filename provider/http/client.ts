@@ -1,8 +1,8 @@
 // The one undici layer: dispatchers (TLS, timeouts, redirects), a request call that states the
 // statuses it accepts, and capped body readers. Engines never call undici directly.
-import { rootCertificates } from "node:tls";
 import type { Readable } from "node:stream";
 import type { Agent as AgentType, Dispatcher, interceptors as Interceptors } from "undici";
+import "./deferH2";
 
 // undici's index loads fetch, websockets, caches and mocks too: twice the start-up time of the
 // three modules used here, and start-up is most of a no-op copy from the CLI.
@@ -50,8 +50,15 @@ export interface DispatcherOptions {
 export function createDispatcher(opts: DispatcherOptions = {}): Dispatcher {
   const tls = opts.tls ?? {};
   const connect: Record<string, unknown> = { timeout: opts.connectTimeoutMs ?? 15_000 };
-  if (tls.ca && tls.ca.length > 0) connect.ca = [...rootCertificates, ...tls.ca];
-  if (tls.insecure) connect.rejectUnauthorized = false;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (tls.ca && tls.ca.length > 0) connect.ca = [...(require("node:tls") as typeof import("node:tls")).rootCertificates, ...tls.ca];
+  if (tls.insecure) {
+    connect.rejectUnauthorized = false;
+    // Nothing is verified, so no trust store is needed: an empty CA list keeps Node from parsing
+    // its ~150 root certificates (and NODE_EXTRA_CA_CERTS) for every insecure TLS connection's
+    // first context, 20 ms of CPU on a busy machine (most of a loopback registry's https probe).
+    connect.ca ??= [];
+  }
   if (tls.cert) connect.cert = tls.cert;
   if (tls.key) connect.key = tls.key;
   const agent = new Agent({
@@ -121,6 +128,11 @@ export async function send(req: HttpRequest): Promise<HttpResponse> {
         body: req.body ?? null,
         dispatcher: req.dispatcher ?? defaultDispatcher(),
         signal: req.signal,
+        // undici closes the connection after every HEAD (against servers that send a body anyway),
+        // so each HEAD paid a new TCP (and TLS) handshake: a plan HEADs every blob and a preview
+        // every image. Registries answer HEAD as HTTP says, and Go, curl and Node's http keep the
+        // connection; so do we.
+        ...(req.method === "HEAD" ? { reset: false } : {}),
       } as Parameters<typeof request>[1]);
     } catch (e) {
       throw networkError(req, e);

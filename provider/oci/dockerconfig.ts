@@ -1,6 +1,5 @@
 // Credentials from the files docker, podman and skopeo write (config.json / auth.json) and from
 // docker credential helpers (docker-credential-<name> get), looked up the way docker does.
-import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -169,6 +168,10 @@ export function runCredentialHelper(
     );
   }
   const program = `docker-credential-${name}`;
+  // Required here, not at the top: child_process (and dgram behind it) is ~5% of the CLI's
+  // start-up, and most copies never run a helper.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { execFile } = require("node:child_process") as typeof import("node:child_process");
   return new Promise((resolve, reject) => {
     const child = execFile(
       program,
