@@ -5,6 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 "$IY_ROOT/scripts/bootstrap.sh"
 cd "$IY_ROOT"
+# Formatting and lint (Biome, biome.json) over the whole tree; a finding fails the run.
+biome ci --colors=off .
 # Kubernetes binaries before the engine toolchain: pulumi.sh links the provider plugin it builds.
 "$IY_ROOT/scripts/k8s-build.sh" ensure
 "$IY_ROOT/scripts/pulumi.sh" ensure
