@@ -1,6 +1,6 @@
 // The CommunityImage lifecycle as plain functions (check, diff, create, update, read, delete) over
 // the Glance and disk engines. No Pulumi import: the dynamic provider only forwards to these.
-import type { Lifecycle } from "./forward";
+import type { Lifecycle, OperationContext } from "./forward";
 import { lineProgress } from "../http/progress";
 import { timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type DiffResult } from "./diff";
@@ -78,6 +78,8 @@ export interface CommunityImageOutputs extends CommunityImageInputs {
 
 export interface CommunityDeps {
   log?: (line: string) => void;
+  /** Live progress lines (default: log). */
+  progress?: (line: string) => void;
   /** For tests: a ready Glance client instead of resolving the cloud. */
   glance?: GlanceClient;
   /** check() looks at the source's header and asks Keystone for a token (default true). */
@@ -246,7 +248,9 @@ export async function createCommunityImage(
   const spec = { ...publishSpecOf(inputs), ...(inputs.publishName ? { name: inputs.publishName } : {}) };
   const glance = await connect(inputs, deps);
   try {
-    const r = await stoppable(deps, log, (signal) => publishImage(spec, { glance, log, onProgress: lineProgress(log), signal }));
+    const r = await stoppable(deps, log, (signal) =>
+      publishImage(spec, { glance, log, onProgress: lineProgress(deps.progress ?? log), signal }),
+    );
     log(
       `${inputs.name}: image ${r.image.id} ${r.image.status} (${r.adopted ? "adopted" : `${r.uploadedBytes} bytes uploaded`}, verified ${r.verified})`,
     );
@@ -324,8 +328,13 @@ export async function deleteCommunityImage(id: string, props: CommunityImageOutp
 export const lifecycle: Lifecycle<CommunityImageInputs, CommunityImageOutputs> = {
   check: (olds, news) => checkCommunityImage(olds, news),
   diff: (_id, olds, news) => diffCommunityImage(olds, news),
-  create: (inputs) => createCommunityImage(inputs),
-  update: (id, olds, news) => updateCommunityImage(id, olds, news),
+  create: (inputs, ctx) => createCommunityImage(inputs, depsOf(ctx)),
+  update: (id, olds, news, ctx) => updateCommunityImage(id, olds, news, depsOf(ctx)),
   read: (id, props) => readCommunityImage(id, props),
-  delete: (id, props) => deleteCommunityImage(id, props),
+  delete: (id, props, ctx) => deleteCommunityImage(id, props, depsOf(ctx)),
 };
+
+/** Progress lines are live-only; the summary and notes stay. */
+function depsOf(ctx: OperationContext | undefined): CommunityDeps {
+  return ctx ? { log: ctx.log, progress: ctx.progress } : {};
+}

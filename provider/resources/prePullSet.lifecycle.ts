@@ -3,7 +3,7 @@
 // for every covered node's runtime, read observes each node, delete removes what the set made.
 import { isImageyardError, ImageyardError } from "../http/errors";
 import { mapLimit } from "../http/retry";
-import type { Lifecycle } from "./forward";
+import type { Lifecycle, OperationContext } from "./forward";
 import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import { registryOptions, type TlsInput } from "./mirroredImage.lifecycle";
@@ -53,6 +53,8 @@ export interface PrePullOutputs extends PrePullInputs {
 
 export interface PrePullDeps {
   log?: (line: string) => void;
+  /** Live progress lines (nodes ready x/y, imports); default: log. */
+  progress?: (line: string) => void;
   pollMs?: number;
 }
 
@@ -297,6 +299,7 @@ function outputsOf(inputs: PrePullInputs, spec: SetSpec, state: SetState | undef
 
 async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePullDeps): Promise<PrePullOutputs> {
   const log = logOf(deps);
+  const progress = deps.progress ?? log;
   const deadline = Date.now() + timeoutMs(inputs.timeouts, op, DEFAULT_TIMEOUT_S);
   const agentImageRef =
     inputs.agentImage ?? (await ensureAgentImage(inputs.agentRegistry!, inputs.agentRegistryAuth, inputs.agentRegistryTls, log));
@@ -307,8 +310,8 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
   return withClient(inputs, async (client) => {
     await engine.applySet(client, spec, secrets);
     try {
-      if (op === "update") await engine.repairSet(client, spec, await engine.observeSet(client, spec), { log });
-      let state = await engine.waitForSet(client, spec, deadline, { log, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
+      if (op === "update") await engine.repairSet(client, spec, await engine.observeSet(client, spec), { log: progress });
+      let state = await engine.waitForSet(client, spec, deadline, { log: progress, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
       if (spec.images.some((i) => i.archive)) {
         await importArchives(
           client,
@@ -316,9 +319,9 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
           inputs.images.map((e, i) => planImage(e, i)),
           archives,
           deadline,
-          log,
+          progress,
         );
-        state = await engine.waitForSet(client, spec, deadline, { log, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
+        state = await engine.waitForSet(client, spec, deadline, { log: progress, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
       }
       for (const n of state.nodes) for (const w of n.warnings) log(`${n.node}: ${w}`);
       log(`${id}: ${state.ready}/${state.total} nodes hold ${spec.images.length} image(s)`);
@@ -376,8 +379,13 @@ export async function deletePrePull(id: string, props: PrePullOutputs, deps: Pre
 export const lifecycle: Lifecycle<PrePullInputs, PrePullOutputs> = {
   check: (olds, news) => checkPrePull(olds, news),
   diff: (_id, olds, news) => diffPrePull(olds, news),
-  create: (inputs) => createPrePull(inputs),
-  update: (_id, olds, news) => updatePrePull(olds, news),
+  create: (inputs, ctx) => createPrePull(inputs, depsOf(ctx)),
+  update: (_id, olds, news, ctx) => updatePrePull(olds, news, depsOf(ctx)),
   read: (id, props) => readPrePull(id, props),
-  delete: (id, props) => deletePrePull(id, props),
+  delete: (id, props, ctx) => deletePrePull(id, props, depsOf(ctx)),
 };
+
+/** Progress lines are live-only; the summary and warnings stay. */
+function depsOf(ctx: OperationContext | undefined): PrePullDeps {
+  return ctx ? { log: ctx.log, progress: ctx.progress } : {};
+}
