@@ -211,7 +211,7 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
     await readyOnEveryNode(tb, "scratch", ["node1", "node2"]);
   });
 
-  it("pulls from the auth registry with an imagePullSecret on both runtimes, and is refused with 401 without it", async () => {
+  it("pulls from the auth registry with an imagePullSecret on both runtimes, and is refused (401) without it", async () => {
     const auth = tb.registries.auth;
     await kubectl(tb, [
       "create",
@@ -233,6 +233,9 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
     await kubectl(tb, ["apply", "-f", "-"], daemonSet("private-nosecret", spec(false)));
     await readyOnEveryNode(tb, "private", ["node1", "node2"]);
     // The waiting message alternates between the pull error (ErrImagePull) and a back-off notice.
+    // Each runtime words the registry's 401 its own way: containerd 1.6 "…failed with status code
+    // [manifests …]: 401 Unauthorized", containerd 2 "authorization failed: no basic auth credentials".
+    const REFUSED = /401 Unauthorized|authorization failed: no basic auth credentials/;
     const refused = new Map<string, string>();
     const last = new Map<string, string>();
     await waitUntil("pull without the secret to fail with 401 on node1 and node2", POD_MS, async () => {
@@ -240,7 +243,7 @@ describe("Kubernetes test bed", { timeout: 2 * POD_MS + 60_000 }, () => {
         const w = p.status.initContainerStatuses?.[0]?.state?.waiting;
         if (!p.spec.nodeName || !w?.message) continue;
         last.set(p.spec.nodeName, `${w.reason}: ${w.message}`);
-        if (/401 Unauthorized/.test(w.message)) refused.set(p.spec.nodeName, w.message);
+        if (REFUSED.test(w.message)) refused.set(p.spec.nodeName, w.message);
       }
       return refused.has("node1") && refused.has("node2");
     }).catch((e: Error) => Promise.reject(new Error(`${e.message}; last: ${JSON.stringify(Object.fromEntries(last))}`)));
