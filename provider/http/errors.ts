@@ -90,12 +90,14 @@ export class ImageyardError extends Error {
    * Names must be unique across the package (a test checks), and a bundler must keep class names.
    */
   static get brand(): string {
-    return ImageyardError.name;
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass asked about; its own name is its brand
+    return this.name;
   }
 
   static override [Symbol.hasInstance](instance: unknown): boolean {
     if (typeof instance !== "object" || instance === null) return false;
-    return (instance as Record<symbol, unknown>)[brandSymbol((ImageyardError as typeof ImageyardError).brand)] === true;
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class on the right of instanceof, a subclass included
+    return (instance as Record<symbol, unknown>)[brandSymbol((this as typeof ImageyardError).brand)] === true;
   }
 }
 
