@@ -168,7 +168,6 @@ ensure() {
     install_go "$c2" "$m/containerd@v$CONTAINERD2_VERSION" "$m/ctr@v$CONTAINERD2_VERSION" "$m/containerd-shim-runc-v2@v$CONTAINERD2_VERSION"
   fi
   if [ -x "$BIN/pause/pause" ] && [ -s "$BIN/pause/TAG" ]; then iy_log "using cached pause $(cat "$BIN/pause/TAG")"; else build_pause; fi
-  ensure_plugin
   iy_log "kubernetes test-bed binaries ready in $BIN"
 }
 
