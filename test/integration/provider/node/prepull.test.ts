@@ -17,7 +17,7 @@ import {
   type PrePullInputs,
   type PrePullOutputs,
 } from "../../../../provider/resources/prePullSet.lifecycle";
-import { addK8sNode, crictl, ctr, kubectl, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../../../testbed/k8s";
+import { addK8sNode, crictl, ctr, kubectl, loadK8sTestbed, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../../../testbed/k8s";
 import { waitUntil } from "../../../testbed/processes";
 import { caught } from "../../../support/caught";
 
@@ -176,6 +176,7 @@ describe("PrePullSet on a real cluster", () => {
     "a node that joins later gets every image with no new apply",
     async () => {
       await addK8sNode("node3", { runtime: "containerd2" });
+      tb = loadK8sTestbed(); // the bed's state now lists node3
       await waitUntil("node3 to hold every image", 120_000, async () => {
         const imgs = await criImages("node3");
         return (
