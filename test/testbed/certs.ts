@@ -20,7 +20,8 @@ export interface TestbedCerts {
   certDir: string;
 }
 
-function openssl(args: string[], cwd: string): void {
+/** Runs openssl in `cwd`; its own words on failure. Shared by the registry and Kubernetes PKIs. */
+export function openssl(args: string[], cwd: string): void {
   try {
     execFileSync("openssl", args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
   } catch (e) {
@@ -31,10 +32,10 @@ function openssl(args: string[], cwd: string): void {
   }
 }
 
-const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+export const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
-/** Signs `name`.key's CSR with the CA, adding the extensions in `ext`. */
-function issue(dir: string, name: string, subject: string, ext: string): void {
+/** Signs `name`.key's CSR with the CA (ca.crt/ca.key in `dir`), adding the extensions in `ext`. */
+export function issue(dir: string, name: string, subject: string, ext: string): void {
   openssl(["req", "-new", ...EC, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir);
   writeFileSync(join(dir, `${name}.ext`), ext);
   openssl(
@@ -59,6 +60,7 @@ function issue(dir: string, name: string, subject: string, ext: string): void {
     dir,
   );
   rmSync(join(dir, `${name}.csr`));
+  rmSync(join(dir, `${name}.ext`), { force: true });
 }
 
 /** Creates the PKI under `dir` unless a complete one is already there. */

@@ -1,10 +1,7 @@
-// The Kubernetes test bed's PKI, made with the real openssl: one CA, the apiserver's serving
-// certificate for 127.0.0.1, a client certificate and kubeconfig per identity (admin, the
-// apiserver's kubelet client, controller-manager, scheduler, each node), and the service-account
-// key pair. EC P-256 throughout: a fraction of RSA's key-generation time, and Kubernetes takes it.
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { EC, issue, openssl } from "./certs";
 
 export interface K8sPki {
   dir: string;
@@ -23,50 +20,13 @@ export interface K8sPki {
   adminKey: string;
 }
 
-function openssl(args: string[], cwd: string): void {
-  try {
-    execFileSync("openssl", args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
-  } catch (e) {
-    const err = e as { stderr?: Buffer };
-    throw new Error(
-      `openssl ${args[0]} in ${cwd}: ${err.stderr?.toString().trim() ?? String(e)}. Check that openssl 3 is installed (scripts/bootstrap.sh).`,
-    );
-  }
-}
-
-const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-
 /** `name`.crt/.key signed by the CA; a SAN list makes it a serving certificate too. */
-function issue(dir: string, name: string, subject: string, san?: string): void {
+function issueFor(dir: string, name: string, subject: string, san?: string): void {
   if (existsSync(join(dir, `${name}.crt`))) return;
-  openssl(["req", "-new", ...EC, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir);
   const ext = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment"];
   ext.push(san ? "extendedKeyUsage=serverAuth,clientAuth" : "extendedKeyUsage=clientAuth");
   if (san) ext.push(`subjectAltName=${san}`);
-  writeFileSync(join(dir, `${name}.ext`), `${ext.join("\n")}\n`);
-  openssl(
-    [
-      "x509",
-      "-req",
-      "-in",
-      `${name}.csr`,
-      "-CA",
-      "ca.crt",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "3650",
-      "-sha256",
-      "-out",
-      `${name}.crt`,
-      "-extfile",
-      `${name}.ext`,
-    ],
-    dir,
-  );
-  rmSync(join(dir, `${name}.csr`));
-  rmSync(join(dir, `${name}.ext`));
+  issue(dir, name, subject, `${ext.join("\n")}\n`);
 }
 
 function writeKubeconfig(dir: string, name: string, user: string, server: string): string {
@@ -125,16 +85,16 @@ export function ensureK8sPki(dir: string, server: string, serviceIp: string): K8
     );
   }
   const names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"];
-  issue(
+  issueFor(
     dir,
     "apiserver",
     "/CN=kube-apiserver",
     ["IP:127.0.0.1", "DNS:localhost", `IP:${serviceIp}`, ...names.map((n) => `DNS:${n}`)].join(","),
   );
-  issue(dir, "admin", "/O=system:masters/CN=imageyard-admin");
-  issue(dir, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client");
-  issue(dir, "controller-manager", "/CN=system:kube-controller-manager");
-  issue(dir, "scheduler", "/CN=system:kube-scheduler");
+  issueFor(dir, "admin", "/O=system:masters/CN=imageyard-admin");
+  issueFor(dir, "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client");
+  issueFor(dir, "controller-manager", "/CN=system:kube-controller-manager");
+  issueFor(dir, "scheduler", "/CN=system:kube-scheduler");
   if (!existsSync(join(dir, "sa.key"))) {
     openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key"], dir);
     openssl(["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"], dir);
@@ -159,7 +119,7 @@ export function ensureK8sPki(dir: string, server: string, serviceIp: string): K8
 
 /** A node's identity (system:node:NAME in system:nodes, what the Node authorizer wants). */
 export function ensureNodeKubeconfig(pki: K8sPki, node: string, server: string): string {
-  issue(pki.dir, `node-${node}`, `/O=system:nodes/CN=system:node:${node}`);
+  issueFor(pki.dir, `node-${node}`, `/O=system:nodes/CN=system:node:${node}`);
   return writeKubeconfig(pki.dir, `node-${node}`, `system:node:${node}`, server);
 }
 
