@@ -119,9 +119,13 @@ export class KubeClient {
       this.headers.authorization = `Basic ${Buffer.from(`${connection.basic.username}:${connection.basic.password}`).toString("base64")}`;
   }
 
-  /** Headers that authenticate a request (for the exec websocket). */
+  /**
+   * Headers that authenticate a request (for the exec websocket): the credentials only. With the
+   * JSON accept header the API server refuses the upgrade (an error event with no message).
+   */
   authHeaders(): Record<string, string> {
-    return { ...this.headers };
+    const { accept: _accept, ...auth } = this.headers;
+    return auth;
   }
 
   async close(): Promise<void> {

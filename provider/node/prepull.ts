@@ -3,7 +3,17 @@
 // that lost an image (their pods are recreated: the kubelet pulls again), and remove it all.
 import { ImageyardError } from "../http/errors";
 import { paths, type KubeClient, type KubeObject } from "./kube";
-import { buildDaemonSet, buildPullSecret, DEFAULT_TOLERATIONS, imagesHash, LABEL_SET, type DockerAuth, type SetSpec } from "./manifest";
+import {
+  AGENT_CONTAINER,
+  ANNOTATION_IMAGES,
+  buildDaemonSet,
+  buildPullSecret,
+  DEFAULT_TOLERATIONS,
+  imagesHash,
+  LABEL_SET,
+  type DockerAuth,
+  type SetSpec,
+} from "./manifest";
 import { coveredNodes, failuresOf, setState, type Node, type Pod, type SetState } from "./status";
 
 export interface PullSecret {
@@ -17,6 +27,13 @@ export interface EngineDeps {
   pollMs?: number;
   now?: () => number;
 }
+
+/**
+ * What waitForSet waits for: "ready" (every node's agent ready: each image and retag name is in
+ * the runtime) or "agents" (every node runs the current spec's agent with every registry image
+ * present: a set with archives, whose agents can be ready only after the archives are streamed in).
+ */
+export type WaitUntil = "ready" | "agents";
 
 interface DaemonSet extends KubeObject {
   spec?: unknown;
@@ -123,7 +140,13 @@ function progressLine(state: SetState): string {
  * a node reports a failure (thrown as NODE_PULL_FAILED naming node, image and reason), or the
  * deadline passes (thrown naming the nodes still waiting and for what).
  */
-export async function waitForSet(client: KubeClient, spec: SetSpec, deadline: number, deps: EngineDeps = {}): Promise<SetState> {
+export async function waitForSet(
+  client: KubeClient,
+  spec: SetSpec,
+  deadline: number,
+  deps: EngineDeps = {},
+  until: WaitUntil = "ready",
+): Promise<SetState> {
   const log = deps.log ?? (() => {});
   const now = deps.now ?? Date.now;
   const poll = deps.pollMs ?? 1000;
@@ -131,7 +154,8 @@ export async function waitForSet(client: KubeClient, spec: SetSpec, deadline: nu
   for (;;) {
     const ds = await client.get<DaemonSet>(paths.daemonSet(spec.namespace, spec.name), `read ${dsTarget(spec)}`);
     if (!ds) throw new ImageyardError("KUBE_NOT_FOUND", `wait for ${dsTarget(spec)}: it was deleted while waiting (404). Run again.`);
-    const state = await observeSet(client, spec, imagesHash(spec));
+    const hash = imagesHash(spec);
+    const state = await observeSet(client, spec, hash);
     const line = progressLine(state);
     if (line !== last) log(line);
     last = line;
@@ -146,6 +170,7 @@ export async function waitForSet(client: KubeClient, spec: SetSpec, deadline: nu
       (ds.status?.observedGeneration ?? 0) >= (ds.metadata.generation ?? 0) &&
       (ds.status?.updatedNumberScheduled ?? 0) >= (ds.status?.desiredNumberScheduled ?? 0);
     if (rolled && state.ready === state.total) return state;
+    if (rolled && until === "agents" && (await agentsUp(client, spec, state, hash))) return state;
     if (now() >= deadline) {
       throw new ImageyardError(
         "TIMEOUT",
@@ -155,6 +180,21 @@ export async function waitForSet(client: KubeClient, spec: SetSpec, deadline: nu
     }
     await new Promise((r) => setTimeout(r, poll));
   }
+}
+
+/** Every covered node runs the current spec's agent and holds every registry image (archives aside). */
+async function agentsUp(client: KubeClient, spec: SetSpec, state: SetState, hash: string): Promise<boolean> {
+  const pods = await podsByNode(client, spec.namespace, spec.name);
+  return state.nodes.every((n) => {
+    const pod = pods.get(n.node);
+    const agent = pod?.status?.containerStatuses?.find((c) => c.name === AGENT_CONTAINER);
+    return (
+      !!pod &&
+      pod.metadata.annotations?.[ANNOTATION_IMAGES] === hash &&
+      !!agent?.state?.running &&
+      spec.images.every((img) => img.archive || n.images[img.key]?.state === "present")
+    );
+  });
 }
 
 /**

@@ -311,8 +311,12 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
     await engine.applySet(client, spec, secrets);
     try {
       if (op === "update") await engine.repairSet(client, spec, await engine.observeSet(client, spec), { log: progress });
-      let state = await engine.waitForSet(client, spec, deadline, { log: progress, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
-      if (spec.images.some((i) => i.archive)) {
+      const waitDeps = { log: progress, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) };
+      const hasArchives = spec.images.some((i) => i.archive);
+      // An agent is ready only once its node holds every archive: with archives, wait for the
+      // agents to run, stream the archives in, then wait for readiness.
+      let state = await engine.waitForSet(client, spec, deadline, waitDeps, hasArchives ? "agents" : "ready");
+      if (hasArchives) {
         await importArchives(
           client,
           spec,
@@ -321,7 +325,7 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
           deadline,
           progress,
         );
-        state = await engine.waitForSet(client, spec, deadline, { log: progress, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) });
+        state = await engine.waitForSet(client, spec, deadline, waitDeps);
       }
       for (const n of state.nodes) for (const w of n.warnings) log(`${n.node}: ${w}`);
       log(`${id}: ${state.ready}/${state.total} nodes hold ${spec.images.length} image(s)`);
