@@ -34,6 +34,19 @@ export function openssl(args: string[], cwd: string): void {
 
 export const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
+/** A self-signed EC CA, ca.crt + ca.key in `dir`. */
+export function createCa(dir: string, subject: string): void {
+  openssl(
+    ["req", "-x509", ...EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-sha256", "-subj", subject].concat([
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ]),
+    dir,
+  );
+}
+
 /** Signs `name`.key's CSR with the CA (ca.crt/ca.key in `dir`), adding the extensions in `ext`. */
 export function issue(dir: string, name: string, subject: string, ext: string): void {
   openssl(["req", "-new", ...EC, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir);
@@ -80,27 +93,7 @@ export function ensureCerts(dir: string): TestbedCerts {
   if (existsSync(done)) return certs;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  openssl(
-    [
-      "req",
-      "-x509",
-      ...EC,
-      "-keyout",
-      "ca.key",
-      "-out",
-      "ca.crt",
-      "-days",
-      "3650",
-      "-sha256",
-      "-subj",
-      "/CN=imageyard test CA",
-      "-addext",
-      "basicConstraints=critical,CA:TRUE",
-      "-addext",
-      "keyUsage=critical,keyCertSign,cRLSign",
-    ],
-    dir,
-  );
+  createCa(dir, "/CN=imageyard test CA");
   issue(
     dir,
     "server",

@@ -4,7 +4,7 @@
 // key pair. EC P-256 throughout: a fraction of RSA's key-generation time, and Kubernetes takes it.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { EC, issue, openssl } from "./certs";
+import { createCa, issue, openssl } from "./certs";
 
 export interface K8sPki {
   dir: string;
@@ -65,27 +65,7 @@ function writeKubeconfig(dir: string, name: string, user: string, server: string
 export function ensureK8sPki(dir: string, server: string, serviceIp: string): K8sPki {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (!existsSync(join(dir, "ca.crt"))) {
-    openssl(
-      [
-        "req",
-        "-x509",
-        ...EC,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "3650",
-        "-sha256",
-        "-subj",
-        "/CN=imageyard kubernetes CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-      ],
-      dir,
-    );
+    createCa(dir, "/CN=imageyard kubernetes CA");
   }
   const names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"];
   issueFor(
