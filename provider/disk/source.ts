@@ -32,6 +32,12 @@ export interface ImageSource {
   /** http(s):// or file:// URL of the image (possibly compressed). */
   url: string;
   /**
+   * Tried before `url`; when it fails (unreachable, an HTTP error, a checksum mismatch, data that
+   * is not the image) the download falls back to `url`. Verified against the same checksum, which a
+   * checksumUrl gives for `url`'s file name.
+   */
+  mirrorUrl?: string;
+  /**
    * `sha256:…`, `sha512:…`, `md5:…` or bare hex, of the file at `url` as downloaded; or
    * "unverified" to publish without a checksum on purpose.
    */
@@ -97,6 +103,8 @@ export function checkImageSource(source: ImageSource, diskFormat?: string, opts:
   if (typeof source?.url !== "string" || source.url === "")
     problems.push('source.url is required, e.g. "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2".');
   else tryIt(() => parseSourceUrl(source.url, "source.url", opts.allowLocalFiles ?? false));
+  if (source?.mirrorUrl !== undefined)
+    tryIt(() => parseSourceUrl(source.mirrorUrl as string, "source.mirrorUrl", opts.allowLocalFiles ?? false));
   if (source?.checksum !== undefined && !isUnverified(source)) tryIt(() => parseChecksum(source.checksum as string));
   if (source?.checksumUrl !== undefined)
     tryIt(() => parseSourceUrl(source.checksumUrl as string, "source.checksumUrl", opts.allowLocalFiles ?? false));

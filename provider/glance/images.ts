@@ -285,6 +285,24 @@ export async function importImage(c: GlanceClient, id: string, method: ImportMet
   await drain(res);
 }
 
+/**
+ * GET /v2/info/import → 200: the import methods the cloud enables (Glance's enabled_import_methods).
+ * "upload" (PUT /file) is not an import method and is not listed.
+ */
+export async function getImportMethods(c: GlanceClient, signal?: AbortSignal): Promise<string[]> {
+  const res = await c.session.request({
+    method: "GET",
+    url: url(c, "/info/import"),
+    ok: [200],
+    operation: `get the import methods of Glance ${c.endpoint}`,
+    signal,
+    mapError: (ctx) => glanceError(ctx),
+  });
+  const doc = await readJson<{ "import-methods"?: { value?: unknown } }>(res, "get import methods");
+  const value = doc["import-methods"]?.value;
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : [];
+}
+
 export interface GlanceTask {
   id: string;
   type: string;

@@ -125,16 +125,28 @@ export interface ExtraGlanceApi {
   kill(): Promise<void>;
 }
 
+export interface ExtraGlanceOptions {
+  timeoutMs?: number;
+  /**
+   * Glance's enabled_import_methods for this process (the test bed's own enables glance-direct and
+   * web-download): a cloud configured otherwise, e.g. ["glance-direct"] or [] (upload only).
+   */
+  importMethods?: string[];
+}
+
 /**
- * A second glance-api process over the same database and image store, on its own port, for tests
- * that kill Glance mid-request: killing it leaves exactly what a dead Glance API worker leaves,
- * while the test bed's own Glance keeps serving every other test.
+ * A second glance-api process over the same database and image store, on its own port: for tests
+ * that kill Glance mid-request (killing it leaves exactly what a dead Glance API worker leaves) and
+ * for a Glance configured otherwise (other import methods), while the test bed's own Glance keeps
+ * serving every other test.
  */
-export async function startExtraGlanceApi(tb: GlanceTestbed, timeoutMs = 60_000): Promise<ExtraGlanceApi> {
+export async function startExtraGlanceApi(tb: GlanceTestbed, opts: ExtraGlanceOptions = {}): Promise<ExtraGlanceApi> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "iy-glance-extra-"));
   const override = join(dir, "override.conf");
-  writeFileSync(override, `[DEFAULT]\nbind_port = ${port}\nlog_file = ${join(dir, "glance-api.log")}\n`);
+  const methods = opts.importMethods === undefined ? "" : `enabled_import_methods = [${opts.importMethods.join(",")}]\n`;
+  writeFileSync(override, `[DEFAULT]\nbind_port = ${port}\nlog_file = ${join(dir, "glance-api.log")}\n${methods}`);
   const out = openSync(join(dir, "stdout.log"), "a");
   const child = spawn(
     "/usr/bin/python3",

@@ -5,6 +5,7 @@ import { glanceTestbed, type GlanceAccount, type GlanceTestbed } from "../../../
 import { loadDiskImageTestbed, type DiskImageTestbed } from "../../../testbed/diskimages";
 import { glanceClient, listImages, patchImage, deleteImage, type GlanceClient } from "../../../../provider/glance/images";
 import { KeystoneSession, type AuthOptions } from "../../../../provider/glance/keystone";
+import type { PublishSpec } from "../../../../provider/glance/publish";
 
 export async function bed(): Promise<GlanceTestbed> {
   return glanceTestbed();
@@ -53,4 +54,24 @@ export async function sweep(glance: GlanceClient, prefix: string): Promise<void>
     if (img.protected) await patchImage(glance, img.id, [{ op: "replace", path: "/protected", value: false }]);
     await deleteImage(glance, img.id);
   }
+}
+
+/** A private raw image with no metadata, named `name`, from `source`: what a test changes it from. */
+export function plainSpec(name: string, source: PublishSpec["source"], over: Partial<PublishSpec> = {}): PublishSpec {
+  return {
+    name,
+    source,
+    diskFormat: "raw",
+    containerFormat: "bare",
+    importMethod: "upload",
+    visibility: "private",
+    minDisk: 0,
+    minRam: 0,
+    properties: {},
+    tags: [],
+    protected: false,
+    hidden: false,
+    active: true,
+    ...over,
+  };
 }

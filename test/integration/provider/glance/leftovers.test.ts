@@ -11,7 +11,7 @@ import { findImage, listImages, type GlanceClient } from "../../../../provider/g
 import { publishImage, type PublishSpec } from "../../../../provider/glance/publish";
 import { startExtraGlanceApi, type GlanceTestbed } from "../../../testbed/glance";
 import { waitUntil } from "../../../testbed/processes";
-import { authFor, bed, disks, glanceAs, sweep, uniqueName } from "./helpers";
+import { authFor, bed, disks, glanceAs, plainSpec, sweep, uniqueName } from "./helpers";
 
 const PREFIX = "iy-test-left";
 let tb: GlanceTestbed;
@@ -28,22 +28,8 @@ afterAll(async () => {
 
 function spec(): PublishSpec {
   const f = disks().files["disk.qcow2"]!;
-  return {
-    name: uniqueName("left"),
-    // Slow (64 KiB per 50 ms), qcow2 → raw with a checksum: the upload streams while downloading.
-    source: { url: `${disks().url}/slow/disk.qcow2`, checksum: `sha256:${f.sha256}` },
-    diskFormat: "raw",
-    containerFormat: "bare",
-    importMethod: "upload",
-    visibility: "private",
-    minDisk: 0,
-    minRam: 0,
-    properties: {},
-    tags: [],
-    protected: false,
-    hidden: false,
-    active: true,
-  };
+  // Slow (64 KiB per 50 ms), qcow2 → raw with a checksum: the upload streams while downloading.
+  return plainSpec(uniqueName("left"), { url: `${disks().url}/slow/disk.qcow2`, checksum: `sha256:${f.sha256}` });
 }
 
 /** publishImage in its own node process (the compiled engine); resolves with its exit code and output. */
