@@ -3,24 +3,22 @@
 // fails where an up would: the checksumUrl's entry, the size the source's header declares against
 // maxVirtualSize, and one Keystone token for the credentials.
 import { createHash } from "node:crypto";
-import { isImageyardError } from "../http/errors";
-import { formatBytes } from "../http/progress";
-import { checkTimeouts } from "./timeouts";
+import { checkTimeouts, timeoutSeconds } from "./timeouts";
 import { compact, isUnknown, type CheckFailure } from "./diff";
 import { checkImageSource, DEFAULT_MAX_VIRTUAL_SIZE, isUnverified, resolveChecksum } from "../disk/source";
-import { probeSource } from "../disk/probe";
 import { DISK_FORMATS } from "../disk/qemu";
 import { resolveCloud } from "../glance/clouds";
 import { CORE_ATTRIBUTES, CONTAINER_FORMATS, VISIBILITIES, type Visibility } from "../glance/images";
 import { KeystoneSession } from "../glance/keystone";
 import { REQUEST_KEY_PROPERTY, RUN_PROPERTY, SOURCE_CHECKSUM_PROPERTY } from "../glance/publish";
 import { checkImmutableSource } from "./communityImage.immutable";
+import { PREFLIGHT_TIMEOUT_MS, previewSource, transient } from "./communityImage.preview";
 import { validateMembers } from "./communityImage.members";
 import type { CommunityDeps, CommunityImageInputs, CredentialsInput } from "./communityImage.lifecycle";
 
 const NAME_MAX = 255;
+const IMPORT_METHODS = ["upload", "glance-direct", "web-download"] as const;
 const RESERVED = new Set([...CORE_ATTRIBUTES, REQUEST_KEY_PROPERTY, RUN_PROPERTY, SOURCE_CHECKSUM_PROPERTY]);
-const PREFLIGHT_TIMEOUT_MS = 30_000;
 
 export async function checkCommunityImage(
   olds: Partial<CommunityImageInputs>,
@@ -54,47 +52,16 @@ export async function checkCommunityImage(
   }
   failures.push(...checkImmutableSource(olds, inputs));
   if (deps.preflight !== false && failures.length === 0)
-    failures.push(...(await checkSourceSize(olds, news, log)), ...(await checkCredentials(news, log)));
+    failures.push(
+      ...(await previewSource(
+        olds,
+        inputs,
+        isUnknown(news.maxVirtualSize) ? undefined : (parseSize(news.maxVirtualSize) ?? DEFAULT_MAX_VIRTUAL_SIZE),
+        log,
+      )),
+      ...(await checkCredentials(news, log)),
+    );
   return { inputs, failures };
-}
-
-function transient(e: unknown): boolean {
-  return isImageyardError(e) && (e.retryable || e.code === "NETWORK_ERROR" || e.code === "TIMEOUT" || e.code === "CANCELLED");
-}
-
-/**
- * The guest size the source's header declares, against maxVirtualSize (only for a new or changed
- * source: an image already published is not probed on every preview).
- */
-async function checkSourceSize(
-  olds: Partial<CommunityImageInputs>,
-  news: CommunityImageInputs,
-  log: (l: string) => void,
-): Promise<CheckFailure[]> {
-  const max = isUnknown(news.maxVirtualSize) ? undefined : (parseSize(news.maxVirtualSize) ?? DEFAULT_MAX_VIRTUAL_SIZE);
-  if (max === undefined || (olds.source?.url === news.source.url && olds.maxVirtualSize === news.maxVirtualSize)) return [];
-  if ((news.importMethod ?? "upload") !== "upload") return [];
-  try {
-    const p = await probeSource(news.source, {
-      allowLocalFiles: news.allowLocalFiles === true,
-      signal: AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS),
-    });
-    if (p.virtualSize !== undefined && p.virtualSize > max) {
-      return [
-        {
-          property: "maxVirtualSize",
-          reason: `${news.source.url}: the ${p.format}${p.compression ? ` (inside ${p.compression})` : ""} declares a virtual size of ${formatBytes(p.virtualSize)} (${p.virtualSize} bytes), over maxVirtualSize ${formatBytes(max)}. Raise maxVirtualSize if the image is meant to be this large, or check source.url.`,
-        },
-      ];
-    }
-  } catch (e) {
-    if (transient(e))
-      log(
-        `warning: ${news.name}: could not look at the source's header during check (${(e as Error).message}); its size is checked again while downloading`,
-      );
-    else return [{ property: "source.url", reason: (e as Error).message }];
-  }
-  return [];
 }
 
 // Credentials proven good in this process (a stack of many images asks Keystone once).
@@ -183,7 +150,16 @@ export function validateCommunityImage(n: Partial<CommunityImageInputs>): CheckF
       allowLocalFiles,
       requireChecksum: true,
     })) {
-      fail(p.startsWith("diskFormat") ? "diskFormat" : p.startsWith("source.checksum or") ? "source.checksum" : "source", p);
+      fail(
+        p.startsWith("diskFormat")
+          ? "diskFormat"
+          : p.startsWith("source.checksum or")
+            ? "source.checksum"
+            : p.startsWith("source.mirrorUrl")
+              ? "source.mirrorUrl"
+              : "source",
+        p,
+      );
     }
   }
   if (n.diskFormat === undefined)
@@ -233,15 +209,29 @@ export function validateCommunityImage(n: Partial<CommunityImageInputs>): CheckF
   for (const k of ["protected", "hidden", "active", "keepOnFailure", "allowLocalFiles"] as const) {
     if (known(n[k]) && typeof n[k] !== "boolean") fail(k, `${k} must be true or false`);
   }
-  if (known(n.importMethod) && n.importMethod !== "upload" && n.importMethod !== "web-download") {
+  if (known(n.importMethod) && !IMPORT_METHODS.includes(n.importMethod as (typeof IMPORT_METHODS)[number])) {
     fail(
       "importMethod",
-      `importMethod "${n.importMethod}" is not one of upload (download, verify and convert here, then upload), web-download (Glance fetches the URL itself)`,
+      `importMethod "${n.importMethod}" is not one of upload (download, verify and convert here, then upload), glance-direct (the same, then stage + import), web-download (Glance fetches the URL itself)`,
     );
   }
+  if (
+    known(n.importRetries) &&
+    !(Number.isInteger(n.importRetries) && (n.importRetries as number) >= 0 && (n.importRetries as number) <= 10)
+  )
+    fail(
+      "importRetries",
+      `importRetries must be a whole number from 0 to 10 (how often a stuck import is started again), e.g. 2, not ${JSON.stringify(n.importRetries)}`,
+    );
+  if (known(n.importTimeout) && timeoutSeconds(n.importTimeout) === undefined)
+    fail(
+      "importTimeout",
+      `importTimeout must be a positive number of seconds or a duration like "90s", "20m", "1h" (an import not active by then is stuck), not ${JSON.stringify(n.importTimeout)}`,
+    );
   if (n.importMethod === "web-download" && n.source && !isUnknown(n.source)) {
-    if (typeof n.source.url === "string" && !/^https?:\/\//i.test(n.source.url))
-      fail("source.url", "web-download needs an http(s) URL Glance can reach; a file: URL only works with importMethod upload");
+    for (const k of ["url", "mirrorUrl"] as const)
+      if (typeof n.source[k] === "string" && !/^https?:\/\//i.test(n.source[k] as string))
+        fail(`source.${k}`, "web-download needs an http(s) URL Glance can reach; a file: URL only works with importMethod upload");
     if (n.source.compression !== undefined && n.source.compression !== "none")
       fail("source.compression", "Glance's web-download does not decompress; use importMethod upload for compressed sources");
     const from = n.source.format ?? n.diskFormat;

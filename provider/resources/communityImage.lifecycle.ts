@@ -2,7 +2,8 @@
 // the Glance and disk engines. No Pulumi import: the dynamic provider only forwards to these.
 import type { Lifecycle, OperationContext } from "./forward";
 import { lineProgress } from "../http/progress";
-import { timeoutMs, type Timeouts } from "./timeouts";
+import { redactUrl } from "../http/errors";
+import { timeoutMs, timeoutSeconds, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type DiffResult } from "./diff";
 import { checkCommunityImage, parseSize } from "./communityImage.check";
 import type { ImmutableSource } from "./communityImage.immutable";
@@ -35,7 +36,12 @@ export interface CommunityImageInputs extends MembersInputs {
   hidden?: boolean;
   /** false: the image is deactivated. */
   active?: boolean;
-  importMethod?: "upload" | "web-download";
+  /** upload (default), glance-direct (stage + import) or web-download; one the cloud does not enable falls back (logged). */
+  importMethod?: "upload" | "glance-direct" | "web-download";
+  /** How often a stuck import (not active by importTimeout) is started again. Default 2. */
+  importRetries?: number;
+  /** When an import that is not active yet counts as stuck: seconds or "30m" (default 30 min). */
+  importTimeout?: number | string;
   /** SCS metadata: image_original_user, image_build_date (YYYY-MM-DD), image_description. */
   login?: string;
   buildDate?: string;
@@ -100,6 +106,8 @@ const LOCAL_KEYS = [
   "cloud",
   "credentials",
   "importMethod",
+  "importRetries",
+  "importTimeout",
   "scratchDir",
   "timeouts",
   "keepOnFailure",
@@ -131,13 +139,15 @@ export function managedProperties(i: CommunityImageInputs): Record<string, strin
 
 export function diffCommunityImage(olds: CommunityImageOutputs, news: CommunityImageInputs): DiffResult {
   const replaces: string[] = [];
+  const updates: string[] = [];
   const o = olds.source ?? ({} as ImageSource);
   const n = news.source ?? ({} as ImageSource);
   if (isUnknown(n) || o.url !== n.url || (o.checksum ?? "") !== (n.checksum ?? "") || (o.checksumUrl ?? "") !== (n.checksumUrl ?? ""))
     replaces.push("source");
+  // Another mirror yields the same verified bytes: state takes it, the image stays.
+  else if ((o.mirrorUrl ?? "") !== (n.mirrorUrl ?? "")) updates.push("source");
   for (const k of REPLACE_KEYS) if (!sameOr(olds[k], news[k], k === "containerFormat" ? "bare" : undefined)) replaces.push(k);
   const want = isUnknown(news.source) ? undefined : wantedAttributes(news);
-  const updates: string[] = [];
   if (want) {
     const seen: Partial<ImageAttributes> = observedAttributes(olds);
     for (const k of OBSERVED_KEYS) {
@@ -232,6 +242,8 @@ export function publishSpecOf(i: CommunityImageInputs): PublishSpec {
     diskFormat: i.diskFormat,
     containerFormat: i.containerFormat ?? "bare",
     importMethod: i.importMethod ?? "upload",
+    ...(i.importRetries !== undefined ? { importRetries: i.importRetries } : {}),
+    ...(i.importTimeout !== undefined ? { importTimeoutMs: (timeoutSeconds(i.importTimeout) as number) * 1000 } : {}),
     keepOnFailure: i.keepOnFailure ?? false,
     timeoutMs: timeoutMs(i.timeouts, "create", DEFAULT_CREATE_S),
     ...(i.scratchDir ? { scratchDir: i.scratchDir } : {}),
@@ -251,8 +263,11 @@ export async function createCommunityImage(
     const r = await stoppable(deps, log, (signal) =>
       publishImage(spec, { glance, log, onProgress: lineProgress(deps.progress ?? log), signal }),
     );
+    const how = r.adopted
+      ? "adopted"
+      : `${r.method === "web-download" ? "Glance downloaded it" : `${r.uploadedBytes} bytes by ${r.method}`}${r.sourceUrl ? ` from ${r.sourceUrl === inputs.source.mirrorUrl ? "the mirror " : ""}${redactUrl(r.sourceUrl)}` : ""}`;
     log(
-      `${inputs.name}: image ${r.image.id} ${r.image.status} (${r.adopted ? "adopted" : `${r.uploadedBytes} bytes uploaded`}, verified ${r.verified})`,
+      `${inputs.name}: image ${r.image.id} ${r.image.status} (${how}${r.importRetries ? `, ${r.importRetries} stuck import(s) retried` : ""}, verified ${r.verified})`,
     );
     return { id: r.image.id, outs: await finishCreate(glance, r.image, inputs) };
   } catch (e) {

@@ -11,6 +11,12 @@ export interface CommunityImageSourceInput {
   /** http(s):// URL of the image, possibly compressed (gz, bz2, xz, zst); file:// only with allowLocalFiles. */
   url: pulumi.Input<string>;
   /**
+   * Downloaded first (openstack-image-manager's mirror_url); when it fails (unreachable, an HTTP
+   * error, a checksum mismatch) the download falls back to url, and the log says which was used.
+   * Checked against the same checksum. Changing it does not replace the image.
+   */
+  mirrorUrl?: pulumi.Input<string>;
+  /**
    * `sha256:…`, `sha512:…` or `md5:…` of the file at url. One of checksum and checksumUrl is
    * required; `"unverified"` publishes without verification, on purpose and visibly.
    */
@@ -68,8 +74,16 @@ export interface CommunityImageArgs {
   hidden?: pulumi.Input<boolean>;
   /** false deactivates the image (it can no longer be booted or downloaded). Default true. */
   active?: pulumi.Input<boolean>;
-  /** upload (default: download, verify and convert here) or web-download (Glance fetches the URL). */
-  importMethod?: pulumi.Input<"upload" | "web-download">;
+  /**
+   * upload (default: download, verify and convert here, then PUT), glance-direct (the same, then
+   * stage + import) or web-download (Glance fetches the URL). A method the cloud's
+   * enabled_import_methods lacks falls back (web-download → glance-direct → upload) and says so.
+   */
+  importMethod?: pulumi.Input<"upload" | "glance-direct" | "web-download">;
+  /** How often a stuck import (not active by importTimeout) is deleted and started again before failing. 0–10, default 2. */
+  importRetries?: pulumi.Input<number>;
+  /** When a glance-direct or web-download import that is not active yet is stuck: seconds or "30m" (default 30 min). */
+  importTimeout?: pulumi.Input<number | string>;
   /** SCS metadata: image_original_user. */
   login?: pulumi.Input<string>;
   /** SCS metadata: image_build_date (YYYY-MM-DD). */

@@ -107,3 +107,90 @@ describe("CommunityImage check (preview) on the real Keystone and disk image ser
     expect(r.reasons["source.url"]).toMatch(/source\.compression is "xz" but the data is gz/);
   });
 });
+
+describe("check shows the work a new or replaced image will take (download size from the server, scratch, conversion)", () => {
+  const f = (n: string) => disks().files[n]!;
+  const mib = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  const work = (r: { logs: string[] }, name: string) => r.logs.find((l) => l.startsWith(`${name}: `) && l.includes(" image from "));
+
+  it("a new qcow2 → raw: the server's size, streamed conversion, scratch one file's size", async () => {
+    const i = inputs({ diskFormat: "raw" });
+    const line = work(await check(i), i.name);
+    expect(line).toBe(
+      `${i.name}: new image from ${imageUrl("disk.qcow2")}: download ${mib(f("disk.qcow2").size)}; convert qcow2 → raw, streamed while downloading (virtual size 24.0 MiB); scratch needed ≤ ${mib(f("disk.qcow2").size)}`,
+    );
+  });
+
+  it("through compression where the file records the size: gzip's trailer and zstd's frame header give the qcow2's size; xz does not", async () => {
+    for (const [file, known] of [
+      ["disk.qcow2.gz", true],
+      ["disk.qcow2.zst", true],
+      ["disk.qcow2.xz", false],
+    ] as const) {
+      const i = inputs({ source: { url: imageUrl(file), checksum: `sha256:${f(file).sha256}` } });
+      const line = work(await check(i), i.name);
+      const comp = file.split(".").pop();
+      expect(line, file).toContain(`download ${mib(f(file).size)}; ${comp}-compressed, `);
+      if (known) {
+        expect(line, file).toContain(`${mib(f("disk.qcow2").size)} decompressed; no conversion (qcow2 uploaded as is)`);
+        expect(line, file).toContain(`scratch needed ≤ ${mib(f("disk.qcow2").size)}`);
+      } else {
+        expect(line, file).toContain("decompressed size not recorded in the file");
+        // Bounded by the header's guest size plus qcow2 metadata room.
+        expect(line, file).toContain("scratch needed ≤ 40.0 MiB");
+      }
+    }
+  });
+
+  it("raw → qcow2 needs qemu-img convert: scratch is the download plus the converted file's bound", async () => {
+    const i = inputs({ source: { url: imageUrl("disk.raw"), checksum: `sha256:${f("disk.raw").sha256}` }, diskFormat: "qcow2" });
+    const line = work(await check(i), i.name);
+    expect(line).toContain("convert raw → qcow2 with qemu-img");
+    expect(line).toContain(`scratch needed ≤ ${mib(f("disk.raw").size + 40 * 1024 ** 2)}`);
+  });
+
+  it("an unchanged image shows nothing; a changed source shows the replacement's work", async () => {
+    const i = inputs();
+    const first = await check(i);
+    expect(work(first, i.name)).toContain("new image");
+    expect(work(await check2(first.inputs, i), i.name)).toBeUndefined();
+    const moved = { ...i, source: { url: imageUrl("disk.qcow2.gz"), checksum: `sha256:${f("disk.qcow2.gz").sha256}` } };
+    expect(work(await check2(first.inputs, moved), i.name)).toMatch(/^.*: replacement image from .*disk\.qcow2\.gz: download/);
+  });
+
+  it("web-download: Glance downloads the server's size itself and converts; no scratch here", async () => {
+    const i = inputs({
+      importMethod: "web-download",
+      diskFormat: "raw",
+      source: { url: imageUrl("disk.qcow2"), format: "qcow2", checksum: "unverified" },
+    });
+    const r = await check(i);
+    expect(r.failures).toEqual([]);
+    const line = work(r, i.name);
+    expect(line).toContain(`Glance downloads ${mib(f("disk.qcow2").size)} itself (web-download); Glance converts qcow2 → raw`);
+    expect(line).toContain("no scratch space here");
+  });
+
+  it("a mirror is what the preview measures; a failing mirror is a warning and url is measured", async () => {
+    const ok = inputs({
+      source: { url: imageUrl("disk.qcow2"), mirrorUrl: `${disks().url}/chunked/disk.qcow2`, checksum: `sha256:${f("disk.qcow2").sha256}` },
+    });
+    const okLine = work(await check(ok), ok.name);
+    expect(okLine).toContain(`new image from the mirror ${disks().url}/chunked/disk.qcow2: download of unknown size (no Content-Length)`);
+    const bad = inputs({
+      source: { url: imageUrl("disk.qcow2"), mirrorUrl: imageUrl("gone.qcow2"), checksum: `sha256:${f("disk.qcow2").sha256}` },
+    });
+    const r = await check(bad);
+    expect(r.failures).toEqual([]);
+    expect(r.logs.join("\n")).toMatch(
+      /warning: .*the mirror .*gone\.qcow2 failed during check \(.*404.*\); the download would fall back to/,
+    );
+    expect(work(r, bad.name)).toContain(`new image from ${imageUrl("disk.qcow2")}: download ${mib(f("disk.qcow2").size)}`);
+  });
+});
+
+async function check2(olds: Partial<CommunityImageInputs>, i: CommunityImageInputs) {
+  const logs: string[] = [];
+  const r = await checkCommunityImage(olds, i, { log: (l) => logs.push(l) });
+  return { ...r, logs };
+}

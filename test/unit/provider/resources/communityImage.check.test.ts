@@ -58,3 +58,29 @@ describe("offline checks of the new inputs", () => {
     expect(f({ source: { url: "https://h/x.qcow2", checksum: "unverified" } })).toEqual({});
   });
 });
+
+describe("import retries, import timeout, mirror", () => {
+  const reasons = (over: Partial<CommunityImageInputs>) =>
+    Object.fromEntries(validateCommunityImage({ ...base, ...over }).map((x) => [x.property, x.reason]));
+  it("importRetries is a whole number 0–10 and importTimeout a duration; each failure names its property", () => {
+    for (const ok of [0, 2, 10]) expect(reasons({ importRetries: ok })).toEqual({});
+    for (const bad of [-1, 11, 1.5, "2" as never])
+      expect(reasons({ importRetries: bad }).importRetries).toMatch(/whole number from 0 to 10/);
+    for (const ok of [90, "90s", "30m", "1h"]) expect(reasons({ importTimeout: ok })).toEqual({});
+    for (const bad of [0, -5, "soon"]) expect(reasons({ importTimeout: bad }).importTimeout).toMatch(/duration like "90s"/);
+  });
+  it("importMethod takes upload, glance-direct and web-download", () => {
+    for (const m of ["upload", "glance-direct", "web-download"] as const) expect(reasons({ importMethod: m })).toEqual({});
+    expect(reasons({ importMethod: "copy-image" as never }).importMethod).toMatch(/glance-direct \(the same, then stage \+ import\)/);
+  });
+  it("source.mirrorUrl must be a URL; web-download needs it http(s)", () => {
+    expect(reasons({ source: { ...base.source, mirrorUrl: "not a url" } })["source.mirrorUrl"]).toMatch(
+      /source\.mirrorUrl "not a url": not a URL/,
+    );
+    expect(
+      reasons({ importMethod: "web-download", allowLocalFiles: true, source: { ...base.source, mirrorUrl: "file:///srv/x.qcow2" } })[
+        "source.mirrorUrl"
+      ],
+    ).toMatch(/web-download needs an http\(s\) URL/);
+  });
+});

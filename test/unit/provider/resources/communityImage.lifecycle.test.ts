@@ -90,6 +90,13 @@ describe("diffCommunityImage", () => {
     ["active", { active: false }],
     ["SCS login", { login: "cirros" }],
     ["credentials", { credentials: { authUrl: "https://ks.example:5000/v3", username: "u", password: "rotated", projectName: "demo" } }],
+    [
+      "source.mirrorUrl (same verified bytes)",
+      { source: { url: "https://example.org/cirros.qcow2", mirrorUrl: "https://mirror.example/c.qcow2", checksum: `sha256:${SHA}` } },
+    ],
+    ["importMethod", { importMethod: "glance-direct" as const }],
+    ["importRetries", { importRetries: 5 }],
+    ["importTimeout", { importTimeout: "5m" }],
   ])("%s updates in place", (_l, over) => {
     expect(diffCommunityImage(outs, inputs(over as Partial<CommunityImageInputs>))).toEqual({ changes: true });
   });
