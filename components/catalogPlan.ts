@@ -36,7 +36,8 @@ export interface PlannedVersion {
   visibility: Visibility;
   hidden: boolean;
   active: boolean;
-  source: { url: string; checksum?: string; checksumUrl?: string; format?: DiskFormat };
+  /** url is upstream's (image_source); mirrorUrl, when the catalog has mirror_url, is downloaded first. */
+  source: { url: string; mirrorUrl?: string; checksum?: string; checksumUrl?: string; format?: DiskFormat };
   diskFormat: DiskFormat;
   properties: Record<string, string>;
   buildDate?: string;
@@ -166,8 +167,9 @@ export function planCatalog(images: CatalogImage[], opts: PlanOptions = {}): Pla
         hidden: retire && hideAfter !== undefined && past >= hideAfter,
         active: img.status !== "deactivated" && !(retire && deactivateAfter !== undefined && past >= deactivateAfter),
         source: {
-          // The mirror is what is downloaded (and verified against the same checksum); image_source keeps the upstream URL.
-          url: ("mirror_url" in v && v.mirror_url) || v.url,
+          // The mirror is downloaded first, url when it fails; the same checksum holds either way.
+          url: v.url,
+          ...("mirror_url" in v && v.mirror_url ? { mirrorUrl: v.mirror_url } : {}),
           ...(checksum !== undefined ? { checksum } : checksumUrl !== undefined ? { checksumUrl } : { checksum: "unverified" }),
           ...(img.format ? { format: img.format } : {}),
         },

@@ -17,6 +17,8 @@ export interface CommunityImageSpec {
   /** Glance name. */
   name: string;
   sourceUrl: string;
+  /** Downloaded first; sourceUrl when it fails (same checksum). Changing it does not replace the image. */
+  sourceMirrorUrl?: string;
   /** Format of the file at sourceUrl (after decompression); converted when it differs from diskFormat. */
   sourceDiskFormat?: DiskFormat;
   /** Default "bare". */
@@ -38,6 +40,7 @@ export interface CommunityImageSpec {
 /** azimuth-ops' own spelling, accepted as well so its YAML can be pasted. */
 const SNAKE: Record<string, keyof CommunityImageSpec> = {
   source_url: "sourceUrl",
+  source_mirror_url: "sourceMirrorUrl",
   source_disk_format: "sourceDiskFormat",
   container_format: "containerFormat",
   disk_format: "diskFormat",
@@ -49,6 +52,7 @@ const SNAKE: Record<string, keyof CommunityImageSpec> = {
 const FIELDS: readonly (keyof CommunityImageSpec)[] = [
   "name",
   "sourceUrl",
+  "sourceMirrorUrl",
   "sourceDiskFormat",
   "containerFormat",
   "diskFormat",
@@ -109,7 +113,13 @@ export class CommunityImages extends ImageyardComponent {
         {
           ...args.imageArgs,
           name: s.name,
-          source: { url: s.sourceUrl, checksum: s.checksum, checksumUrl: s.checksumUrl, format: s.sourceDiskFormat },
+          source: {
+            url: s.sourceUrl,
+            ...(s.sourceMirrorUrl ? { mirrorUrl: s.sourceMirrorUrl } : {}),
+            checksum: s.checksum,
+            checksumUrl: s.checksumUrl,
+            format: s.sourceDiskFormat,
+          },
           diskFormat: s.diskFormat ?? target,
           containerFormat: s.containerFormat ?? args.imageArgs?.containerFormat,
           visibility,
@@ -173,7 +183,7 @@ function normaliseSpec(path: string, key: string, raw: unknown): CommunityImageS
     if (v !== undefined && v !== null) spec[field] = v;
   }
   const s = spec as unknown as CommunityImageSpec;
-  for (const f of ["name", "sourceUrl", "containerFormat", "checksum", "checksumUrl", "login", "buildDate"] as const) {
+  for (const f of ["name", "sourceUrl", "sourceMirrorUrl", "containerFormat", "checksum", "checksumUrl", "login", "buildDate"] as const) {
     if (s[f] !== undefined && (typeof s[f] !== "string" || s[f] === "")) fail(f, `must be a non-empty string, not ${JSON.stringify(s[f])}`);
   }
   if (s.name === undefined) fail("name", "is required");

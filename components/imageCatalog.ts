@@ -22,7 +22,16 @@ import { childName, ImageyardComponent, InputPropertyError } from "./component";
 /** CommunityImage inputs a catalog passes to every image unchanged. */
 export type CatalogImageArgs = Pick<
   CommunityImageArgs,
-  "scratchDir" | "timeouts" | "keepOnFailure" | "importMethod" | "allowLocalFiles" | "maxVirtualSize" | "containerFormat" | "protected"
+  | "scratchDir"
+  | "timeouts"
+  | "keepOnFailure"
+  | "importMethod"
+  | "importRetries"
+  | "importTimeout"
+  | "allowLocalFiles"
+  | "maxVirtualSize"
+  | "containerFormat"
+  | "protected"
 >;
 
 export interface ImageCatalogArgs {

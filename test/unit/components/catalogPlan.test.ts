@@ -105,11 +105,13 @@ describe("reading a catalog", () => {
     expect(r!.versions[0]!.name).toBe("capi-1.30.1");
   });
 
-  it("SCS metadata: image_source is the upstream url (the mirror is what is downloaded), build date, description, original user", () => {
+  it("SCS metadata: image_source is the upstream url (the mirror is downloaded first, url when it fails), build date, description, original user", () => {
     const [u] = plan(join(dir({ "u.yml": UBUNTU_YAML }), "u.yml"));
     const [older, newest] = u!.versions;
     expect(older!.buildDate).toBe("2024-04-16");
-    expect(newest!.source.url).toBe("https://mirror.example/noble-20240422.img");
+    expect(newest!.source.mirrorUrl).toBe("https://mirror.example/noble-20240422.img");
+    expect(newest!.source.url).toBe("https://cloud-images.ubuntu.com/noble/20240422/noble-server-cloudimg-amd64.img");
+    expect(older!.source.mirrorUrl).toBeUndefined();
     expect(newest!.source.checksum).toBe(SHA(2));
     expect(newest!.properties).toMatchObject({
       image_source: "https://cloud-images.ubuntu.com/noble/20240422/noble-server-cloudimg-amd64.img",
