@@ -29,10 +29,17 @@ let main: ProjectStack;
 let dir: string;
 const catalogFile = () => join(dir, "catalog.yml");
 
+/** Version 3 names a mirror that answers 404, version 4 one that works: both fall back or not, visibly. */
+const MIRRORS: Record<string, () => string> = {
+  "3": () => `${disks().url}/images/iy-e2e-gone-mirror.qcow2`,
+  "4": () => `${disks().url}/chunked/disk.qcow2`,
+};
+
 function version(v: string, file = "disk.qcow2") {
   return {
     version: v,
     url: imageUrl(file),
+    ...(MIRRORS[v] && file === "disk.qcow2" ? { mirror_url: MIRRORS[v]() } : {}),
     checksum: `sha256:${disks().files[file]!.sha256}`,
     build_date: `2024-05-${v.padStart(2, "0")}`,
   };
@@ -178,12 +185,45 @@ describe.sequential("ImageCatalog and CommunityImages with the real pulumi engin
   );
 
   it(
-    'adding version 3: it is created (and active as "Name") before version 2 is renamed "Name (2)"; version 1 untouched, nothing deleted',
+    "the preview of version 3 shows its work (the server's download size, no conversion, scratch) and that its 404 mirror would fall back to url",
+    async () => {
+      writeCatalog({ versions: ["1", "2", "3"] });
+      const diags: string[] = [];
+      const res = await main.stack.preview({
+        onOutput: main.onOutput("preview-3"),
+        onEvent: (e) => e.diagnosticEvent && diags.push(e.diagnosticEvent.message),
+      });
+      expect(res.changeSummary).toMatchObject({ create: 1, update: 1 });
+      const text = diags.join("");
+      const size = `${(disks().files["disk.qcow2"]!.size / 1024 ** 2).toFixed(1)} MiB`;
+      expect(text).toContain(
+        `${A}: new image from ${imageUrl("disk.qcow2")}: download ${size}; no conversion (qcow2 uploaded as is) (virtual size 24.0 MiB); scratch needed ≤ ${size}`,
+      );
+      expect(text).toMatch(/the mirror .*iy-e2e-gone-mirror\.qcow2 failed during check \(.*404.*\); the download would fall back to/);
+      // Unchanged versions are not probed: one work line only.
+      expect(text.match(/: new image from /g)).toHaveLength(1);
+    },
+    STEP_TIMEOUT,
+  );
+
+  it(
+    'adding version 3: it is created (and active as "Name") before version 2 is renamed "Name (2)"; version 1 untouched, nothing deleted; its 404 mirror fell back to url',
     async () => {
       const before = (await outputs()).versionIds[A]!;
       writeCatalog({ versions: ["1", "2", "3"] });
       const rec = recorder();
-      const res = await main.stack.up({ onOutput: main.onOutput("up-3"), onEvent: rec.onEvent });
+      const diags: string[] = [];
+      const res = await main.stack.up({
+        onOutput: main.onOutput("up-3"),
+        onEvent: (e) => {
+          rec.onEvent(e);
+          if (e.diagnosticEvent) diags.push(e.diagnosticEvent.message);
+        },
+      });
+      expect(diags.join("")).toMatch(/the mirror .*iy-e2e-gone-mirror\.qcow2 failed \(.*404.*\); falling back to /);
+      expect(diags.join("")).toMatch(
+        new RegExp(`image [0-9a-f-]+ active \\(\\d+ bytes by upload from ${imageUrl("disk.qcow2").replace(/[.]/g, "\\.")}`),
+      );
       expect(res.summary.resourceChanges).toMatchObject({ create: 1, update: 1 });
       expect(res.summary.resourceChanges?.delete).toBeUndefined();
       const created = rec.seen.findIndex(([k, op, n]) => k === "done" && op === "create" && n.endsWith("-3"));
@@ -203,10 +243,16 @@ describe.sequential("ImageCatalog and CommunityImages with the real pulumi engin
   );
 
   it(
-    "a fourth version demotes the oldest to community (keep 3); status: deactivated deactivates the multi: false image",
+    "a fourth version demotes the oldest to community (keep 3), downloaded from its mirror; status: deactivated deactivates the multi: false image",
     async () => {
       writeCatalog({ versions: ["1", "2", "3", "4"], bStatus: "deactivated" });
-      const res = await main.stack.up({ onOutput: main.onOutput("up-4") });
+      const diags: string[] = [];
+      const res = await main.stack.up({
+        onOutput: main.onOutput("up-4"),
+        onEvent: (e) => e.diagnosticEvent && diags.push(e.diagnosticEvent.message),
+      });
+      // Version 4's mirror works: the bytes came from it.
+      expect(diags.join("")).toContain(`bytes by upload from the mirror ${MIRRORS["4"]!()}`);
       expect(res.summary.resourceChanges).toMatchObject({ create: 1, update: 3 });
       const o = await outputs();
       expect(await glanceView(o.versionIds[A]!)).toEqual({
