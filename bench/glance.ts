@@ -98,7 +98,7 @@ async function ensureImage(base: string, sizeGiB: number, fraction: number): Pro
 }
 
 // ---------------------------------------------------------------- processes
-interface RunResult {
+export interface RunResult {
   code: number;
   stdout: string;
   stderr: string;
@@ -108,7 +108,7 @@ interface RunResult {
 }
 
 /** Runs argv under GNU time (for the max RSS of the process and what it waited for). */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, timed = false): Promise<RunResult> {
+export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, timed = false): Promise<RunResult> {
   return new Promise((resolveRun, reject) => {
     const rssFile = timed ? join(process.env.TMPDIR ?? "/tmp", `iy-bench-rss-${process.pid}-${Date.now()}`) : "";
     const argv = timed ? ["-f", "%M %U %S", "-o", rssFile, cmd, ...args] : args;
@@ -139,7 +139,7 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, 
 }
 
 /** Samples the bytes allocated under a directory (blocks × 512, so sparse holes are free). */
-function scratchSampler(dir: string, intervalMs = 50): { stop(): Promise<number> } {
+export function scratchSampler(dir: string, intervalMs = 50): { stop(): Promise<number> } {
   let peak = 0;
   let busy = false;
   const walk = async (d: string): Promise<number> => {
@@ -182,14 +182,14 @@ function scratchSampler(dir: string, intervalMs = 50): { stop(): Promise<number>
 }
 
 // ---------------------------------------------------------------- Glance
-interface Cloud {
+export interface Cloud {
   env: NodeJS.ProcessEnv;
   /** Stops the test bed when this bench started it. */
   stop(): Promise<void>;
 }
 
 /** OS_* variables of the demo user: from the environment, or from the Keystone + Glance test bed. */
-async function glanceCloud(base: string): Promise<Cloud> {
+export async function glanceCloud(base: string): Promise<Cloud> {
   if (process.env.OS_AUTH_URL && process.env.OS_USERNAME) return { env: { ...process.env }, stop: async () => {} };
   // A Keystone + Glance of the bench's own: the tests' one caps images at 64 MiB, and tests
   // running meanwhile must not see its limits change.
@@ -218,7 +218,7 @@ async function glanceCloud(base: string): Promise<Cloud> {
   };
 }
 
-async function deleteImage(cloud: Cloud, id: string): Promise<void> {
+export async function deleteImage(cloud: Cloud, id: string): Promise<void> {
   await run("openstack", ["image", "delete", id], cloud.env).catch((e) => log(`could not delete image ${id}: ${(e as Error).message}`));
 }
 
@@ -379,13 +379,13 @@ async function child(a: Args): Promise<void> {
 }
 
 // ---------------------------------------------------------------- main
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((x, y) => x - y);
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
 
-async function startServer(dir: string, base: string): Promise<{ url: string; stop(): Promise<void> }> {
+export async function startServer(dir: string, base: string): Promise<{ url: string; stop(): Promise<void> }> {
   const file = join(base, "server.json");
   rmSync(file, { force: true });
   const script = resolve(__dirname, "../test/testbed/diskimages.js");
@@ -463,7 +463,10 @@ async function main(): Promise<void> {
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
 }
 
-main().catch((e) => {
-  process.stderr.write(`[bench-glance] ${(e as Error).stack ?? e}\n`);
-  process.exit(1);
-});
+// bench/glanceCatalog.ts imports the helpers above; only a direct run benches.
+if (require.main === module) {
+  main().catch((e) => {
+    process.stderr.write(`[bench-glance] ${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  });
+}
