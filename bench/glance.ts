@@ -19,7 +19,7 @@ import { join, resolve } from "node:path";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { writeRandomRaw, stateDir, type DiskImageTestbed } from "../test/testbed/diskimages";
-import { glanceTestbedRunning, loadGlanceTestbed, startGlanceTestbed, stopGlanceTestbed } from "../test/testbed/glance";
+import { glanceTestbedRunning, startGlanceTestbed, stopGlanceTestbed } from "../test/testbed/glance";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -195,9 +195,14 @@ export async function glanceCloud(base: string): Promise<Cloud> {
   // running meanwhile must not see its limits change.
   process.env.IY_STATE_DIR = join(base, "state");
   process.env.IY_GLANCE_SIZE_CAP ??= String(64 * GiB);
+  // glance-api serves from one process as in the tests, unless IY_GLANCE_WORKERS asks for worker
+  // processes as a deployment runs them (then uploads in flight at once are served side by side).
   const wasRunning = glanceTestbedRunning();
-  if (!wasRunning) log("starting the Keystone + Glance test bed");
-  const tb = wasRunning ? loadGlanceTestbed() : await startGlanceTestbed();
+  log(
+    `${wasRunning ? "confirming" : "starting"} the Keystone + Glance test bed (glance-api workers ${process.env.IY_GLANCE_WORKERS ?? 0})`,
+  );
+  // glance.sh is idempotent and restarts glance-api when its config (workers) changed.
+  const tb = await startGlanceTestbed();
   const demo = tb.accounts.demo;
   const env: Record<string, string> = {
     OS_AUTH_URL: tb.authUrl,

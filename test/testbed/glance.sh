@@ -13,6 +13,7 @@
 #                                      remembered in state so a warm restart keeps its endpoints
 #   IY_GLANCE_SIZE_CAP                  Glance image_size_cap in bytes                [67108864]
 #   IY_GLANCE_TOKEN_CACHE               keystonemiddleware token cache seconds, -1 off [300]
+#   IY_GLANCE_WORKERS                   glance-api worker processes; 0 serves from one process [0]
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/../../scripts/lib.sh"
@@ -22,6 +23,7 @@ BIND=127.0.0.1
 REGION=RegionOne
 SIZE_CAP=${IY_GLANCE_SIZE_CAP:-67108864}
 TOKEN_CACHE=${IY_GLANCE_TOKEN_CACHE:-300}
+WORKERS=${IY_GLANCE_WORKERS:-0}
 # Debian's interpreter: the OpenStack libraries live in its dist-packages, not in a pyenv/venv one.
 PY=/usr/bin/python3
 T0=$(date +%s%N)
@@ -189,7 +191,7 @@ write_if_changed "$DIR/etc/glance-api.conf" <<EOF
 bind_host = $BIND
 bind_port = $GLANCE_PORT
 # 0: serve from the main (eventlet) process, no forked workers
-workers = 0
+workers = $WORKERS
 log_file = $DIR/log/glance-api.log
 enabled_backends = fs:file
 enabled_import_methods = [glance-direct,web-download]
