@@ -27,7 +27,17 @@ function credentials(): pulumi.Input<OpenStackCredentialsInput> | undefined {
   };
 }
 
-const common = { cloud: config.get("cloud"), credentials: credentials(), imageArgs: { scratchDir: config.get("scratchDir") } };
+const common = {
+  cloud: config.get("cloud"),
+  credentials: credentials(),
+  imageArgs: {
+    scratchDir: config.get("scratchDir"),
+    // upload (default), glance-direct or web-download; one the cloud does not enable falls back, and says so.
+    importMethod: config.get("importMethod") as "upload" | "glance-direct" | "web-download" | undefined,
+    importRetries: config.getNumber("importRetries"),
+    importTimeout: config.get("importTimeout"),
+  },
+};
 
 // A file or a directory of *.yml, relative to the project (Pulumi runs the program there).
 const catalog = new ImageCatalog("catalog", {
