@@ -58,7 +58,14 @@ describe("an image left `saving` by a Glance killed mid-upload", () => {
   it("the next run deletes the leftover, says so, and publishes one active image (was: waited 120 s silently and left the orphan for ever)", async () => {
     const s = spec();
     const extra = await startExtraGlanceApi(tb);
-    const run = publishInChild(s, extra.url);
+    let run: ReturnType<typeof publishInChild>;
+    try {
+      run = publishInChild(s, extra.url);
+    } catch (e) {
+      // dist/ not built: the extra glance-api must not outlive the test.
+      await extra.kill();
+      throw e;
+    }
     // The upload is under way once Glance has the image in `saving`; then glance-api dies.
     let leftoverId = "";
     try {
