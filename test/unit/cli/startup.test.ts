@@ -32,6 +32,12 @@ describe("CLI start-up", () => {
     expect(loaded.filter((m) => /^(http2|child_process|dgram|tls|_tls_wrap)$/.test(m))).toEqual([]);
   });
 
+  it("loads the layout and archive stores only for a copy that uses them", async () => {
+    const copy = join(dist, "provider", "oci", "copy.js");
+    const out = await node(`require(${JSON.stringify(copy)}); console.log(JSON.stringify(Object.keys(require.cache)))`);
+    expect((JSON.parse(out) as string[]).filter((m) => /[/\\]oci[/\\](archive|archiveRead|layout|tar)\.js$/.test(m))).toEqual([]);
+  });
+
   it("answers --version without loading the copy engine or undici", async () => {
     const script = `process.argv.push("--version"); require(${JSON.stringify(cli)}).main(["--version"]).then(() =>
       console.error(JSON.stringify(Object.keys(require.cache))))`;
