@@ -175,7 +175,9 @@ export class RegistryTransport {
 
   /** A loopback or insecure registry that answers a TLS hello in plain HTTP is remembered as http. */
   private async plainHttp(): Promise<Scheme | undefined> {
-    const scheme = await probePlainHttp(this.host);
+    const scheme = await waitingFor(this.opts.waits, `an answer to a TLS hello (http or https?)`, this.peer, () =>
+      probePlainHttp(this.host),
+    );
     if (scheme) rememberScheme(this.host, scheme);
     return scheme;
   }

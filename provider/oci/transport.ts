@@ -3,6 +3,7 @@
 // wire formats of the distribution API (Range, Link, Location queries).
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import type { Dispatcher } from "undici";
 import { createDispatcher, defaultDispatcher, type HttpBody, type TlsOptions } from "../http/client";
@@ -53,7 +54,6 @@ function probe(host: string): Promise<Scheme | undefined> {
     return Promise.resolve(undefined);
   }
   if (!url.port) return Promise.resolve(undefined);
-  const { connect } = require("node:net") as typeof import("node:net");
   return new Promise((resolve) => {
     let got = Buffer.alloc(0);
     const socket = connect({ host: url.hostname.replace(/^\[(.*)\]$/, "$1"), port: Number(url.port) });
