@@ -5,7 +5,8 @@
 // cache (private mount namespace), so it cannot turn copies into cross-repo mounts.
 //
 //   scripts/bench.sh mirror [1g-8layers 4g-8layers 20x1m multiarch noop startup]
-// (`startup` times `--version` of each tool: the fixed cost inside every other number.)
+// (`startup` times `--version` of each tool: the fixed cost inside every other number; it also
+// times `node -e 0`, the floor under any Node CLI, as node_empty_s and node_empty_speedup.)
 //
 // Environment (sizes are per layer; "M"/"G" suffixes work):
 //   RUNS=3                          runs per tool and case (medians reported)
@@ -182,10 +183,13 @@ async function main(argv: string[]): Promise<void> {
         await runOne("skopeo", { ...c, fresh: false }, upstream, target, digest);
       }
       const samples: Record<Tool, Sample[]> = { imageyard: [], skopeo: [] };
+      // The floor under every imageyard number: an empty script in the same Node, timed alongside.
+      const floor: TimedRun[] = [];
       for (let i = 0; i < runs; i++) {
         // Alternate who goes first, so page-cache and machine noise fall on both.
         const order = i % 2 === 0 ? tools : [...tools].reverse();
         for (const tool of order) samples[tool].push(await runOne(tool, c, upstream, target, digest));
+        if (c.startupOnly) floor.push(await timeCommand(process.execPath, ["-e", "0"]));
       }
       const bytes = sizeOf(c);
       const summary: Record<string, unknown> = { case: c.name };
@@ -216,6 +220,13 @@ async function main(argv: string[]): Promise<void> {
       const iyS = summary.imageyard_s as number | null | undefined;
       const skS = summary.skopeo_s as number | null | undefined;
       summary.speedup = iyS && skS ? round(skS / iyS, 2) : null;
+      if (floor.length > 0) {
+        const nodeS = median(floor.map((r) => r.wallS));
+        summary.node_empty_s = round(nodeS);
+        summary.node_empty_cpu_s = round(median(floor.map((r) => r.userS + r.sysS)), 2);
+        // The best start-up speedup any Node CLI could show here: skopeo against `node -e 0`.
+        summary.node_empty_speedup = skS ? round(skS / nodeS, 2) : null;
+      }
       summary.bytes = bytes;
       summary.runs = runs;
       summary.target = tls ? "https" : "http";

@@ -4,7 +4,7 @@
 import "./startup";
 import { isImageyardError } from "../provider/http/errors";
 import { lineProgress } from "../provider/http/progress";
-import { copyImage, inspectImage, planCopy, summarizePlan, withDeadline, type CopyPlan } from "../provider/oci/copy";
+import type { CopyPlan } from "../provider/oci/copy";
 import { parseCommand, secretsOf, UsageError, USAGE } from "./args";
 
 /** A copy without --timeout still ends: the same hour a MirroredImage gets by default. */
@@ -15,6 +15,9 @@ export interface CliIo {
   stderr: (text: string) => void;
   signal?: AbortSignal;
 }
+
+/** The engine loads on first use: `--version` and `--help` start in half the time without it. */
+const engine = () => import("../provider/oci/copy");
 
 const defaultIo: CliIo = { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) };
 
@@ -41,7 +44,7 @@ export async function main(argv: string[], realIo: CliIo = defaultIo): Promise<n
         io.stdout(`${(require("imageyard/package.json") as { version: string }).version}\n`);
         return 0;
       case "inspect": {
-        const info = await inspectImage(cmd.ref, cmd.options);
+        const info = await (await engine()).inspectImage(cmd.ref, cmd.options);
         if (!info) {
           io.stderr(`imageyard: inspect ${cmd.ref}: manifest not found (404 MANIFEST_UNKNOWN). Check the tag and repository name.\n`);
           return 1;
@@ -56,9 +59,10 @@ export async function main(argv: string[], realIo: CliIo = defaultIo): Promise<n
           ...(io.signal ? { signal: io.signal } : {}),
           timeoutMs: cmd.timeoutMs ?? DEFAULT_TIMEOUT_MS,
         };
+        const { copyImage, planCopy, summarizePlan, withDeadline } = await engine();
         if (cmd.kind === "plan") {
           const plan = await withDeadline(cmd.request, deps, (d) => planCopy(cmd.request, d));
-          io.stdout(cmd.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : describePlan(plan));
+          io.stdout(cmd.json ? `${JSON.stringify(planJson(plan), null, 2)}\n` : describePlan(plan, summarizePlan(plan)));
           return 0;
         }
         const result = await copyImage(cmd.request, deps);
@@ -82,8 +86,8 @@ function planJson(plan: CopyPlan): unknown {
   return { ...plan, manifests: plan.manifests.map(({ bytes: _bytes, ...m }) => m) };
 }
 
-function describePlan(plan: CopyPlan): string {
-  const lines = [`${plan.source} → ${plan.tagRef}`, `  ${summarizePlan(plan)}`];
+function describePlan(plan: CopyPlan, summary: string): string {
+  const lines = [`${plan.source} → ${plan.tagRef}`, `  ${summary}`];
   for (const b of plan.blobs)
     lines.push(`  blob ${b.digest} ${String(b.size).padStart(12)} ${b.action}${b.mountFrom ? ` from ${b.mountFrom}` : ""}`);
   for (const m of plan.manifests)

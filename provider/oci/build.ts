@@ -101,7 +101,7 @@ export async function buildImage(req: BuildRequest, deps: CopyDeps = {}): Promis
   const built = await planBuild(req);
   const loc = parseLocation(req.target);
   const tag = loc.kind === "registry" ? loc.ref.tag : loc.kind === "archive" ? loc.ref : loc.tag;
-  const store = openStore(loc, "target", req.targetOptions, deps);
+  const store = await openStore(loc, "target", req.targetOptions, deps);
   const result: BuildResult = {
     ...built,
     pinnedRef: pinnedLocation(loc, built.digest),

@@ -12,7 +12,17 @@ import { Authenticator, parseChallenges, type Credentials, type ResolvedCredenti
 import { lookupCredentials } from "./dockerconfig";
 import { registryError, type RegistryTarget } from "./errors";
 import { apiHost, isLoopbackRegistry } from "./reference";
-import { isStream, knownScheme, rememberScheme, sharedDispatcher, stripQuery, tlsError, tlsOptions, type Scheme } from "./transport";
+import {
+  isStream,
+  knownScheme,
+  probePlainHttp,
+  rememberScheme,
+  sharedDispatcher,
+  stripQuery,
+  tlsError,
+  tlsOptions,
+  type Scheme,
+} from "./transport";
 
 export interface RegistryOptions {
   /** Explicit credentials; otherwise the docker config lookup unless `dockerConfig` is false. */
@@ -147,7 +157,7 @@ export class RegistryTransport {
 
   private async sendScheme(c: Call, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {
     if (/^https?:\/\//.test(c.path)) return this.sendTo(c, c.path, authorization, expect401);
-    const known = this.fixedScheme ?? knownScheme(this.host);
+    const known = this.fixedScheme ?? knownScheme(this.host) ?? (await this.plainHttp());
     if (known) return this.sendTo(c, `${known}://${this.host}${c.path}`, authorization, expect401);
     // Loopback or insecure: https first, plain http if the server does not speak TLS.
     try {
@@ -161,6 +171,15 @@ export class RegistryTransport {
       rememberScheme(this.host, "http");
       return res;
     }
+  }
+
+  /** A loopback or insecure registry that answers a TLS hello in plain HTTP is remembered as http. */
+  private async plainHttp(): Promise<Scheme | undefined> {
+    const scheme = await waitingFor(this.opts.waits, `an answer to a TLS hello (http or https?)`, this.peer, () =>
+      probePlainHttp(this.host),
+    );
+    if (scheme) rememberScheme(this.host, scheme);
+    return scheme;
   }
 
   private async sendTo(c: Call, url: string, authorization: string | undefined, expect401: boolean): Promise<HttpResponse> {

@@ -6,8 +6,6 @@ import { isImageyardError } from "../http/errors";
 import { mapLimit } from "../http/retry";
 import { withDeadline } from "./deadline";
 import { executeCopy, type CopyResult } from "./execute";
-import { ArchiveStore, removeArchive } from "./archive";
-import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, tagOf } from "./location";
 import { planCopy, summarizePlan, type CopyDeps, type CopyRequest } from "./plan";
 import { parseManifest } from "./manifest";
@@ -45,8 +43,9 @@ export async function copyImage(request: CopyRequest, deps: CopyDeps = {}): Prom
 export async function inspectImage(ref: string, options: RegistryOptions = {}): Promise<ManifestInfo | undefined> {
   const loc = parseLocation(ref);
   const id = digestOfLocation(loc) ?? tagOf(loc) ?? "";
-  if (loc.kind === "layout") return new LayoutStore(loc.path, true).headManifest(id);
-  if (loc.kind === "archive") return existsSync(loc.path) ? new ArchiveStore(loc.format, loc.path, "source").headManifest(id) : undefined;
+  if (loc.kind === "layout") return new (await import("./layout")).LayoutStore(loc.path, true).headManifest(id);
+  if (loc.kind === "archive")
+    return existsSync(loc.path) ? new (await import("./archive")).ArchiveStore(loc.format, loc.path, "source").headManifest(id) : undefined;
   return new RegistryClient(loc.ref.registry, options).headManifest(loc.ref.repository, id);
 }
 
@@ -70,12 +69,12 @@ export interface RemoveOptions extends RegistryOptions {
 export async function removeImage(targetRef: string, digest: string, options: RemoveOptions = {}): Promise<RemoveResult> {
   const loc = parseLocation(targetRef);
   if (loc.kind === "archive") {
-    const r = await removeArchive(loc.format, loc.path, digest);
+    const r = await (await import("./archive")).removeArchive(loc.format, loc.path, digest);
     return { tagDeleted: r.removed, manifestDeleted: r.removed, ...(r.note ? { note: r.note } : {}) };
   }
   const tag = loc.kind === "registry" ? (loc.tagGiven ? loc.ref.tag : undefined) : loc.tag;
   if (loc.kind === "layout") {
-    const layout = new LayoutStore(loc.path);
+    const layout = new (await import("./layout")).LayoutStore(loc.path);
     const tagDeleted = tag !== undefined && (await layout.removeTag(tag));
     return { tagDeleted, manifestDeleted: false, note: "blobs stay in the layout directory (other tags may share them)" };
   }

@@ -5,9 +5,7 @@
 import { ImageyardError } from "../http/errors";
 import { formatBytes, type ProgressSink } from "../http/progress";
 import { mapLimit } from "../http/retry";
-import { ArchiveStore } from "./archive";
 import type { WaitBoard } from "../http/waits";
-import { LayoutStore } from "./layout";
 import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, type ImageLocation } from "./location";
 import { parsePlatform, type Descriptor } from "./manifest";
 import type { RegistryClient, RegistryOptions } from "./registry";
@@ -157,9 +155,15 @@ export function forgetKnownLocations(): void {
 
 // Stores -------------------------------------------------------------------------------------
 
-export function openStore(loc: ImageLocation, side: StoreSide, options: RegistryOptions | undefined, deps: CopyDeps): ImageStore {
-  if (loc.kind === "layout") return new LayoutStore(loc.path, side === "source");
-  if (loc.kind === "archive") return new ArchiveStore(loc.format, loc.path, side);
+/** Layout and archive stores load on first use: a registry-to-registry copy never needs them. */
+export async function openStore(
+  loc: ImageLocation,
+  side: StoreSide,
+  options: RegistryOptions | undefined,
+  deps: CopyDeps,
+): Promise<ImageStore> {
+  if (loc.kind === "layout") return new (await import("./layout")).LayoutStore(loc.path, side === "source");
+  if (loc.kind === "archive") return new (await import("./archive")).ArchiveStore(loc.format, loc.path, side);
   const registry = loc.ref.registry;
   const opts: RegistryOptions = { credentialsInput: side === "source" ? "sourceAuth" : "targetAuth", side, ...options };
   if (deps.signal && !opts.signal) opts.signal = deps.signal;
@@ -178,8 +182,8 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
     request.rateLimitBudgetMs === undefined || o?.rateLimitBudgetMs !== undefined
       ? o
       : { ...o, rateLimitBudgetMs: request.rateLimitBudgetMs };
-  const source = openStore(sourceLoc, "source", budget(request.sourceOptions), deps);
-  const target = openStore(targetLoc, "target", budget(request.targetOptions), deps);
+  const source = await openStore(sourceLoc, "source", budget(request.sourceOptions), deps);
+  const target = await openStore(targetLoc, "target", budget(request.targetOptions), deps);
   const wanted = request.platforms?.length ? request.platforms.map(parsePlatform) : undefined;
   const pinned = digestOfLocation(sourceLoc);
   const tag = tagOf(targetLoc);

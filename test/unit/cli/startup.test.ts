@@ -25,10 +25,30 @@ beforeAll(() => {
 
 describe("CLI start-up", () => {
   it("loads neither node:http2 nor node:child_process (nor tls, dgram behind them) until something needs them", async () => {
-    const out = await node(`require(${JSON.stringify(cli)}); console.log(JSON.stringify(process.moduleLoadList))`);
+    const copy = join(dist, "provider", "oci", "copy.js");
+    const out = await node(`require(${JSON.stringify(copy)}); console.log(JSON.stringify(process.moduleLoadList))`);
     const loaded = (JSON.parse(out) as string[]).filter((m) => m.startsWith("NativeModule ")).map((m) => m.slice("NativeModule ".length));
     expect(loaded).toContain("net");
     expect(loaded.filter((m) => /^(http2|child_process|dgram|tls|_tls_wrap)$/.test(m))).toEqual([]);
+  });
+
+  it("loads the layout and archive stores only for a copy that uses them", async () => {
+    const copy = join(dist, "provider", "oci", "copy.js");
+    const out = await node(`require(${JSON.stringify(copy)}); console.log(JSON.stringify(Object.keys(require.cache)))`);
+    expect((JSON.parse(out) as string[]).filter((m) => /[/\\]oci[/\\](archive|archiveRead|layout|tar)\.js$/.test(m))).toEqual([]);
+  });
+
+  it("answers --version without loading the copy engine or undici", async () => {
+    const script = `process.argv.push("--version"); require(${JSON.stringify(cli)}).main(["--version"]).then(() =>
+      console.error(JSON.stringify(Object.keys(require.cache))))`;
+    const out = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+      execFile(process.execPath, ["-e", script], { timeout: 60_000 }, (err, stdout, stderr) =>
+        err ? reject(err) : resolve({ stdout, stderr }),
+      ),
+    );
+    expect(out.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    const modules = JSON.parse(out.stderr) as string[];
+    expect(modules.filter((m) => /[/\\](undici[/\\]|oci[/\\](copy|plan|registry)\.js)/.test(m))).toEqual([]);
   });
 
   it("still speaks HTTP/2 through undici when asked to, loading the deferred module on first use", async () => {

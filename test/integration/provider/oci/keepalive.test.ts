@@ -5,6 +5,7 @@ import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RegistryClient, type RegistryOptions } from "../../../../provider/oci/registry";
+import { knownScheme } from "../../../../provider/oci/transport";
 import { seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed, type RegistryEndpoint, type RegistryTestbed } from "../../../testbed/registry";
 
@@ -54,6 +55,38 @@ describe.each([
     // same turn of the event loop (undici hands a socket back a turn later); one per HEAD is the fault.
     expect(opened(ep)).toBeGreaterThanOrEqual(1);
     expect(opened(ep)).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("settling a loopback registry's scheme", () => {
+  it("takes a plain-HTTP registry as http without a TLS attempt, and still finds https on the TLS one", async () => {
+    // A failed TLS handshake is a connectError, not a connection.
+    const attempts: string[] = [];
+    const onAttempt = (m: unknown) => {
+      const { connectParams } = m as { connectParams: { host: string; protocol: string } };
+      attempts.push(`${connectParams.protocol}//${connectParams.host}`);
+    };
+    subscribe("undici:client:connectError", onAttempt);
+    subscribe("undici:client:connected", onAttempt);
+    try {
+      const plain = tb.registries.upstream;
+      const client = new RegistryClient(plain.host, { dockerConfig: false });
+      expect((await client.headManifest(`${run}/app`, "v1"))?.digest).toBe(image.digest);
+      expect(knownScheme(plain.host)).toBe("http");
+      expect(attempts.filter((a) => a === `https://${plain.host}`)).toEqual([]);
+
+      const secure = tb.registries.tls;
+      const tlsClient = new RegistryClient(secure.host, {
+        dockerConfig: false,
+        certDir: tb.certDir,
+        credentials: { username: secure.username!, password: secure.password! },
+      });
+      expect((await tlsClient.headManifest(`${run}/app`, "v1"))?.digest).toBe(image.digest);
+      expect(knownScheme(secure.host)).toBe("https");
+    } finally {
+      unsubscribe("undici:client:connectError", onAttempt);
+      unsubscribe("undici:client:connected", onAttempt);
+    }
   });
 });
 

@@ -3,7 +3,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isStream, stripQuery, tlsError, tlsOptions } from "../../../../provider/oci/transport";
+import { createServer as createHttpServer } from "node:http";
+import { createServer as createNetServer, type AddressInfo, type Server } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
+import { readFileSync } from "node:fs";
+import { ensureCerts } from "../../../testbed/certs";
+import { defaultStateDir } from "../../../testbed/registry";
+import { isStream, probePlainHttp, stripQuery, tlsError, tlsOptions } from "../../../../provider/oci/transport";
 
 let dir: string;
 beforeAll(() => {
@@ -66,5 +72,37 @@ describe("small helpers", () => {
   it("stripQuery drops the query for request logs", () => {
     expect(stripQuery("http://h/v2/x?_state=s&digest=d")).toBe("http://h/v2/x");
     expect(stripQuery("http://h/v2/")).toBe("http://h/v2/");
+  });
+});
+
+describe("probePlainHttp", () => {
+  async function listening(server: Server): Promise<string> {
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+  const servers: Server[] = [];
+  afterAll(() => {
+    for (const s of servers) s.close();
+  });
+  const serve = (s: Server) => {
+    servers.push(s);
+    return listening(s);
+  };
+
+  it("says http for a server that answers the start of a TLS handshake in plain HTTP", async () => {
+    const host = await serve(createHttpServer((_req, res) => res.end("ok")));
+    expect(await probePlainHttp(host)).toBe("http");
+  });
+
+  it("says nothing for a TLS server, a server that closes, a closed port, or a host without a port", async () => {
+    const certs = ensureCerts(join(defaultStateDir(), "registry", "certs"));
+    const tls = await serve(createTlsServer({ cert: readFileSync(certs.serverCert), key: readFileSync(certs.serverKey) }, (s) => s.end()));
+    const closer = await serve(createNetServer((s) => s.destroy()));
+    const gone = await serve(createNetServer());
+    servers.pop()!.close();
+    expect(await probePlainHttp(tls)).toBeUndefined();
+    expect(await probePlainHttp(closer)).toBeUndefined();
+    expect(await probePlainHttp(gone)).toBeUndefined();
+    expect(await probePlainHttp("localhost")).toBeUndefined();
   });
 });
