@@ -115,7 +115,7 @@ export async function settledCount(ep: RegistryEndpoint, since: number): Promise
 export function describeRequests(reqs: { method: string; path: string; status: number }[]): string {
   const kinds = new Map<string, number>();
   for (const r of reqs) {
-    const kind = `${r.method} ${r.path.replace(/^\/v2\/.+\/(manifests|blobs|tags)\/.*$/, "/v2/…/$1/…")} ${r.status}`;
+    const kind = `${r.method} ${r.path.replace(/^\/v2\/.+\/(manifests|blobs|tags|referrers)\/.*$/, "/v2/…/$1/…")} ${r.status}`;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   return [...kinds].map(([k, n]) => `${n}× ${k}`).join(", ") || "none";
