@@ -134,6 +134,12 @@ export async function checkMirror(
   }
   const log = deps.log ?? ((line: string) => console.log(line));
   const sameSource = olds.source === news.source && olds.sourceDigest !== undefined;
+  const targetKnown = !isUnknown(news.target) && !isUnknown(news.targetAuth) && !isUnknown(news.targetTls);
+  // The engine checks resources one at a time, so a fleet pays every serial round trip of check
+  // once per image. A new mirror is always planned: plan it (unpinned) and probe the push while the
+  // tag resolves, instead of one after the other.
+  const speculate = olds.sourceDigest === undefined && targetKnown;
+  const early = speculate ? { plan: settle(planCopy(copyRequest(inputs))), probe: settle(probePush(inputs)) } : undefined;
   try {
     const info = await inspectImage(news.source, registryOptions(news.sourceAuth, news.sourceTls, "source", news.rateLimitWait));
     if (!info)
@@ -153,16 +159,35 @@ export async function checkMirror(
     return { inputs, failures: [{ property: propertyFor(e, "source"), reason: messageOf(e) }] };
   }
   const moved = inputs.sourceDigest !== olds.sourceDigest || olds.target !== news.target;
-  if (moved && !isUnknown(news.target) && !isUnknown(news.targetAuth) && !isUnknown(news.targetTls)) {
+  if (moved && targetKnown) {
     try {
-      const plan = await planCopy(copyRequest(inputs));
-      if (!plan.upToDate) await probePush(inputs);
+      const pending = early ?? { plan: settle(planCopy(copyRequest(inputs))), probe: settle(probePush(inputs)) };
+      let plan = unwrap(await pending.plan);
+      // The tag moved between the two reads: plan exactly the digest check resolved.
+      if (plan.sourceDigest !== inputs.sourceDigest) plan = await planCopy(copyRequest(inputs));
+      // A pull-only account is fine for a mirror that is already up to date.
+      if (!plan.upToDate) unwrap(await pending.probe);
       log(`${news.target}: ${summarizePlan(plan)}`);
     } catch (e) {
       return { inputs, failures: [{ property: propertyFor(e, "target"), reason: messageOf(e) }] };
     }
   }
   return { inputs, failures };
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Runs a promise to completion without letting an unawaited failure become an unhandled rejection. */
+function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error }),
+  );
+}
+
+function unwrap<T>(s: Settled<T>): T {
+  if (!s.ok) throw s.error;
+  return s.value;
 }
 
 /**
