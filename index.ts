@@ -5,3 +5,4 @@ export * from "./provider/resources/communityImage";
 export * from "./provider/resources/prePullSet";
 export * from "./provider/resources/imageFromTar";
 export * from "./components";
+export { verifyMirrorUse, type MirrorUseOptions, type MirrorUseReport, type ContainerImageUse } from "./provider/node/mirrorUse";

@@ -1,5 +1,6 @@
 // Command-line parsing for `imageyard`: skopeo's flag names mapped onto the engine's request, and
 // nothing else (crane style: the CLI is a thin shell over provider/oci/copy).
+import type { MirrorUseOptions } from "../provider/node/mirrorUse";
 import type { CopyRequest } from "../provider/oci/copy";
 import { hasUserinfo } from "../provider/oci/reference";
 import type { RegistryOptions } from "../provider/oci/registry";
@@ -12,6 +13,7 @@ export class UsageError extends Error {
 export type Command =
   | { kind: "copy" | "plan"; request: CopyRequest; quiet: boolean; json: boolean; timeoutMs?: number }
   | { kind: "inspect"; ref: string; options: RegistryOptions; json: boolean }
+  | { kind: "verify-mirror-use"; options: MirrorUseOptions; json: boolean }
   | { kind: "help" }
   | { kind: "version" };
 
@@ -19,6 +21,8 @@ export const USAGE = `Usage:
   imageyard copy SRC DST [flags]     copy an image (all platforms unless --platform); prints its digest
   imageyard plan SRC DST [flags]     show what a copy would upload, mount and skip; changes nothing
   imageyard inspect REF [flags]      print the digest REF resolves to
+  imageyard verify-mirror-use --mirror HOST[:PORT][/PREFIX] [flags]
+                                     check that every pod's images come from the mirror
 
 References: registry/repo[:tag][@sha256:…] (a docker:// prefix is accepted), or an OCI image
 layout directory as oci:PATH[:tag] / oci-layout:PATH[:tag], or a tar file as oci-archive:PATH[:tag] /
@@ -47,7 +51,16 @@ Copy and plan flags:
   --json                         print the result (or plan) as JSON on stdout
 Inspect flags: --creds USER:PASS, --authfile PATH, --no-creds, --tls-verify=false, --cert-dir DIR, --json
 
-Exit status: 0 done, 1 the copy failed (the message says why and what to do), 2 bad usage.`;
+Verify-mirror-use flags (lists every container, init and ephemeral container of every pod):
+  --mirror HOST[:PORT][/PREFIX]  the mirror (repeat for several); images elsewhere fail the check
+  --kubeconfig PATH              default: $KUBECONFIG, else ~/.kube/config
+  --context NAME                 default: the kubeconfig's current-context
+  --namespace NS                 only these namespaces (repeat, or a comma list; default all)
+  --require-digest               also fail mirror images not pinned by digest (@sha256:…)
+  --json                         print the whole report as JSON on stdout
+
+Exit status: 0 done (verify-mirror-use: every pod uses the mirror), 1 the copy failed or a pod
+does not use the mirror (the message says why and what to do), 2 bad usage.`;
 
 interface Spec {
   /** Flags taking a value: name → repeatable. */
@@ -71,6 +84,10 @@ const COPY_SPEC: Spec = {
     "insecure-host": true,
   },
   booleans: ["all", "src-tls-verify", "dest-tls-verify", "src-no-creds", "dest-no-creds", "no-signatures", "quiet", "json"],
+};
+const VERIFY_SPEC: Spec = {
+  values: { mirror: true, kubeconfig: false, context: false, namespace: true },
+  booleans: ["require-digest", "json"],
 };
 const INSPECT_SPEC: Spec = { values: { creds: false, "cert-dir": false, authfile: false }, booleans: ["tls-verify", "no-creds", "json"] };
 
@@ -215,6 +232,26 @@ export function parseCommand(argv: string[]): Command {
     const p = parseFlags(rest, INSPECT_SPEC);
     if (p.positional.length !== 1) throw new UsageError("inspect needs exactly one REF");
     return { kind: "inspect", ref: p.positional[0]!, options: sideOptions(p, "", "--creds"), json: p.booleans.get("json") ?? false };
+  }
+  if (cmd === "verify-mirror-use") {
+    const p = parseFlags(rest, VERIFY_SPEC);
+    if (p.positional.length > 0) throw new UsageError(`verify-mirror-use takes no arguments, only flags (got "${p.positional[0]}")`);
+    const list = (name: string) =>
+      (p.values.get(name) ?? [])
+        .flatMap((v) => v.split(","))
+        .map((v) => v.trim())
+        .filter(Boolean);
+    const mirror = list("mirror");
+    if (mirror.length === 0) throw new UsageError("verify-mirror-use needs --mirror HOST[:PORT][/PREFIX]");
+    const options: MirrorUseOptions = { mirror };
+    const namespaces = list("namespace");
+    if (namespaces.length > 0) options.namespaces = namespaces;
+    const kubeconfig = one(p, "kubeconfig");
+    if (kubeconfig !== undefined) options.kubeconfig = kubeconfig;
+    const context = one(p, "context");
+    if (context !== undefined) options.context = context;
+    if (p.booleans.get("require-digest")) options.requireDigest = true;
+    return { kind: cmd, options, json: p.booleans.get("json") ?? false };
   }
   throw new UsageError(`unknown command "${cmd}"`);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// `imageyard copy|plan|inspect`: maps flags onto the copy engine. The digest (or JSON) goes to
-// stdout so scripts can capture it; progress and errors go to stderr.
+// `imageyard copy|plan|inspect|verify-mirror-use`: maps flags onto the engines. The digest (or
+// JSON) goes to stdout so scripts can capture it; progress and errors go to stderr.
 import "./startup";
 import { isImageyardError } from "../provider/http/errors";
 import { lineProgress } from "../provider/http/progress";
@@ -49,6 +49,20 @@ export async function main(argv: string[], realIo: CliIo = defaultIo): Promise<n
         io.stdout(cmd.json ? `${JSON.stringify(info, null, 2)}\n` : `${info.digest}\n`);
         return 0;
       }
+      case "verify-mirror-use": {
+        // Loaded here: kubeconfig's exec plugins need node:child_process, which a copy never loads.
+        const { describeOffenders, verifyMirrorUse } = await import("../provider/node/mirrorUse");
+        const report = await verifyMirrorUse(cmd.options);
+        const offenders = describeOffenders(report);
+        if (cmd.json) io.stdout(`${JSON.stringify(report, null, 2)}\n`);
+        else for (const line of offenders) io.stdout(`${line}\n`);
+        const bad = new Set(report.containers.filter((c) => c.reason !== undefined).map((c) => `${c.namespace}/${c.pod}`)).size;
+        const verdict = report.ok
+          ? "all from the mirror"
+          : `${count(offenders.length, "container")} in ${count(bad, "pod")} not served from the mirror as required`;
+        io.stderr(`${count(report.pods, "pod")}, ${count(report.containers.length, "container")}: ${verdict}\n`);
+        return report.ok ? 0 : 1;
+      }
       case "plan":
       case "copy": {
         const deps = {
@@ -76,6 +90,8 @@ export async function main(argv: string[], realIo: CliIo = defaultIo): Promise<n
     return 1;
   }
 }
+
+const count = (n: number, noun: string) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 
 /** The plan without manifest bytes (they are for the executor, not for people). */
 function planJson(plan: CopyPlan): unknown {

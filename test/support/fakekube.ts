@@ -91,6 +91,15 @@ export class FakeKube {
     }
   }
 
+  /** A list answer cut to `limit`, with the API server's opaque `continue` token (here an offset). */
+  private page<T>(items: T[], q: URLSearchParams): { items: T[]; metadata: { continue?: string } } {
+    const limit = Number(q.get("limit") ?? 0);
+    const from = Number(q.get("continue") ?? 0);
+    if (!limit) return { items: items.slice(from), metadata: {} };
+    const to = from + limit;
+    return { items: items.slice(from, to), metadata: to < items.length ? { continue: String(to) } : {} };
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
@@ -122,14 +131,17 @@ export class FakeKube {
           })),
       });
     }
+    if (p === "/api/v1/pods") return send(200, this.page([...this.pods.values()], u.searchParams));
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/.exec(p))) {
       if (m[2]) {
         if (req.method !== "DELETE") return notFound();
         const had = this.pods.delete(m[2]);
         return had ? send(200, {}) : notFound();
       }
+      const ns = m[1];
       const sel = u.searchParams.get("labelSelector")?.split("=") ?? [];
-      return send(200, { items: [...this.pods.values()].filter((x) => x.metadata.labels?.[sel[0]!] === sel[1]) });
+      const inNs = [...this.pods.values()].filter((x) => (x.metadata.namespace ?? ns) === ns);
+      return send(200, this.page(sel.length ? inNs.filter((x) => x.metadata.labels?.[sel[0]!] === sel[1]) : inNs, u.searchParams));
     }
     const coll = (m = /^\/apis\/apps\/v1\/namespaces\/[^/]+\/daemonsets(?:\/([^/]+))?$/.exec(p))
       ? this.daemonSets
