@@ -54,7 +54,11 @@ const k8s = require("@pulumi/kubernetes") as {
   apps: { v1: { Deployment: K8sResource<{ template: { spec: PodSpecOut } }> } };
   batch: { v1: { Job: K8sResource<{ template: { spec: PodSpecOut } }> } };
 };
-const provider = kubeconfig || context ? new k8s.Provider("cluster", { kubeconfig, context }) : undefined;
+// renderYamlToDirectory writes the manifests to files instead of applying them: a way to see what
+// the transform hands the cluster without one.
+const renderYamlToDirectory = config.get("renderYamlToDirectory");
+const provider =
+  kubeconfig || context || renderYamlToDirectory ? new k8s.Provider("cluster", { kubeconfig, context, renderYamlToDirectory }) : undefined;
 const withProvider = (o: pulumi.CustomResourceOptions = {}): pulumi.CustomResourceOptions => (provider ? { ...o, provider } : o);
 
 const nsName = config.get("namespace");
