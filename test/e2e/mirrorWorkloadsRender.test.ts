@@ -79,12 +79,9 @@ describe.runIf(pluginBuilt).sequential("MirrorWorkloads with the real engine and
       expect(await digestOf(mirror, `${run}-mirror/${run}/init:1`)).toBe(init.digest);
       const children = await resourcesOfType(main.stack, MIRRORED_IMAGE_TYPE);
       expect(children.map((c) => c.urn.split("::").pop()).sort()).toEqual([`mirror-${run}-app-1`, `mirror-${run}-init-1`]);
-      // The Deployment waits for its mirrors: the engine recorded them as dependencies.
-      const state = await main.stack.exportStack();
-      const dep = (state.deployment.resources as { type: string; dependencies?: string[] }[]).find(
-        (r) => r.type === "kubernetes:apps/v1:Deployment",
-      )!;
-      expect(dep.dependencies).toEqual(expect.arrayContaining(children.map((c) => c.urn)));
+      // The Deployment was registered only once its mirrors had digests. The engine (3.276) does not
+      // record a stack transform's dependsOn in the state (it reparses dependencies only for a
+      // resource's own transforms), so no assertion on `dependencies` here; see the README.
     },
     STEP,
   );
