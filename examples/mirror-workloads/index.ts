@@ -53,6 +53,9 @@ const k8s = require("@pulumi/kubernetes") as {
   core: { v1: { Namespace: K8sResource<unknown> } };
   apps: { v1: { Deployment: K8sResource<{ template: { spec: PodSpecOut } }> } };
   batch: { v1: { Job: K8sResource<{ template: { spec: PodSpecOut } }> } };
+  yaml: {
+    v2: { ConfigGroup: new (name: string, args: { yaml: string }, opts?: pulumi.ComponentResourceOptions) => pulumi.ComponentResource };
+  };
 };
 // renderYamlToDirectory writes the manifests to files instead of applying them: a way to see what
 // the transform hands the cluster without one.
@@ -89,6 +92,11 @@ const deployment = new k8s.apps.v1.Deployment(
   },
   withProvider(),
 );
+
+// Plain Kubernetes YAML (say `helm template` output): the provider registers its objects, and
+// the engine runs the transform on them too.
+const manifests = config.get("manifests");
+if (manifests) new k8s.yaml.v2.ConfigGroup("manifests", { yaml: manifests }, provider ? { providers: [provider] } : undefined);
 
 const images = (spec: PodSpecOut) => [...(spec.initContainers ?? []), ...spec.containers].map((c) => c.image);
 export const deploymentName = deployment.metadata.name;

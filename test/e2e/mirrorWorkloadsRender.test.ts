@@ -1,6 +1,7 @@
 // MirrorWorkloads through the real engine and the real @pulumi/kubernetes provider, without a
 // cluster: examples/mirror-workloads with renderYamlToDirectory, so the manifests the provider
-// would apply land in files. The registry test bed's anonymous registry stands in for Docker Hub
+// would apply land in files — including a DaemonSet that a yaml/v2 ConfigGroup registers from
+// inside the provider, which the engine-run transform reaches too. The registry test bed's anonymous registry stands in for Docker Hub
 // (`upstreams`) and its htpasswd registry is the mirror. What the files and the registries hold is
 // read with the yaml parser and skopeo, not through imageyard.
 import { randomBytes } from "node:crypto";
@@ -27,18 +28,19 @@ let main: ProjectStack;
 let app1: SeededImage;
 let app2: SeededImage;
 let init: SeededImage;
+let agent: SeededImage;
 
 interface Rendered {
   kind: string;
   spec: { template: { spec: { initContainers?: { image: string }[]; containers: { image: string }[] } } };
 }
-/** The Deployment as the provider rendered it. */
-function renderedDeployment(): Rendered {
+/** The object of `kind` as the provider rendered it. */
+function rendered(kind: string): Rendered {
   const root = join(dir, "render");
   const files = readdirSync(root, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".yaml"));
   const docs = files.flatMap((f) => parseAllDocuments(readFileSync(join(root, f), "utf8")).map((d) => d.toJS() as Rendered));
-  const found = docs.filter((d) => d?.kind === "Deployment");
-  if (found.length !== 1) throw new Error(`expected one rendered Deployment under ${root}, found ${found.length} in ${files.join(", ")}`);
+  const found = docs.filter((d) => d?.kind === kind);
+  if (found.length !== 1) throw new Error(`expected one rendered ${kind} under ${root}, found ${found.length} in ${files.join(", ")}`);
   return found[0]!;
 }
 const images = (d: Rendered) => [...(d.spec.template.spec.initContainers ?? []), ...d.spec.template.spec.containers].map((c) => c.image);
@@ -52,6 +54,7 @@ beforeAll(async () => {
   app1 = await seedImage(upstream, `${run}/app:1`, { layers: 1, layerSize: "32K", seed: `${run}-app1` });
   app2 = await seedImage(upstream, `${run}/app:2`, { layers: 1, layerSize: "32K", seed: `${run}-app2` });
   init = await seedImage(upstream, `${run}/init:1`, { layers: 1, layerSize: "32K", seed: `${run}-init` });
+  agent = await seedImage(upstream, `${run}/agent:1`, { layers: 1, layerSize: "32K", seed: `${run}-agent` });
   main = await exampleStack("mirror-workloads", "e2e", {
     registry: { value: `${mirror.host}/${run}-mirror` },
     mirrorUsername: { value: mirror.username ?? "" },
@@ -60,6 +63,10 @@ beforeAll(async () => {
     image: { value: `docker.io/${run}/app:1` },
     initImage: { value: `docker.io/${run}/init:1` },
     renderYamlToDirectory: { value: join(dir, "render") },
+    // A DaemonSet the yaml/v2 ConfigGroup registers from inside the provider, sharing the init image.
+    manifests: {
+      value: `apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: default}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      initContainers: [{name: i, image: "docker.io/${run}/init:1"}]\n      containers: [{name: a, image: "${run}/agent:1"}]\n`,
+    },
   });
 }, STEP);
 
@@ -73,12 +80,17 @@ describe.runIf(pluginBuilt).sequential("MirrorWorkloads with the real engine and
     async () => {
       const res = await main.stack.up({ onOutput: main.onOutput("up-1"), onEvent: main.onEvent });
       expect(res.summary.result).toBe("succeeded");
-      expect(images(renderedDeployment())).toEqual([pinned(init, "init"), pinned(app1, "app")]);
+      expect(images(rendered("Deployment"))).toEqual([pinned(init, "init"), pinned(app1, "app")]);
       expect(res.outputs.deploymentImages!.value).toEqual([pinned(init, "init"), pinned(app1, "app")]);
+      expect(images(rendered("DaemonSet"))).toEqual([pinned(init, "init"), pinned(agent, "agent")]);
       expect(await digestOf(mirror, `${run}-mirror/${run}/app:1`)).toBe(app1.digest);
       expect(await digestOf(mirror, `${run}-mirror/${run}/init:1`)).toBe(init.digest);
       const children = await resourcesOfType(main.stack, MIRRORED_IMAGE_TYPE);
-      expect(children.map((c) => c.urn.split("::").pop()).sort()).toEqual([`mirror-${run}-app-1`, `mirror-${run}-init-1`]);
+      expect(children.map((c) => c.urn.split("::").pop()).sort()).toEqual([
+        `mirror-${run}-agent-1`,
+        `mirror-${run}-app-1`,
+        `mirror-${run}-init-1`,
+      ]);
       // The Deployment was registered only once its mirrors had digests. The engine (3.276) does not
       // record a stack transform's dependsOn in the state (it reparses dependencies only for a
       // resource's own transforms), so no assertion on `dependencies` here; see the README.
@@ -102,7 +114,7 @@ describe.runIf(pluginBuilt).sequential("MirrorWorkloads with the real engine and
       const pre = await main.stack.preview({ onOutput: main.onOutput("preview-tag"), onEvent: main.onEvent });
       expect(pre.changeSummary).toMatchObject({ create: 1, update: 1, delete: 1 });
       await main.stack.up({ onOutput: main.onOutput("up-2"), onEvent: main.onEvent });
-      expect(images(renderedDeployment())).toEqual([pinned(init, "init"), pinned(app2, "app")]);
+      expect(images(rendered("Deployment"))).toEqual([pinned(init, "init"), pinned(app2, "app")]);
       expect(await servesImage(mirror, `${run}-mirror/${run}/app:1`)).toBe(false);
     },
     STEP,
@@ -112,7 +124,8 @@ describe.runIf(pluginBuilt).sequential("MirrorWorkloads with the real engine and
     "destroy removes the mirrored images and leaves the upstream alone",
     async () => {
       await main.stack.destroy({ onOutput: main.onOutput("destroy"), onEvent: main.onEvent });
-      for (const ref of [`${run}-mirror/${run}/app:2`, `${run}-mirror/${run}/init:1`]) expect(await servesImage(mirror, ref)).toBe(false);
+      for (const ref of [`${run}-mirror/${run}/app:2`, `${run}-mirror/${run}/init:1`, `${run}-mirror/${run}/agent:1`])
+        expect(await servesImage(mirror, ref)).toBe(false);
       expect(await digestOf(upstream, `${run}/app:1`)).toBe(app1.digest);
     },
     STEP,
