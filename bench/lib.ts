@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { countRequests, type RegistryEndpoint } from "../test/testbed/registry";
 
 export interface TimedRun {
   /** Wall seconds measured around the process (ms precision). */
@@ -96,4 +97,26 @@ export function formatTable(header: string[], rows: (string | number)[][]): stri
 
 export function resultLine(result: Record<string, unknown>): string {
   return `RESULT ${JSON.stringify(result)}`;
+}
+
+/** The access log is written as responses complete; wait until the count stops moving. */
+export async function settledCount(ep: RegistryEndpoint, since: number): Promise<number> {
+  let last = -1;
+  const deadline = Date.now() + 3_000;
+  for (;;) {
+    const n = countRequests(ep, since);
+    if (n === last || Date.now() > deadline) return n;
+    last = n;
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+/** "HEAD /v2/<repo>/manifests/<ref> 200" → counts by method, kind of path and status. */
+export function describeRequests(reqs: { method: string; path: string; status: number }[]): string {
+  const kinds = new Map<string, number>();
+  for (const r of reqs) {
+    const kind = `${r.method} ${r.path.replace(/^\/v2\/.+\/(manifests|blobs|tags|referrers)\/.*$/, "/v2/…/$1/…")} ${r.status}`;
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  }
+  return [...kinds].map(([k, n]) => `${n}× ${k}`).join(", ") || "none";
 }

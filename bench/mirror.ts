@@ -23,15 +23,8 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { cachedImageLayout, digestOf, dockerRef, parseSize, seedImage, skopeoFlags, type ImageSpec } from "../test/testbed/images";
-import {
-  countRequests,
-  defaultStateDir,
-  requestLogMark,
-  startRegistry,
-  type RegistryEndpoint,
-  type RegistryHandle,
-} from "../test/testbed/registry";
-import { formatTable, median, resultLine, round, timeCommand, type TimedRun } from "./lib";
+import { defaultStateDir, requestLogMark, startRegistry, type RegistryEndpoint, type RegistryHandle } from "../test/testbed/registry";
+import { formatTable, median, resultLine, round, settledCount, timeCommand, type TimedRun } from "./lib";
 
 type Tool = "imageyard" | "skopeo";
 
@@ -103,18 +96,6 @@ function copyArgs(tool: Tool, src: RegistryEndpoint, dst: RegistryEndpoint, ref:
   if (tool === "skopeo") return ["copy", "-q", ...flags, dockerRef(src, ref), dockerRef(dst, ref)];
   // imageyard copy takes skopeo's flags (--src-no-creds is skopeo-only: anonymous is the default).
   return ["copy", ...flags.filter((f) => f !== "--src-no-creds"), dockerRef(src, ref), dockerRef(dst, ref)];
-}
-
-/** The access log is written as responses complete; wait until the count stops moving. */
-async function settledCount(ep: RegistryEndpoint, since: number): Promise<number> {
-  let last = -1;
-  const deadline = Date.now() + 3_000;
-  for (;;) {
-    const n = countRequests(ep, since);
-    if (n === last || Date.now() > deadline) return n;
-    last = n;
-    await new Promise((r) => setTimeout(r, 150));
-  }
 }
 
 async function ensureSource(stateDir: string, upstream: RegistryEndpoint, c: BenchCase): Promise<string> {

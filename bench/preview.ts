@@ -21,7 +21,7 @@ import {
   startRegistryTestbed,
 } from "../test/testbed/registry";
 import { projectStack, repoRoot } from "../test/e2e/harness";
-import { formatTable, median, resultLine, round } from "./lib";
+import { describeRequests, formatTable, median, resultLine, round } from "./lib";
 
 const LEASE = "bench-preview";
 
@@ -106,16 +106,6 @@ async function main(): Promise<void> {
   } finally {
     await releaseRegistryTestbed(stateDir, LEASE);
   }
-}
-
-/** "HEAD /v2/<repo>/manifests/<ref> 200" → counts by method, kind of path and status. */
-function describeRequests(reqs: { method: string; path: string; status: number }[]): string {
-  const kinds = new Map<string, number>();
-  for (const r of reqs) {
-    const kind = `${r.method} ${r.path.replace(/^\/v2\/.+\/(manifests|blobs|tags)\/.*$/, "/v2/…/$1/…")} ${r.status}`;
-    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-  }
-  return [...kinds].map(([k, n]) => `${n}× ${k}`).join(", ") || "none";
 }
 
 main().catch((e: unknown) => {

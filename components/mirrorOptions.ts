@@ -6,12 +6,21 @@ import type { MirroredImageArgs } from "../provider/resources/mirroredImage";
 /** MirroredImage arguments shared by every mirrored entry of a component. */
 export type MirrorOptions = Pick<
   MirroredImageArgs,
-  "platforms" | "sourceAuth" | "targetAuth" | "sourceTls" | "targetTls" | "copySignatures" | "timeouts"
+  "platforms" | "sourceAuth" | "targetAuth" | "sourceTls" | "targetTls" | "copySignatures" | "timeouts" | "rateLimitWait"
 >;
 
 export function mirrorArgs(o: MirrorOptions): MirrorOptions {
   const out: MirrorOptions = {};
-  for (const k of ["platforms", "sourceAuth", "targetAuth", "sourceTls", "targetTls", "copySignatures", "timeouts"] as const) {
+  for (const k of [
+    "platforms",
+    "sourceAuth",
+    "targetAuth",
+    "sourceTls",
+    "targetTls",
+    "copySignatures",
+    "timeouts",
+    "rateLimitWait",
+  ] as const) {
     if (o[k] !== undefined) (out as Record<string, unknown>)[k] = o[k];
   }
   return out;

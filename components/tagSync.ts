@@ -6,10 +6,18 @@
 // exist only if the program creates them, and a resource's outputs are unknown in preview, so a
 // "list tags" resource could never show a new tag as a new resource until a second `up`. The
 // listing is read-only and cheap; a registry that cannot be listed fails preview saying why.
+//
+// Rate limits: `rateLimitWait` is one budget per registry for the whole stack. Every child
+// MirroredImage carries it, and the copies all run in the stack's one provider process, where the
+// time a registry host keeps us paused is counted once for every caller (provider/http/ratelimit):
+// a 429 pauses all copies to that host together, and once the paused time passes the budget they
+// fail together, instead of each image waiting out its own 10 minutes. The listing here runs in
+// the program's process and gets the same budget for its own requests.
 import * as pulumi from "@pulumi/pulumi";
 import { parseReference } from "../provider/oci/reference";
 import { RegistryClient } from "../provider/oci/registry";
 import { registryOptions, type AuthInput, type TlsInput } from "../provider/resources/mirroredImage.lifecycle";
+import { timeoutSeconds } from "../provider/resources/timeouts";
 import { MirroredImage } from "../provider/resources/mirroredImage";
 import { childName, ImageyardComponent, InputPropertyError } from "./component";
 import { mirrorArgs, type MirrorOptions } from "./mirrorOptions";
@@ -63,7 +71,16 @@ export class TagSync extends ImageyardComponent {
         'give include (a regex), semver (a range) or latest, e.g. semver: ">=3.19"; mirroring every tag is rarely meant',
       );
     }
-    const client = new RegistryClient(source.registry, registryOptions(args.listAuth, args.listTls, "source"));
+    const wait = args.rateLimitWait;
+    // An Output is only known later: the children check it, the listing keeps the default.
+    const plainWait = typeof wait === "number" || typeof wait === "string" ? wait : undefined;
+    if (plainWait !== undefined && timeoutSeconds(plainWait) === undefined)
+      throw new InputPropertyError(
+        NAME,
+        "rateLimitWait",
+        `a positive number of seconds or a duration like "30m", not ${JSON.stringify(plainWait)}`,
+      );
+    const client = new RegistryClient(source.registry, registryOptions(args.listAuth, args.listTls, "source", plainWait));
     this.mirrors = client.listTags(source.repository).then((all) => {
       const out: Record<string, MirroredImage> = {};
       for (const tag of selectTags(all, args)) {

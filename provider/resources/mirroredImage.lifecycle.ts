@@ -4,7 +4,7 @@
 import { lineProgress, type ProgressSink } from "../http/progress";
 import { ImageyardError, isImageyardError } from "../http/errors";
 import type { Lifecycle, OperationContext } from "./forward";
-import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
+import { checkTimeouts, timeoutMs, timeoutSeconds, type TimeoutValue, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import {
   copyImage,
@@ -41,6 +41,8 @@ export interface MirrorInputs {
   targetTls?: TlsInput;
   copySignatures?: boolean;
   timeouts?: Timeouts;
+  /** How long each registry may keep us paused by rate limits, in all, per provider process (seconds or "30m"). */
+  rateLimitWait?: TimeoutValue;
   /** Resolved by check from the upstream: a moved tag shows in preview as this input changing. */
   sourceDigest?: string;
 }
@@ -75,9 +77,18 @@ export interface MirrorDeps {
 const DEFAULT_TIMEOUT_S = 3600;
 const DEFAULT_DELETE_TIMEOUT_S = 300;
 
-export function registryOptions(auth: AuthInput | undefined, tls: TlsInput | undefined, side?: "source" | "target"): RegistryOptions {
+export function registryOptions(
+  auth: AuthInput | undefined,
+  tls: TlsInput | undefined,
+  side?: "source" | "target",
+  rateLimitWait?: TimeoutValue,
+): RegistryOptions {
   // insecure alone lets the client try https unverified, then plain http (like crane)
   const opts: RegistryOptions = side ? { credentialsInput: `${side}Auth` } : {};
+  // The paused time is counted per host in the process (provider/http/ratelimit), so every
+  // MirroredImage of a stack draws on one budget per registry; this is that budget's size.
+  const waitS = timeoutSeconds(rateLimitWait);
+  if (waitS !== undefined) opts.rateLimitBudgetMs = waitS * 1000;
   if (auth) opts.credentials = { username: auth.username, password: auth.password };
   if (tls?.caCert || tls?.insecure) {
     opts.tls = {};
@@ -94,8 +105,8 @@ export function copyRequest(inputs: MirrorInputs): CopyRequest {
     target: inputs.target,
     copySignatures: inputs.copySignatures ?? true,
     describe: true,
-    sourceOptions: registryOptions(inputs.sourceAuth, inputs.sourceTls, "source"),
-    targetOptions: registryOptions(inputs.targetAuth, inputs.targetTls, "target"),
+    sourceOptions: registryOptions(inputs.sourceAuth, inputs.sourceTls, "source", inputs.rateLimitWait),
+    targetOptions: registryOptions(inputs.targetAuth, inputs.targetTls, "target", inputs.rateLimitWait),
   };
   if (inputs.platforms && inputs.platforms.length > 0) req.platforms = inputs.platforms;
   return req;
@@ -124,7 +135,7 @@ export async function checkMirror(
   const log = deps.log ?? ((line: string) => console.log(line));
   const sameSource = olds.source === news.source && olds.sourceDigest !== undefined;
   try {
-    const info = await inspectImage(news.source, registryOptions(news.sourceAuth, news.sourceTls, "source"));
+    const info = await inspectImage(news.source, registryOptions(news.sourceAuth, news.sourceTls, "source", news.rateLimitWait));
     if (!info)
       throw new ImageyardError(
         "MANIFEST_UNKNOWN",
@@ -161,7 +172,10 @@ export async function checkMirror(
 async function probePush(inputs: MirrorInputs): Promise<void> {
   const target = resolveTarget(parseLocation(inputs.source), parseLocation(inputs.target));
   if (target.kind !== "registry") return;
-  const client = new RegistryClient(target.ref.registry, registryOptions(inputs.targetAuth, inputs.targetTls, "target"));
+  const client = new RegistryClient(
+    target.ref.registry,
+    registryOptions(inputs.targetAuth, inputs.targetTls, "target", inputs.rateLimitWait),
+  );
   await client.cancelUpload(await client.startUpload(target.ref.repository));
 }
 
@@ -230,6 +244,12 @@ export function validateMirror(news: Partial<MirrorInputs>): CheckFailure[] {
       fail(`${key}.caCert`, "caCert must be a PEM certificate (-----BEGIN CERTIFICATE-----…)");
   }
   failures.push(...checkTimeouts(news.timeouts));
+  const wait = news.rateLimitWait;
+  if (wait !== undefined && !isUnknown(wait) && timeoutSeconds(wait) === undefined)
+    fail(
+      "rateLimitWait",
+      `rateLimitWait must be a positive number of seconds or a duration like "90s", "30m", "1h"; got ${JSON.stringify(wait)}`,
+    );
   return failures;
 }
 
@@ -252,6 +272,8 @@ function messageOf(e: unknown): string {
 
 // ---------------------------------------------------------------- diff
 
+// rateLimitWait is absent on purpose: it steers how a copy waits, not what the mirror holds, so
+// changing it is no reason to touch every image of a stack.
 const UPDATE_KEYS = ["source", "sourceDigest", "copySignatures", "sourceAuth", "targetAuth", "sourceTls", "targetTls", "timeouts"] as const;
 
 export function diffMirror(olds: MirrorOutputs, news: MirrorInputs): DiffResult {
@@ -330,7 +352,7 @@ export async function readMirror(id: string, props?: MirrorOutputs): Promise<{ i
       `read ${id}: importing a MirroredImage is not supported (pulumi import of dynamic resources is broken upstream). Declare the resource instead: an unchanged mirror is adopted by a no-op copy.`,
     );
   }
-  const info = await inspectImage(props.tagRef, registryOptions(props.targetAuth, props.targetTls, "target"));
+  const info = await inspectImage(props.tagRef, registryOptions(props.targetAuth, props.targetTls, "target", props.rateLimitWait));
   return { id, props: { ...props, targetDigest: info?.digest ?? "" } };
 }
 
@@ -338,7 +360,7 @@ export async function deleteMirror(id: string, props: MirrorOutputs, deps: Mirro
   const log = deps.log ?? ((line: string) => console.log(line));
   const signal = AbortSignal.timeout(timeoutMs(props.timeouts, "delete", DEFAULT_DELETE_TIMEOUT_S));
   const outcome = await removeImage(props.tagRef ?? id, props.digest, {
-    ...registryOptions(props.targetAuth, props.targetTls, "target"),
+    ...registryOptions(props.targetAuth, props.targetTls, "target", props.rateLimitWait),
     signal,
   });
   if (outcome.note) log(`${props.tagRef ?? id}: ${outcome.note}`);

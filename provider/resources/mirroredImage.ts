@@ -28,6 +28,14 @@ export interface MirroredImageArgs {
    * providers). Defaults: create and update 1h, delete 5m.
    */
   timeouts?: pulumi.Input<TimeoutsInput>;
+  /**
+   * How long in all each registry may keep this stack's copies paused by rate limits (429,
+   * RateLimit headers) before they fail: seconds or "30m". The paused time is counted once per
+   * registry host for every MirroredImage of the stack (they share one provider process), so this
+   * is one budget per registry for the whole stack, not per image. Default 10m. Changing it alone
+   * changes nothing in the mirror and shows no diff.
+   */
+  rateLimitWait?: pulumi.Input<number | string>;
 }
 
 // One stateless instance: the SDK caches each provider's serialization per instance.
@@ -72,6 +80,7 @@ export class MirroredImage extends pulumi.dynamic.Resource {
         targetTls: args.targetTls,
         copySignatures: args.copySignatures,
         timeouts: args.timeouts,
+        rateLimitWait: args.rateLimitWait,
         digest: undefined,
         pinnedRef: undefined,
         tagRef: undefined,

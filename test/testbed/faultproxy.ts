@@ -17,7 +17,9 @@ export type Fault =
   /** Forward, and add these headers to the response. */
   | { kind: "headers"; headers: Record<string, string> }
   /** Forward (the registry acts on it), but answer with this instead of the registry's answer. */
-  | { kind: "replace"; status: number; headers?: Record<string, string>; body?: string };
+  | { kind: "replace"; status: number; headers?: Record<string, string>; body?: string }
+  /** Forward after `ms`: a registry a round trip away (benches model a distant upstream with it). */
+  | { kind: "delay"; ms: number };
 
 export interface FaultRule {
   /** "GET", "PUT", …; any method when absent. */
@@ -88,6 +90,11 @@ export async function startFaultProxy(upstream: { port: number; host?: string },
     entry.fault = fault?.kind;
     if (fault?.kind === "stall") {
       inReq.resume(); // read and drop any body; never answer
+      return;
+    }
+    if (fault?.kind === "delay") {
+      inReq.pause();
+      setTimeout(() => forward(inReq, inRes, entry, undefined), fault.ms);
       return;
     }
     if (fault?.kind === "status") {

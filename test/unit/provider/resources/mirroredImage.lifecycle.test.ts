@@ -2,6 +2,7 @@
 // bad input) and the diff classification (what replaces, what updates, what is no change).
 import { describe, expect, it } from "vitest";
 import {
+  copyRequest,
   diffMirror,
   outputsOf,
   registryOptions,
@@ -82,8 +83,17 @@ describe("validateMirror", () => {
     expect(f.map((x) => x.property)).toEqual(["targetTls.caCert", "timeouts.create"]);
   });
 
+  it("takes rateLimitWait as seconds or a duration and names it when it is neither", () => {
+    expect(validateMirror({ ...base, rateLimitWait: "30m" })).toEqual([]);
+    expect(validateMirror({ ...base, rateLimitWait: 90 })).toEqual([]);
+    const f = validateMirror({ ...base, rateLimitWait: "soon" });
+    expect(f).toEqual([
+      { property: "rateLimitWait", reason: expect.stringMatching(/rateLimitWait must be .* like "90s", "30m", "1h"; got "soon"/) },
+    ]);
+  });
+
   it("leaves values unknown during preview alone", () => {
-    expect(validateMirror({ ...base, target: UNKNOWN, platforms: [UNKNOWN] })).toEqual([]);
+    expect(validateMirror({ ...base, target: UNKNOWN, platforms: [UNKNOWN], rateLimitWait: UNKNOWN })).toEqual([]);
   });
 
   it("accepts OCI layout locations on either side", () => {
@@ -129,6 +139,10 @@ describe("diffMirror", () => {
     expect(diffMirror(olds, { ...same, targetAuth: { username: "u", password: "p" } })).toEqual({ changes: true });
   });
 
+  it("shows no change when only rateLimitWait changes: it steers the waiting, not the mirror", () => {
+    expect(diffMirror(stateOf({ ...base, rateLimitWait: "10m" }), { ...same, rateLimitWait: "1h" })).toEqual({ changes: false });
+  });
+
   it("updates when refresh saw the mirror tag missing (drift)", () => {
     expect(diffMirror({ ...olds, targetDigest: "" }, same)).toEqual({ changes: true });
   });
@@ -154,6 +168,16 @@ describe("registryOptions", () => {
     expect(registryOptions(undefined, { insecure: true })).toEqual({ tls: { insecure: true } });
     expect(registryOptions(undefined, undefined, "target")).toEqual({ credentialsInput: "targetAuth" });
     expect(registryOptions(undefined, undefined)).toEqual({});
+  });
+
+  it("turns rateLimitWait into the per-host rate-limit budget on both sides of a copy", () => {
+    expect(registryOptions(undefined, undefined, "source", "1h30m")).toEqual({
+      credentialsInput: "sourceAuth",
+      rateLimitBudgetMs: 5_400_000,
+    });
+    const req = copyRequest({ ...base, rateLimitWait: 45 });
+    expect([req.sourceOptions?.rateLimitBudgetMs, req.targetOptions?.rateLimitBudgetMs]).toEqual([45_000, 45_000]);
+    expect(copyRequest(base).sourceOptions?.rateLimitBudgetMs).toBeUndefined();
   });
 });
 
