@@ -26,9 +26,9 @@ let dir: string;
 let built: ImageFromTarOutputs | undefined;
 const pods: string[] = [];
 
-const runPod = (name: string, image: string, args?: string[]) => {
+const runPod = (name: string, image: string, command?: string[]) => {
   pods.push(name);
-  return applyPod(tb, "default", name, { image, ...(args ? { args } : {}) });
+  return applyPod(tb, "default", name, { image, ...(command ? { command } : {}) });
 };
 
 beforeAll(async () => {
@@ -70,9 +70,9 @@ describe.runIf(enabled).sequential("an ImageFromTar image on the Kubernetes test
   );
 
   it(
-    "the same image with `sleep` as its argument stays Running",
+    "the same image run as `/hello sleep` stays Running",
     async () => {
-      await runPod(`${run}-sleep`, built!.pinnedRef, ["sleep"]);
+      await runPod(`${run}-sleep`, built!.pinnedRef, ["/hello", "sleep"]);
       const p = await waitPodPhase(tb, "default", `${run}-sleep`, "Running");
       expect(Object.keys(p.status.containerStatuses![0]!.state)).toEqual(["running"]);
     },
