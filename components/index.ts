@@ -15,6 +15,7 @@ export {
   type ManifestShape,
 } from "./imageManifest";
 export { mirrorTarget, rewriteReference, type MirrorOptions } from "./mirrorOptions";
+export { MirrorWorkloads, rewritePodImages, workloadKind, type ImageSite, type MirrorWorkloadsArgs } from "./mirrorWorkloads";
 export { imageKey, RegistryPreload, type RegistryPreloadArgs } from "./registryPreload";
 export { collectWorkloadImages, imagesOfYaml, type FoundImage } from "./workloadImages";
 export { compareVersions, parseVersion, selectTags, semverRange, type TagFilter } from "./tagFilter";

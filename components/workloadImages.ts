@@ -12,7 +12,7 @@ export interface FoundImage {
   usedBy: string[];
 }
 
-const POD_SPEC_PATHS: Record<string, string[]> = {
+export const POD_SPEC_PATHS: Record<string, string[]> = {
   Pod: ["spec"],
   Deployment: ["spec", "template", "spec"],
   DaemonSet: ["spec", "template", "spec"],
@@ -23,7 +23,7 @@ const POD_SPEC_PATHS: Record<string, string[]> = {
   CronJob: ["spec", "jobTemplate", "spec", "template", "spec"],
   PodTemplate: ["template", "spec"],
 };
-const CONTAINER_LISTS = ["initContainers", "containers", "ephemeralContainers"];
+export const CONTAINER_LISTS = ["initContainers", "containers", "ephemeralContainers"];
 
 /** Every YAML/JSON file under the given files and directories, in a stable order. */
 export function manifestFiles(paths: string[], component: string): string[] {
