@@ -46,19 +46,16 @@ const c2 = containerd2Dir();
 if (c2) runtimes.push({ label: "containerd 2.4", containerd: join(c2, "containerd"), ctr: join(c2, "ctr"), v2: true });
 
 function configToml(rt: RuntimeSpec, dir: string, sock: string, stream: number): string {
-  const common = [
-    `root = "${dir}/root"`,
-    `state = "${dir}/state"`,
-    "[grpc]",
-    `  address = "${sock}"`,
-    "[ttrpc]",
-    `  address = "${sock}.ttrpc"`,
-  ];
+  const common = [`root = "${dir}/root"`, `state = "${dir}/state"`];
   if (!rt.v2) {
     const cri = '[plugins."io.containerd.grpc.v1.cri"';
     return [
       "version = 2",
       ...common,
+      "[grpc]",
+      `  address = "${sock}"`,
+      "[ttrpc]",
+      `  address = "${sock}.ttrpc"`,
       '[plugins."io.containerd.internal.v1.opt"]',
       `  path = "${dir}/opt"`,
       `${cri}]`,
@@ -74,8 +71,13 @@ function configToml(rt: RuntimeSpec, dir: string, sock: string, stream: number):
     ].join("\n");
   }
   return [
-    "version = 3",
+    // containerd 2.4's current config version: the servers are plugins
+    "version = 4",
     ...common,
+    "[plugins.'io.containerd.server.v1.grpc']",
+    `  address = "${sock}"`,
+    "[plugins.'io.containerd.server.v1.ttrpc']",
+    `  address = "${sock}.ttrpc"`,
     "[plugins.'io.containerd.internal.v1.opt']",
     `  path = "${dir}/opt"`,
     "[plugins.'io.containerd.nri.v1.nri']",
