@@ -145,7 +145,11 @@ async function probeMessage(client: KubeClient, ns: string, pod: Pod): Promise<s
   const events = await client.list<KubeEvent>(paths.events(ns), `list events of pod ${ns}/${pod.metadata.name}`, {
     fieldSelector: `involvedObject.name=${pod.metadata.name},reason=Unhealthy`,
   });
-  const last = events.sort((a, b) => (a.lastTimestamp ?? a.eventTime ?? "").localeCompare(b.lastTimestamp ?? b.eventTime ?? "")).pop();
+  // Startup-probe failures ("not pulled every image yet") say nothing about a lost name.
+  const last = events
+    .filter((e) => e.message?.startsWith("Readiness probe failed:"))
+    .sort((a, b) => (a.lastTimestamp ?? a.eventTime ?? "").localeCompare(b.lastTimestamp ?? b.eventTime ?? ""))
+    .pop();
   return last?.message?.replace(/^Readiness probe failed:\s*/, "").trim();
 }
 
