@@ -95,7 +95,9 @@ export function pinSupported(runtime: string | undefined): boolean {
 /** Names the runtime's reason in words a person acts on: auth, not found, no space. */
 export function classifyPullError(message: string): string {
   const m = message.toLowerCase();
-  if (/401|unauthorized|authentication required|denied|403|forbidden/.test(m)) return "registry refused the credentials";
+  // containerd 1.6 words a 401 "…: 401 Unauthorized", containerd 2 "authorization failed: no basic auth credentials".
+  if (/401|unauthorized|authentication required|authorization failed|no basic auth credentials|denied|403|forbidden/.test(m))
+    return "registry refused the credentials";
   if (/not found|404|manifest unknown/.test(m)) return "image not found in the registry";
   if (/no space left/.test(m)) return "no space left on the node";
   if (/timeout|deadline exceeded|i\/o timeout/.test(m)) return "registry timed out";

@@ -136,6 +136,9 @@ describe("helpers", () => {
   });
   it("classifies the runtime's messages: auth, not found, no space", () => {
     expect(classifyPullError("unexpected status from HEAD request: 401 Unauthorized")).toBe("registry refused the credentials");
+    expect(classifyPullError("failed to resolve image: authorization failed: no basic auth credentials")).toBe(
+      "registry refused the credentials",
+    );
     expect(classifyPullError("failed to resolve reference: …: not found")).toBe("image not found in the registry");
     expect(classifyPullError("write /var/lib/containerd/…: no space left on device")).toBe("no space left on the node");
   });
