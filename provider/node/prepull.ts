@@ -116,14 +116,14 @@ export async function observeSet(
     const agent = p.status?.containerStatuses?.find((c) => c.name === AGENT_CONTAINER);
     if (!agent?.state?.running || agent.ready || p.metadata.deletionTimestamp) return;
     if (currentHash !== undefined && p.metadata.annotations?.[ANNOTATION_IMAGES] !== currentHash) return;
-    const text = await client.text(
-      paths.podLog(spec.namespace, p.metadata.name),
-      `read the agent's log in pod ${spec.namespace}/${p.metadata.name}`,
-      {
+    // Best effort: a container that just restarted answers 400 for a moment; the next poll reads it.
+    const text = await client
+      .text(paths.podLog(spec.namespace, p.metadata.name), `read the agent's log in pod ${spec.namespace}/${p.metadata.name}`, {
         container: AGENT_CONTAINER,
-      },
-    );
-    const log = parseAgentLog(text ?? "");
+      })
+      .catch(() => undefined);
+    if (text === undefined) return;
+    const log = parseAgentLog(text);
     logs.set(p.metadata.name, log);
     if (log.done) {
       const msg = await probeMessage(client, spec.namespace, p);
