@@ -2,7 +2,7 @@
 // from each node's agent) until every covered node's runtime holds every image, observe the set
 // for read, repair nodes that lost an image (their pods are recreated: the agent pulls again), and
 // remove it all.
-import { ImageyardError } from "../http/errors";
+import { ImageyardError, isImageyardError } from "../http/errors";
 import { mapLimit } from "../http/retry";
 import { paths, type KubeClient, type KubeObject } from "./kube";
 import {
@@ -121,7 +121,11 @@ export async function observeSet(
       .text(paths.podLog(spec.namespace, p.metadata.name), `read the agent's log in pod ${spec.namespace}/${p.metadata.name}`, {
         container: AGENT_CONTAINER,
       })
-      .catch(() => undefined);
+      .catch((e: unknown) => {
+        // No right to read logs is the user's to fix (RBAC pods/log), not a passing state.
+        if (isImageyardError(e) && (e.code === "KUBE_FORBIDDEN" || e.code === "KUBE_UNAUTHORIZED")) throw e;
+        return undefined;
+      });
     if (text === undefined) return;
     const log = parseAgentLog(text);
     logs.set(p.metadata.name, log);
