@@ -17,6 +17,7 @@ if [ ! -x "$out" ]; then
   (cd "$src" && GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0 GOOS=linux GOARCH=${GOARCH:-amd64} GOFLAGS=-mod=mod \
     nice go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$out.tmp" .) >&2
   mv "$out.tmp" "$out"
-  ln -sfn "$hash" "$cache/current"
 fi
+# Always: a build of older source that finished later must not stay `current`.
+ln -sfn "$hash" "$cache/current"
 echo "$out"

@@ -9,9 +9,8 @@ cd "$IY_ROOT"
 biome ci --colors=off .
 # Kubernetes binaries before the engine toolchain: pulumi.sh links the provider plugin it builds.
 "$IY_ROOT/scripts/k8s-build.sh" ensure
-# The @pulumi/kubernetes provider plugin serves only the PrePullSet e2e, which is opt-in until it
-# has run green here (IY_K8S_E2E=1); building it cold costs ~20 minutes.
-if [ "${IY_K8S_E2E:-}" = 1 ]; then "$IY_ROOT/scripts/k8s-build.sh" plugin; fi
+# The @pulumi/kubernetes provider plugin, for the PrePullSet e2e (cached; ~20 minutes cold).
+"$IY_ROOT/scripts/k8s-build.sh" plugin
 "$IY_ROOT/scripts/pulumi.sh" ensure
 # PrePullSet's node agent (Go, static): its image is packed from this build.
 "$IY_ROOT/scripts/build-agent.sh" >/dev/null

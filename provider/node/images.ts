@@ -144,7 +144,12 @@ export async function resolveDigest(img: PlannedImage, options: RegistryOptions)
   return child.digest;
 }
 
-/** What the kubelet pulls: repository@digest (a digest never moves under a running set). */
+/** The tagged name the user wrote (registry/repo:tag), which nodes answer to as after `crictl pull`; none for a digest reference. */
+export function tagOf(img: PlannedImage): string | undefined {
+  return img.ref?.tag && !img.ref.digest ? `${repositoryOf(img.ref)}:${img.ref.tag}` : undefined;
+}
+
+/** What the agent pulls: repository@digest (a digest never moves under a running set). */
 export function pullRefOf(img: PlannedImage, digest: string): string {
   return `${repositoryOf(img.ref!)}@${digest}`;
 }

@@ -3,7 +3,7 @@
 // accepts; anything else becomes a KubeError in the project's message shape, with the API
 // server's own Status message. Why not @kubernetes/client-node: see the README (PrePullSet).
 import type { Dispatcher } from "undici";
-import { createDispatcher, readJson, send, drain, type HttpErrorContext } from "../http/client";
+import { createDispatcher, readCapped, readJson, send, drain, type HttpErrorContext, type HttpResponse } from "../http/client";
 import { HttpStatusError, isRetryableStatus, type ErrorCode } from "../http/errors";
 import type { KubeConnection } from "./kubeconfig";
 
@@ -97,6 +97,16 @@ export interface KubeClientOptions {
   requestTimeoutMs?: number;
 }
 
+type Request = [
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
+  path: string,
+  operation: string,
+  ok: number[],
+  body?: unknown,
+  contentType?: string,
+  accept?: string,
+];
+
 /** One cluster, one identity. Close it when done (it owns its connection pool). */
 export class KubeClient {
   readonly server: string;
@@ -132,16 +142,11 @@ export class KubeClient {
     if (this.owned) await this.dispatcher.close();
   }
 
-  private async call<T>(
-    method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
-    path: string,
-    operation: string,
-    ok: number[],
-    body?: unknown,
-    contentType = "application/json",
-  ): Promise<T | undefined> {
+  /** Sends one request; undefined on a 404 (when `ok` accepts it). */
+  private async respond(...[method, path, operation, ok, body, contentType, accept]: Request): Promise<HttpResponse | undefined> {
     const headers = { ...this.headers };
-    if (body !== undefined) headers["content-type"] = contentType;
+    if (body !== undefined) headers["content-type"] = contentType ?? "application/json";
+    if (accept) headers.accept = accept;
     const res = await send({
       method,
       url: `${this.server}${path}`,
@@ -152,16 +157,26 @@ export class KubeClient {
       dispatcher: this.dispatcher,
       mapError: (ctx) => kubeError(ctx, operation, this.server),
     });
-    if (res.status === 404) {
-      await drain(res);
-      return undefined;
-    }
-    return readJson<T>(res, operation, 64 * 1024 * 1024);
+    if (res.status !== 404) return res;
+    await drain(res);
+    return undefined;
+  }
+
+  private async call<T>(...req: Request): Promise<T | undefined> {
+    const res = await this.respond(...req);
+    return res && readJson<T>(res, req[2], 64 * 1024 * 1024);
   }
 
   /** GET; undefined when the object does not exist. */
   get<T>(path: string, operation: string): Promise<T | undefined> {
     return this.call<T>("GET", path, operation, [200, 404]);
+  }
+
+  /** GET of a text resource (a pod's log), at most `max` bytes; undefined when it does not exist. */
+  async text(path: string, operation: string, query: Record<string, string> = {}, max = 4 * 1024 * 1024): Promise<string | undefined> {
+    const qs = new URLSearchParams(query).toString();
+    const res = await this.respond("GET", qs ? `${path}?${qs}` : path, operation, [200, 404], undefined, undefined, "text/plain, */*");
+    return res && readCapped(res.body, max);
   }
 
   async list<T>(path: string, operation: string, query: Record<string, string> = {}): Promise<T[]> {
@@ -206,6 +221,7 @@ export const paths = {
   secret: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/secrets/${encodeURIComponent(name)}`,
   pods: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pods`,
   pod: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}`,
+  podLog: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}/log`,
   events: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/events`,
   namespace: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}`,
   nodes: () => "/api/v1/nodes",

@@ -1,7 +1,8 @@
-// The Kubernetes objects of a PrePullSet, built as plain data: one DaemonSet (the kubelet pulls
-// each image as an init container that runs the agent's no-op, so shell-less images work; the
-// agent then retags, pins and answers the readiness probe) and one dockerconfigjson Secret per
-// image that has credentials, so they travel the kubelet's normal way.
+// The Kubernetes objects of a PrePullSet, built as plain data: one DaemonSet whose agent pulls every
+// image into its node's containerd itself (not the kubelet: kubelet >= 1.35 would verify pull
+// credentials per name for images it pulled, refusing retag names to pull-policy-Never pods), an
+// Opaque Secret with the images' credentials mounted into the agent (never in env, args or logs),
+// and a dockerconfigjson Secret for the agent image's own registry when it needs credentials.
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import type { KubeObject } from "./kube";
@@ -9,13 +10,13 @@ import type { KubeObject } from "./kube";
 export const LABEL_SET = "imageyard.dev/prepullset";
 export const LABEL_MANAGED = "app.kubernetes.io/managed-by";
 export const ANNOTATION_IMAGES = "imageyard.dev/images";
-/** Where the emptyDir with the agent binary is mounted in every container. */
-export const AGENT_DIR = "/.imageyard";
 /** The agent binary's path inside the agent image. */
 export const AGENT_BINARY = "/agent";
 /** Where the containerd socket's host folder is mounted in the agent container. */
 const SOCKET_MOUNT = "/run/imageyard/containerd";
-export const INSTALL_CONTAINER = "install-agent";
+/** Where the credentials Secret is mounted in the agent container, and its one key. */
+const AUTH_MOUNT = "/run/imageyard/auth";
+export const AUTH_KEY = "auth.json";
 export const AGENT_CONTAINER = "agent";
 
 export interface Toleration {
@@ -35,9 +36,13 @@ export interface NodeImage {
   /** The digest the nodes must hold (manifest or index digest). */
   digest: string;
   retagAs: string[];
-  /** Index into the set's pull Secrets, when this image has credentials. */
-  secret?: string;
-  /** Imported through the agent rather than pulled by the kubelet. */
+  /** The tagged name the user wrote (registry/repo:tag): the nodes answer to it too, as after `crictl pull`. */
+  tag?: string;
+  /** "linux/arm64": the agent pulls this platform's manifest, whatever the node's. */
+  platform?: string;
+  /** The set's credentials Secret holds this image's. */
+  auth?: boolean;
+  /** Imported through the agent from a tarball rather than pulled. */
   archive?: boolean;
 }
 
@@ -54,20 +59,18 @@ export interface SetSpec {
   pin: boolean;
   /** Nodes re-pulling at once when the set changes (DaemonSet maxUnavailable). */
   parallelism?: number | string;
-  /** Secret for the agent image's own registry. */
+  /** Secret for the agent image's own registry (the kubelet pulls the agent image). */
   agentPullSecret?: string;
+  /** The Opaque Secret with the images' credentials, mounted into the agent. */
+  authSecret?: string;
 }
 
 export const DEFAULT_TOLERATIONS: Toleration[] = [{ operator: "Exists" }];
 export const DEFAULT_SOCKET = "/run/containerd/containerd.sock";
 
-export function initContainerName(i: number): string {
-  return `image-${i}`;
-}
-
-/** Secret name for the i-th set of credentials. */
-export function secretName(set: string, i: number): string {
-  return `${set}-pull-${i}`;
+/** Name of the Secret with a set's image credentials. */
+export function authSecretName(set: string): string {
+  return `${set}-auth`;
 }
 
 function selectorLabels(name: string): Record<string, string> {
@@ -92,14 +95,31 @@ export function socketMount(socket: string): { hostPath: string; subPathExpr?: s
   return { hostPath: parent, subPathExpr: rest, agentSocket: posix.join(SOCKET_MOUNT, base) };
 }
 
-/** What the agent reads from IMAGEYARD_IMAGES. */
-export function agentImages(spec: SetSpec): { ref: string; retagAs?: string[]; pin?: boolean; archive?: boolean }[] {
-  return spec.images.map((img) => ({
-    ref: img.pullRef,
-    ...(img.retagAs.length ? { retagAs: img.retagAs } : {}),
-    ...(spec.pin ? { pin: true } : {}),
-    ...(img.archive ? { archive: true } : {}),
-  }));
+/** Every name an image answers to on the nodes besides its pull reference. */
+export function namesOf(img: NodeImage): string[] {
+  return [...new Set([...(img.tag && img.tag !== img.pullRef ? [img.tag] : []), ...img.retagAs])];
+}
+
+export interface AgentImage {
+  ref: string;
+  names?: string[];
+  platform?: string;
+  pin?: boolean;
+  archive?: boolean;
+}
+
+/** What the agent reads from IMAGEYARD_IMAGES (no credentials: those come from the mounted Secret). */
+export function agentImages(spec: SetSpec): AgentImage[] {
+  return spec.images.map((img) => {
+    const names = namesOf(img);
+    return {
+      ref: img.pullRef,
+      ...(names.length ? { names } : {}),
+      ...(img.platform ? { platform: img.platform } : {}),
+      ...(spec.pin ? { pin: true } : {}),
+      ...(img.archive ? { archive: true } : {}),
+    };
+  });
 }
 
 /** A stable hash of what the nodes must hold: pods are replaced exactly when it changes. */
@@ -112,33 +132,16 @@ export function imagesHash(spec: SetSpec): string {
 
 export function buildDaemonSet(spec: SetSpec): KubeObject & { spec: unknown } {
   const mount = socketMount(spec.containerdSocket);
-  const agentVolume = { name: "agent", mountPath: AGENT_DIR };
-  const pulls = spec.images
-    .map((img, i) => ({ img, i }))
-    .filter(({ img }) => !img.archive)
-    .map(({ img, i }) => ({
-      name: initContainerName(i),
-      image: img.pullRef,
-      imagePullPolicy: "IfNotPresent",
-      command: [`${AGENT_DIR}/agent`, "pulled"],
-      volumeMounts: [{ ...agentVolume, readOnly: true }],
-      // Numeric ids need no /etc/passwd: scratch and distroless images run the no-op as they are.
-      securityContext: { runAsUser: 65534, runAsGroup: 65534, allowPrivilegeEscalation: false },
-      resources: { requests: { cpu: "1m", memory: "8Mi" }, limits: { memory: "32Mi" } },
-      terminationMessagePolicy: "FallbackToLogsOnError",
-    }));
-  const secrets = [
-    ...new Set(spec.images.map((i) => i.secret).filter((s): s is string => !!s)),
-    ...(spec.agentPullSecret ? [spec.agentPullSecret] : []),
-  ];
   const socketVolumeMount: Record<string, unknown> = { name: "containerd", mountPath: SOCKET_MOUNT };
   if (mount.subPathExpr) socketVolumeMount.subPathExpr = mount.subPathExpr;
   const env = [
     { name: "NODE_NAME", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } },
     { name: "CONTAINERD_SOCKET", value: mount.agentSocket },
     { name: "IMAGEYARD_IMAGES", value: JSON.stringify(agentImages(spec)) },
+    ...(spec.authSecret ? [{ name: "IMAGEYARD_AUTH_FILE", value: posix.join(AUTH_MOUNT, AUTH_KEY) }] : []),
   ];
   const hash = imagesHash(spec);
+  const probe = { exec: { command: [AGENT_BINARY, "check"] }, timeoutSeconds: 15 };
   return {
     apiVersion: "apps/v1",
     kind: "DaemonSet",
@@ -149,29 +152,19 @@ export function buildDaemonSet(spec: SetSpec): KubeObject & { spec: unknown } {
       template: {
         metadata: { labels: setLabels(spec.name), annotations: { [ANNOTATION_IMAGES]: hash } },
         spec: {
-          // No pod network needed (the agent listens on nothing): works before or without CNI.
+          // The agent pulls from where the node's containerd pulls (host network, the node's DNS),
+          // and works before or without a pod network.
           hostNetwork: true,
-          dnsPolicy: "ClusterFirstWithHostNet",
+          dnsPolicy: "Default",
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           terminationGracePeriodSeconds: 5,
           tolerations: spec.tolerations ?? DEFAULT_TOLERATIONS,
           ...(spec.nodeSelector && Object.keys(spec.nodeSelector).length ? { nodeSelector: spec.nodeSelector } : {}),
-          ...(secrets.length ? { imagePullSecrets: secrets.map((name) => ({ name })) } : {}),
+          ...(spec.agentPullSecret ? { imagePullSecrets: [{ name: spec.agentPullSecret }] } : {}),
           volumes: [
-            { name: "agent", emptyDir: { sizeLimit: "64Mi" } },
             { name: "containerd", hostPath: { path: mount.hostPath, type: "Directory" } },
-          ],
-          initContainers: [
-            {
-              name: INSTALL_CONTAINER,
-              image: spec.agentImage,
-              imagePullPolicy: "IfNotPresent",
-              command: [AGENT_BINARY, "install", AGENT_DIR],
-              volumeMounts: [agentVolume],
-              resources: { requests: { cpu: "1m", memory: "8Mi" }, limits: { memory: "64Mi" } },
-            },
-            ...pulls,
+            ...(spec.authSecret ? [{ name: "auth", secret: { secretName: spec.authSecret, defaultMode: 0o400 } }] : []),
           ],
           containers: [
             {
@@ -180,20 +173,15 @@ export function buildDaemonSet(spec: SetSpec): KubeObject & { spec: unknown } {
               imagePullPolicy: "IfNotPresent",
               command: [AGENT_BINARY, "serve"],
               env,
-              volumeMounts: [socketVolumeMount],
+              volumeMounts: [socketVolumeMount, ...(spec.authSecret ? [{ name: "auth", mountPath: AUTH_MOUNT, readOnly: true }] : [])],
               // Root for the containerd socket; nothing else is granted.
               securityContext: { runAsUser: 0, allowPrivilegeEscalation: false },
-              // Startup: checked every second, so a node counts as ready as soon as the agent is done;
-              // then every 10 s, so a name removed from the runtime shows in read.
-              startupProbe: { exec: { command: [AGENT_BINARY, "check"] }, periodSeconds: 1, timeoutSeconds: 15, failureThreshold: 600 },
-              readinessProbe: {
-                exec: { command: [AGENT_BINARY, "check"] },
-                periodSeconds: 10,
-                timeoutSeconds: 15,
-                failureThreshold: 1,
-                successThreshold: 1,
-              },
-              resources: { requests: { cpu: "5m", memory: "16Mi" }, limits: { memory: "128Mi" } },
+              // Startup: checked every second, so a node counts as ready as soon as the agent is done
+              // (a pull may take long: no restart for that); then every 10 s, so a name removed from
+              // the runtime shows in read.
+              startupProbe: { ...probe, periodSeconds: 1, failureThreshold: 86_400 },
+              readinessProbe: { ...probe, periodSeconds: 10, failureThreshold: 1, successThreshold: 1 },
+              resources: { requests: { cpu: "5m", memory: "16Mi" }, limits: { memory: "256Mi" } },
               terminationMessagePolicy: "FallbackToLogsOnError",
             },
           ],
@@ -230,5 +218,21 @@ export function buildPullSecret(
     metadata: { name, namespace, labels: setLabels(set) },
     type: "kubernetes.io/dockerconfigjson",
     data: { ".dockerconfigjson": Buffer.from(JSON.stringify(doc)).toString("base64") },
+  };
+}
+
+/** The Opaque Secret the agent reads its image credentials from: pull reference → credentials. */
+export function buildAuthSecret(
+  namespace: string,
+  name: string,
+  set: string,
+  credentials: Record<string, { username: string; password: string }>,
+): KubeObject & { type: string; data: Record<string, string> } {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: { name, namespace, labels: setLabels(set) },
+    type: "Opaque",
+    data: { [AUTH_KEY]: Buffer.from(JSON.stringify(credentials)).toString("base64") },
   };
 }

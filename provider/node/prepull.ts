@@ -1,11 +1,14 @@
-// The PrePullSet engine: apply the set's objects, wait (with a deadline and per-node progress)
-// until every covered node's runtime holds every image, observe the set for read, repair nodes
-// that lost an image (their pods are recreated: the kubelet pulls again), and remove it all.
-import { ImageyardError } from "../http/errors";
+// The PrePullSet engine: apply the set's objects, wait (with a deadline and per-node progress read
+// from each node's agent) until every covered node's runtime holds every image, observe the set
+// for read, repair nodes that lost an image (their pods are recreated: the agent pulls again), and
+// remove it all.
+import { ImageyardError, isImageyardError } from "../http/errors";
+import { mapLimit } from "../http/retry";
 import { paths, type KubeClient, type KubeObject } from "./kube";
 import {
   AGENT_CONTAINER,
   ANNOTATION_IMAGES,
+  buildAuthSecret,
   buildDaemonSet,
   buildPullSecret,
   DEFAULT_TOLERATIONS,
@@ -14,7 +17,7 @@ import {
   type DockerAuth,
   type SetSpec,
 } from "./manifest";
-import { coveredNodes, failuresOf, setState, type Node, type Pod, type SetState } from "./status";
+import { type AgentLog, coveredNodes, failuresOf, parseAgentLog, setState, type Node, type Pod, type SetState } from "./status";
 
 export interface PullSecret {
   name: string;
@@ -43,8 +46,16 @@ interface DaemonSet extends KubeObject {
 const selector = (name: string) => ({ labelSelector: `${LABEL_SET}=${name}` });
 const dsTarget = (spec: { namespace: string; name: string }) => `DaemonSet ${spec.namespace}/${spec.name}`;
 
-/** Creates or replaces the set's Secrets and DaemonSet; Secrets are owned by the DaemonSet. */
-export async function applySet(client: KubeClient, spec: SetSpec, secrets: PullSecret[]): Promise<void> {
+/**
+ * Creates or replaces the set's Secrets and DaemonSet; Secrets are owned by the DaemonSet.
+ * `credentials` (pull reference → credentials) go into spec.authSecret, which the agent mounts.
+ */
+export async function applySet(
+  client: KubeClient,
+  spec: SetSpec,
+  secrets: PullSecret[],
+  credentials: Record<string, { username: string; password: string }> = {},
+): Promise<void> {
   const ns = spec.namespace;
   const ns404 = await client.get(paths.namespace(ns), `read namespace ${ns}`);
   if (!ns404)
@@ -52,20 +63,19 @@ export async function applySet(client: KubeClient, spec: SetSpec, secrets: PullS
       "KUBE_NOT_FOUND",
       `apply ${dsTarget(spec)}: namespace ${ns} does not exist (404 NotFound). Create it first or choose another namespace.`,
     );
-  for (const s of secrets)
-    await upsert(
-      client,
-      paths.secrets(ns),
-      paths.secret(ns, s.name),
-      buildPullSecret(ns, s.name, spec.name, s.auths),
-      `Secret ${ns}/${s.name}`,
-    );
+  const objects = secrets.map((s) => buildPullSecret(ns, s.name, spec.name, s.auths));
+  if (spec.authSecret) objects.push(buildAuthSecret(ns, spec.authSecret, spec.name, credentials));
+  for (const s of objects) await upsert(client, paths.secrets(ns), paths.secret(ns, s.metadata.name), s, `Secret ${ns}/${s.metadata.name}`);
   const ds = await upsert<DaemonSet>(client, paths.daemonSets(ns), paths.daemonSet(ns, spec.name), buildDaemonSet(spec), dsTarget(spec));
   const owner = [{ apiVersion: "apps/v1", kind: "DaemonSet", name: spec.name, uid: ds.metadata.uid!, blockOwnerDeletion: false }];
-  for (const s of secrets)
-    await client.mergePatch(paths.secret(ns, s.name), { metadata: { ownerReferences: owner } }, `own Secret ${ns}/${s.name}`);
-  // Secrets of images that no longer have credentials go.
-  const keep = new Set(secrets.map((s) => s.name));
+  for (const s of objects)
+    await client.mergePatch(
+      paths.secret(ns, s.metadata.name),
+      { metadata: { ownerReferences: owner } },
+      `own Secret ${ns}/${s.metadata.name}`,
+    );
+  // Secrets no longer needed (no image has credentials any more) go.
+  const keep = new Set(objects.map((s) => s.metadata.name));
   for (const old of await client.list<KubeObject>(paths.secrets(ns), `list Secrets of ${dsTarget(spec)}`, selector(spec.name))) {
     if (!keep.has(old.metadata.name)) await client.remove(paths.secret(ns, old.metadata.name), `delete Secret ${ns}/${old.metadata.name}`);
   }
@@ -85,8 +95,10 @@ async function upsert<T extends KubeObject>(
 }
 
 /**
- * Reads nodes, pods and (for pods whose agent is not ready) the probe's last message. `currentHash`
- * (while waiting on a rollout): pods of an older spec count as being replaced.
+ * Reads nodes, pods and, for pods whose agent runs but is not ready, the agent's log (what it has
+ * pulled, is pulling, or why it failed) and, once it pulled everything, the probe's last message
+ * (which name the runtime lost). `currentHash` (while waiting on a rollout): pods of an older spec
+ * count as being replaced.
  */
 export async function observeSet(
   client: KubeClient,
@@ -99,14 +111,30 @@ export async function observeSet(
   ]);
   const covered = coveredNodes(nodes, spec.nodeSelector, spec.tolerations ?? DEFAULT_TOLERATIONS);
   const probes = new Map<string, string>();
-  for (const p of pods) {
-    const agent = p.status?.containerStatuses?.find((c) => c.name === "agent");
-    if (agent?.state?.running && !agent.ready) {
+  const logs = new Map<string, AgentLog>();
+  await mapLimit(pods, 8, async (p) => {
+    const agent = p.status?.containerStatuses?.find((c) => c.name === AGENT_CONTAINER);
+    if (!agent?.state?.running || agent.ready || p.metadata.deletionTimestamp) return;
+    if (currentHash !== undefined && p.metadata.annotations?.[ANNOTATION_IMAGES] !== currentHash) return;
+    // Best effort: a container that just restarted answers 400 for a moment; the next poll reads it.
+    const text = await client
+      .text(paths.podLog(spec.namespace, p.metadata.name), `read the agent's log in pod ${spec.namespace}/${p.metadata.name}`, {
+        container: AGENT_CONTAINER,
+      })
+      .catch((e: unknown) => {
+        // No right to read logs is the user's to fix (RBAC pods/log), not a passing state.
+        if (isImageyardError(e) && (e.code === "KUBE_FORBIDDEN" || e.code === "KUBE_UNAUTHORIZED")) throw e;
+        return undefined;
+      });
+    if (text === undefined) return;
+    const log = parseAgentLog(text);
+    logs.set(p.metadata.name, log);
+    if (log.done) {
       const msg = await probeMessage(client, spec.namespace, p);
       if (msg) probes.set(p.metadata.name, msg);
     }
-  }
-  return setState(covered, pods, spec.images, spec.pin, probes, currentHash);
+  });
+  return setState(covered, pods, spec.images, spec.pin, probes, currentHash, logs);
 }
 
 interface KubeEvent extends KubeObject {
@@ -121,7 +149,11 @@ async function probeMessage(client: KubeClient, ns: string, pod: Pod): Promise<s
   const events = await client.list<KubeEvent>(paths.events(ns), `list events of pod ${ns}/${pod.metadata.name}`, {
     fieldSelector: `involvedObject.name=${pod.metadata.name},reason=Unhealthy`,
   });
-  const last = events.sort((a, b) => (a.lastTimestamp ?? a.eventTime ?? "").localeCompare(b.lastTimestamp ?? b.eventTime ?? "")).pop();
+  // Startup-probe failures ("not pulled every image yet") say nothing about a lost name.
+  const last = events
+    .filter((e) => e.message?.startsWith("Readiness probe failed:"))
+    .sort((a, b) => (a.lastTimestamp ?? a.eventTime ?? "").localeCompare(b.lastTimestamp ?? b.eventTime ?? ""))
+    .pop();
   return last?.message?.replace(/^Readiness probe failed:\s*/, "").trim();
 }
 

@@ -1,10 +1,10 @@
-// Per-node state of a PrePullSet, read from what the API server already knows: which nodes the
-// set must cover (node selector, taints vs tolerations), each node's pod, its init containers
-// (one per image: imageID is the digest the runtime holds, a waiting reason is the runtime's
-// pull error) and the agent's readiness (its probe fails when the runtime lost a name).
+// Per-node state of a PrePullSet, read from what the API server knows: which nodes the set must
+// cover (node selector, taints vs tolerations), each node's agent pod, the agent's log (one JSON
+// line per event: an image pulling, present with its digest, or failed with the runtime's words)
+// and its readiness (its probe fails when the runtime lost a name).
+import { formatBytes } from "../http/progress";
 import type { KubeObject } from "./kube";
-import { AGENT_CONTAINER, ANNOTATION_IMAGES, initContainerName, type NodeImage, type Toleration } from "./manifest";
-
+import { AGENT_CONTAINER, ANNOTATION_IMAGES, namesOf, type NodeImage, type Toleration } from "./manifest";
 interface ContainerState {
   waiting?: { reason?: string; message?: string };
   running?: { startedAt?: string };
@@ -92,16 +92,12 @@ export function pinSupported(runtime: string | undefined): boolean {
   return major > 1 || (major === 1 && minor >= 7);
 }
 
-/** The digest part of a kubelet imageID ("repo@sha256:…", "docker-pullable://…@sha256:…", "sha256:…"). */
-export function digestOfImageId(imageID: string | undefined): string | undefined {
-  const m = /(sha256:[a-f0-9]{64})$/.exec(imageID ?? "");
-  return m?.[1];
-}
-
 /** Names the runtime's reason in words a person acts on: auth, not found, no space. */
 export function classifyPullError(message: string): string {
   const m = message.toLowerCase();
-  if (/401|unauthorized|authentication required|denied|403|forbidden/.test(m)) return "registry refused the credentials";
+  // containerd 1.6 words a 401 "…: 401 Unauthorized", containerd 2 "authorization failed: no basic auth credentials".
+  if (/401|unauthorized|authentication required|authorization failed|no basic auth credentials|denied|403|forbidden/.test(m))
+    return "registry refused the credentials";
   if (/not found|404|manifest unknown/.test(m)) return "image not found in the registry";
   if (/no space left/.test(m)) return "no space left on the node";
   if (/timeout|deadline exceeded|i\/o timeout/.test(m)) return "registry timed out";
@@ -109,14 +105,8 @@ export function classifyPullError(message: string): string {
   return "pull failed";
 }
 
-const PULL_FAILURES = new Set([
-  "ErrImagePull",
-  "ImagePullBackOff",
-  "InvalidImageName",
-  "ErrImageNeverPull",
-  "RegistryUnavailable",
-  "ErrInvalidImageName",
-]);
+/** The kubelet's reasons for not starting the agent container: its image, or the container. */
+const PULL_FAILURES = new Set(["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"]);
 const CONTAINER_FAILURES = new Set([
   "CrashLoopBackOff",
   "CreateContainerError",
@@ -125,28 +115,73 @@ const CONTAINER_FAILURES = new Set([
   "StartError",
 ]);
 
-function initState(st: ContainerStatus | undefined, image: NodeImage, before: string | undefined): ImageState {
-  if (!st) return { state: "pending", reason: "pod not started" };
-  const w = st.state?.waiting;
-  if (w?.reason && PULL_FAILURES.has(w.reason)) {
-    const msg = w.message ?? w.reason;
-    return { state: "failed", reason: `${classifyPullError(msg)}: ${w.reason}: ${msg}` };
+/** One line of the agent's log (provider/node/agent/main.go, Event). */
+interface AgentEvent {
+  image?: string;
+  state?: "pulling" | "present" | "failed";
+  digest?: string;
+  pinned?: boolean;
+  warning?: string;
+  error?: string;
+  event?: "runtime" | "progress" | "retry" | "done" | "warning";
+  runtime?: string;
+  bytes?: number;
+  seconds?: number;
+}
+
+/** What one node's agent has said so far: the last word on each image, and where it is. */
+export interface AgentLog {
+  images: Map<string, AgentEvent>;
+  /** Bytes the runtime is downloading right now. */
+  bytes?: number;
+  /** Seconds to the next attempt at the failed images. */
+  retryIn?: number;
+  /** Every registry image was pulled, named and pinned. */
+  done: boolean;
+  warnings: string[];
+}
+
+/** Reads the agent's log (lines that are not its JSON are skipped). */
+export function parseAgentLog(text: string): AgentLog {
+  const out: AgentLog = { images: new Map(), done: false, warnings: [] };
+  for (const line of text.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    let ev: AgentEvent;
+    try {
+      ev = JSON.parse(line) as AgentEvent;
+    } catch {
+      continue;
+    }
+    if (ev.image) {
+      out.images.set(ev.image, ev);
+      if (ev.warning) out.warnings.push(ev.warning);
+    } else if (ev.event === "progress") out.bytes = ev.bytes;
+    else if (ev.event === "retry") {
+      out.retryIn = ev.seconds;
+      delete out.bytes;
+    } else if (ev.event === "done") out.done = true;
+    else if (ev.event === "warning" && ev.warning) out.warnings.push(ev.warning);
   }
-  if (w?.reason && CONTAINER_FAILURES.has(w.reason))
-    return { state: "failed", reason: `${w.reason}: ${w.message ?? st.lastState?.terminated?.message ?? ""}`.trim() };
-  const t = st.state?.terminated;
-  if (t && t.exitCode === 0) {
-    const digest = digestOfImageId(st.imageID);
-    return digest ? { state: "present", digest } : { state: "pending", reason: "pulled; the runtime reported no digest yet" };
+  return out;
+}
+
+function fromLog(img: NodeImage, log: AgentLog | undefined): ImageState {
+  if (img.archive) return { state: "pending", reason: "archive not imported on this node yet" };
+  const ev = log?.images.get(img.pullRef);
+  if (ev?.state === "present" && ev.digest) return { state: "present", digest: ev.digest };
+  if (ev?.state === "failed") {
+    const msg = ev.error ?? "failed";
+    return { state: "failed", reason: `${classifyPullError(msg)}: ${msg}` };
   }
-  if (t) return { state: "failed", reason: `no-op container exited ${t.exitCode}: ${t.message ?? t.reason ?? ""}`.trim() };
-  if (st.state?.running) return { state: "pending", reason: "pulled, starting" };
-  return { state: "pending", reason: before ? `waiting for ${before}` : `pulling ${image.key}` };
+  if (ev?.state === "pulling")
+    return { state: "pending", reason: `pulling ${img.key}${log?.bytes ? ` (${formatBytes(log.bytes)} so far)` : ""}` };
+  return { state: "pending", reason: log ? `queued: ${img.key}` : "agent starting" };
 }
 
 /**
- * Builds one node's state from its pod (or its absence). With `currentHash`, a pod of an older
- * spec or one being deleted only means "being replaced": what it reports is no longer the answer.
+ * Builds one node's state from its pod (or its absence) and its agent's log. With `currentHash`, a
+ * pod of an older spec or one being deleted only means "being replaced": what it reports is no
+ * longer the answer.
  */
 export function nodeState(
   node: Node,
@@ -155,6 +190,7 @@ export function nodeState(
   pin: boolean,
   probe?: string,
   currentHash?: string,
+  log?: AgentLog,
 ): NodeState {
   const runtime = node.status?.nodeInfo?.containerRuntimeVersion;
   const out: NodeState = { node: node.metadata.name, images: {}, ready: false, warnings: [] };
@@ -163,45 +199,37 @@ export function nodeState(
     out.warnings.push(
       `pin not supported by ${runtime.replace("://", " ")} (io.cri-containerd.pinned needs containerd 1.7+): kubelet image GC may remove these images`,
     );
-  if (!pod) {
-    for (const img of images) out.images[img.key] = { state: "pending", reason: "no prepull pod on this node yet" };
+  const all = (s: ImageState) => {
+    for (const img of images) out.images[img.key] = s;
     return out;
-  }
+  };
+  if (!pod) return all({ state: "pending", reason: "no prepull pod on this node yet" });
   out.pod = pod.metadata.name;
   const hash = pod.metadata.annotations?.[ANNOTATION_IMAGES];
   if (hash) out.podHash = hash;
-  if (pod.metadata.deletionTimestamp || (currentHash !== undefined && hash !== currentHash)) {
-    for (const img of images) out.images[img.key] = { state: "pending", reason: "pod being replaced" };
+  if (pod.metadata.deletionTimestamp || (currentHash !== undefined && hash !== currentHash))
+    return all({ state: "pending", reason: "pod being replaced" });
+  const agent = (pod.status?.containerStatuses ?? []).find((s) => s.name === AGENT_CONTAINER);
+  const w = agent?.state?.waiting;
+  if (w?.reason && PULL_FAILURES.has(w.reason)) {
+    const msg = w.message ?? w.reason;
+    return all({ state: "failed", reason: `agent image ${agent?.image ?? ""}: ${classifyPullError(msg)}: ${w.reason}: ${msg}`.trim() });
+  }
+  if (w?.reason && CONTAINER_FAILURES.has(w.reason))
+    return all({ state: "failed", reason: `agent ${w.reason}: ${agent?.lastState?.terminated?.message ?? w.message ?? ""}`.trim() });
+  out.ready = !!agent?.ready;
+  if (out.ready) {
+    // The probe passed: the runtime holds every image at the digest pulled (or imported).
+    for (const img of images) out.images[img.key] = { state: "present", digest: img.digest };
     return out;
   }
-  const inits = new Map((pod.status?.initContainerStatuses ?? []).map((s) => [s.name, s]));
-  const agent = (pod.status?.containerStatuses ?? []).find((s) => s.name === AGENT_CONTAINER);
-  out.ready = !!agent?.ready && !pod.metadata.deletionTimestamp;
-  let before: string | undefined;
-  images.forEach((img, i) => {
-    const name = initContainerName(i);
-    let st: ImageState;
-    if (img.archive)
-      st = out.ready ? { state: "present", digest: img.digest } : { state: "pending", reason: "archive not imported on this node yet" };
-    else st = initState(inits.get(name), img, before);
-    if (st.state !== "present") before ??= img.key;
-    out.images[img.key] = st;
-  });
-  if (!out.ready && agent) {
-    // Every init container succeeded but the agent is not ready: it failed, or its probe says a name is gone.
-    const w = agent.state?.waiting;
-    const failed =
-      w?.reason && CONTAINER_FAILURES.has(w.reason)
-        ? `agent ${w.reason}: ${agent.lastState?.terminated?.message ?? w.message ?? ""}`.trim()
-        : undefined;
-    const lost = probe ? `readiness: ${probe}` : undefined;
-    const why = failed ?? lost;
-    if (why) {
-      for (const img of images) {
-        const cur = out.images[img.key];
-        if (cur?.state === "present" && (failed || probe?.includes(img.pullRef) || img.retagAs.some((r) => probe?.includes(r))))
-          out.images[img.key] = { state: "failed", reason: why };
-      }
+  if (!agent?.state?.running) return all({ state: "pending", reason: "agent starting" });
+  for (const img of images) out.images[img.key] = fromLog(img, log);
+  if (log?.done && probe) {
+    // Every image was pulled, yet the agent is not ready: its probe says which name is gone.
+    for (const img of images) {
+      const names = [img.pullRef, ...namesOf(img)];
+      if (names.some((n) => probe.includes(n))) out.images[img.key] = { state: "failed", reason: `readiness: ${probe}` };
     }
   }
   return out;
@@ -215,6 +243,7 @@ export function setState(
   pin: boolean,
   probes: Map<string, string> = new Map(),
   currentHash?: string,
+  logs: Map<string, AgentLog> = new Map(),
 ): SetState {
   const byNode = new Map<string, Pod>();
   for (const p of pods) {
@@ -228,7 +257,8 @@ export function setState(
     .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
     .map((n) => {
       const pod = byNode.get(n.metadata.name);
-      return nodeState(n, pod, images, pin, pod ? probes.get(pod.metadata.name) : undefined, currentHash);
+      const name = pod?.metadata.name ?? "";
+      return nodeState(n, pod, images, pin, probes.get(name), currentHash, logs.get(name));
     });
   return { nodes: states, ready: states.filter((s) => s.ready).length, total: states.length };
 }

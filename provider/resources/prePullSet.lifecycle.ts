@@ -7,8 +7,8 @@ import type { Lifecycle, OperationContext } from "./forward";
 import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import { registryOptions, type TlsInput } from "./mirroredImage.lifecycle";
-import { planImage, pullRefOf, resolveDigest, type Credentials, type ImageEntry, type PlannedImage } from "../node/images";
-import { DEFAULT_SOCKET, secretName, type NodeImage, type SetSpec, type Toleration } from "../node/manifest";
+import { planImage, pullRefOf, resolveDigest, tagOf, type Credentials, type ImageEntry, type PlannedImage } from "../node/images";
+import { authSecretName, DEFAULT_SOCKET, type NodeImage, type SetSpec, type Toleration } from "../node/manifest";
 import { nodesOutput, type SetState } from "../node/status";
 import { KubeClient, paths } from "../node/kube";
 import { loadKubeconfig } from "../node/kubeconfig";
@@ -232,32 +232,33 @@ async function withClient<T>(inputs: Pick<PrePullInputs, "kubeconfig" | "context
 }
 
 /**
- * The node-side plan: images with pull refs and secrets, agent image, socket, placement. An
- * archive image answers to the names the archive carries (read by the caller) and its retagAs.
+ * The node-side plan: images with pull refs, the credentials the agent gets (by pull ref, through
+ * a Secret), agent image, socket, placement. An archive image answers to the names the archive
+ * carries (read by the caller) and its retagAs.
  */
 export function buildSpec(
   inputs: PrePullInputs,
   agentImage: string,
   archives: Map<string, ArchiveInfo> = new Map(),
-): { spec: SetSpec; secrets: PullSecret[] } {
+): { spec: SetSpec; secrets: PullSecret[]; credentials: Record<string, Credentials> } {
   const planned = inputs.images.map((e, i) => planImage(e, i));
   const secrets: PullSecret[] = [];
+  const credentials: Record<string, Credentials> = {};
   const images: NodeImage[] = planned.map((img) => {
     const digest = inputs.digests?.[img.key];
     if (!digest)
       throw new ImageyardError("INVALID_INPUT", `pre-pull ${img.key}: no resolved digest (check did not run). Run pulumi up again.`);
-    const names = archives.get(img.key)?.names ?? [];
-    const out: NodeImage = {
-      key: img.key,
-      pullRef: img.kind === "archive" ? (names[0] ?? img.key) : pullRefOf(img, digest),
-      digest,
-      retagAs: img.retagAs,
-    };
-    if (img.kind === "archive") out.archive = true;
+    if (img.kind === "archive") {
+      const names = archives.get(img.key)?.names ?? [];
+      return { key: img.key, pullRef: names[0] ?? img.key, digest, retagAs: img.retagAs, archive: true };
+    }
+    const out: NodeImage = { key: img.key, pullRef: pullRefOf(img, digest), digest, retagAs: img.retagAs };
+    const tag = tagOf(img);
+    if (tag) out.tag = tag;
+    if (img.platform) out.platform = img.platform;
     if (img.auth) {
-      const name = secretName(inputs.name, secrets.length);
-      secrets.push({ name, auths: [{ registry: registryKey(img.ref!.registry), ...img.auth }] });
-      out.secret = name;
+      credentials[out.pullRef] = { username: img.auth.username, password: img.auth.password };
+      out.auth = true;
     }
     return out;
   });
@@ -269,6 +270,7 @@ export function buildSpec(
     containerdSocket: inputs.containerdSocket ?? DEFAULT_SOCKET,
     pin: inputs.pin ?? false,
   };
+  if (Object.keys(credentials).length) spec.authSecret = authSecretName(inputs.name);
   if (inputs.agentRegistryAuth && inputs.agentRegistry && !inputs.agentImage) {
     const name = `${inputs.name}-pull-agent`;
     secrets.push({ name, auths: [{ registry: registryKey(inputs.agentRegistry.split("/")[0]!), ...inputs.agentRegistryAuth }] });
@@ -277,7 +279,7 @@ export function buildSpec(
   if (inputs.nodeSelector) spec.nodeSelector = inputs.nodeSelector;
   if (inputs.tolerations) spec.tolerations = inputs.tolerations;
   if (inputs.parallelism) spec.parallelism = inputs.parallelism;
-  return { spec, secrets };
+  return { spec, secrets, credentials };
 }
 
 function registryKey(registry: string): string {
@@ -305,10 +307,10 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
     inputs.agentImage ?? (await ensureAgentImage(inputs.agentRegistry!, inputs.agentRegistryAuth, inputs.agentRegistryTls, log));
   const archives = new Map<string, ArchiveInfo>();
   for (const img of inputs.images.map((e, i) => planImage(e, i))) if (img.archive) archives.set(img.key, await readArchive(img.archive));
-  const { spec, secrets } = buildSpec(inputs, agentImageRef, archives);
+  const { spec, secrets, credentials } = buildSpec(inputs, agentImageRef, archives);
   const id = `${spec.namespace}/${spec.name}`;
   return withClient(inputs, async (client) => {
-    await engine.applySet(client, spec, secrets);
+    await engine.applySet(client, spec, secrets, credentials);
     try {
       if (op === "update") await engine.repairSet(client, spec, await engine.observeSet(client, spec), { log: progress });
       const waitDeps = { log: progress, ...(deps.pollMs ? { pollMs: deps.pollMs } : {}) };

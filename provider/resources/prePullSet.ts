@@ -9,11 +9,11 @@ import { EngineProvider } from "./forward";
 export interface PrePullImageInput {
   /** `registry/repo:tag`, `registry/repo@sha256:…`, `docker-archive:/path.tar` or `oci-archive:/path.tar`. */
   ref: pulumi.Input<string>;
-  /** Registry credentials (kept secret), or BOSH's base64 "user:password". Passed to the kubelet as an imagePullSecret. */
+  /** Registry credentials (kept secret), or BOSH's base64 "user:password". Handed to each node's agent in a Secret it mounts. */
   auth?: pulumi.Input<RegistryAuthInput | string>;
   /** Further name(s) the image answers to on every node (`ctr image tag`), e.g. "registry.k8s.io/debian-base:v2.0.0". */
   retagAs?: pulumi.Input<string | pulumi.Input<string>[]>;
-  /** Pull exactly this platform's manifest ("linux/arm64") instead of each node's own. */
+  /** Pull exactly this platform's manifest ("linux/arm64") instead of each node's own (the node's registry mirrors/CA config does not apply). */
   platform?: pulumi.Input<string>;
 }
 

@@ -1,15 +1,20 @@
 // An in-process stand-in for the few API server routes a PrePullSet uses, with a DaemonSet
-// controller (one pod per covered node, recreated when deleted) and a scripted kubelet (the test
-// says what each node's pod reports). For engine unit tests; the real cluster is the k8s test bed.
+// controller (one pod per covered node, recreated when deleted) and a scripted kubelet and agent
+// (the test says what each node's pod reports and what its agent logged). For engine unit tests;
+// the real cluster is the k8s test bed.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { coveredNodes, type ContainerStatus, type Node, type Pod } from "../../provider/node/status";
 import type { KubeObject } from "../../provider/node/kube";
-import { ANNOTATION_IMAGES } from "../../provider/node/manifest";
+import { ANNOTATION_IMAGES, type AgentImage } from "../../provider/node/manifest";
 
 type Obj = KubeObject & Record<string, unknown>;
-/** What a node's kubelet reports for a pod: init container and agent statuses. */
-export type Kubelet = (node: string, pod: Pod, images: string[]) => { init: ContainerStatus[]; agentReady: boolean };
+/** What a node reports for a pod: the agent's readiness (or why it does not run) and its log. */
+export type Kubelet = (
+  node: string,
+  pod: Pod,
+  images: AgentImage[],
+) => { agentReady: boolean; log: string; waiting?: { reason: string; message?: string } };
 
 export class FakeKube {
   server!: Server;
@@ -20,6 +25,8 @@ export class FakeKube {
   secrets = new Map<string, Obj>();
   pods = new Map<string, Pod>();
   events: { pod: string; message: string }[] = [];
+  /** The agent's log, by pod. */
+  logs = new Map<string, string>();
   requests: string[] = [];
   private seq = 0;
 
@@ -56,7 +63,11 @@ export class FakeKube {
         ds.spec as {
           template: {
             metadata: { labels: Record<string, string>; annotations: Record<string, string> };
-            spec: { initContainers: { name: string; image: string }[]; tolerations?: []; nodeSelector?: Record<string, string> };
+            spec: {
+              containers: { name: string; image: string; env: { name: string; value?: string }[] }[];
+              tolerations?: [];
+              nodeSelector?: Record<string, string>;
+            };
           };
         }
       ).template;
@@ -82,9 +93,17 @@ export class FakeKube {
           };
           this.pods.set(pod.metadata.name, pod);
         }
-        const images = tpl.spec.initContainers.filter((c) => c.name.startsWith("image-")).map((c) => c.image);
+        const agent = tpl.spec.containers[0]!;
+        const images = JSON.parse(agent.env.find((e) => e.name === "IMAGEYARD_IMAGES")!.value!) as AgentImage[];
         const k = this.kubelet(n.metadata.name, pod, images);
-        pod.status = { initContainerStatuses: k.init, containerStatuses: [{ name: "agent", ready: k.agentReady, state: { running: {} } }] };
+        const status: ContainerStatus = {
+          name: "agent",
+          image: agent.image,
+          ready: k.agentReady,
+          state: k.waiting ? { waiting: k.waiting } : { running: {} },
+        };
+        pod.status = { containerStatuses: [status] };
+        this.logs.set(pod.metadata.name, k.log);
         updated++;
       }
       ds.status = { observedGeneration: ds.metadata.generation, desiredNumberScheduled: covered.length, updatedNumberScheduled: updated };
@@ -132,6 +151,12 @@ export class FakeKube {
       });
     }
     if (p === "/api/v1/pods") return send(200, this.page([...this.pods.values()], u.searchParams));
+    if ((m = /^\/api\/v1\/namespaces\/[^/]+\/pods\/([^/]+)\/log$/.exec(p))) {
+      const log = this.logs.get(m[1]!);
+      if (log === undefined) return notFound();
+      res.writeHead(200, { "content-type": "text/plain" });
+      return void res.end(log);
+    }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods(?:\/([^/]+))?$/.exec(p))) {
       if (m[2]) {
         if (req.method !== "DELETE") return notFound();
@@ -200,8 +225,15 @@ export function kubeconfigFor(server: string): string {
   });
 }
 
-/** A kubelet whose pulls all succeed: imageID = the pulled reference. */
+/** The agent's log line for one image (provider/node/agent Event). */
+export const agentLine = (e: Record<string, unknown>) => `${JSON.stringify(e)}\n`;
+
+/** Agents whose pulls all succeed: every image present at the digest of its ref, then done. */
 export const pullsSucceed: Kubelet = (_node, _pod, images) => ({
-  init: images.map((img, i) => ({ name: `image-${i}`, ready: false, imageID: img, state: { terminated: { exitCode: 0 } } })),
   agentReady: true,
+  log:
+    images
+      .filter((i) => !i.archive)
+      .map((i) => agentLine({ image: i.ref, state: "present", digest: i.ref.split("@")[1] }))
+      .join("") + agentLine({ event: "done" }),
 });

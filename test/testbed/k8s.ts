@@ -46,7 +46,7 @@ export type { K8sImage, K8sImages, K8sNode, K8sNodeOptions, K8sRuntime };
 export { nodeLeftovers, NODE_RUNTIME_LABEL } from "./k8snode";
 
 /** Bump when configs or layout change, so a running older bed is replaced. */
-const GENERATION = "1";
+const GENERATION = "2";
 const KUBERNETES_VERSION_FILE = "kube-apiserver";
 /** The `kubernetes` service's range: loopback, since nothing may listen on another address. */
 const SERVICE_CIDR = "127.0.100.0/24";

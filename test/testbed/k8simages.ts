@@ -43,7 +43,7 @@ async function writeImage(
   dir: string,
   tag: string,
   entries: LayerEntry[],
-  config: { Entrypoint?: string[]; Cmd?: string[] },
+  config: { Entrypoint?: string[]; Cmd?: string[]; Labels?: Record<string, string> },
 ): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
   const w = new OciLayoutWriter(dir);
@@ -116,6 +116,30 @@ async function push(
   return { ref: `${ep.host}/${repository}:${tag}`, repository, tag, digest, pinnedRef: `${ep.host}/${repository}@${digest}`, registry };
 }
 
+function busyboxLayer(): LayerEntry[] {
+  return [
+    { type: "dir", path: "bin" },
+    { type: "file", path: "bin/busybox", source: BUSYBOX },
+    ...BUSYBOX_APPLETS.map((a): LayerEntry => ({ type: "symlink", path: `bin/${a}`, target: "busybox" })),
+  ];
+}
+
+/**
+ * busybox with a label of its own, pushed to `ep` as k8sbed/variants/<variant>/busybox: the same
+ * layer, a new image ID, so no kubelet of the bed has pulled it (kubelet >= 1.35 keeps per image ID
+ * the names it pulled, and treats other names of that ID differently; docs/kubernetes-testbed.md).
+ */
+export async function pushBusyboxVariant(dir: string, ep: RegistryEndpoint, variant: string): Promise<K8sImage> {
+  const version = busyboxVersion();
+  const layout = join(dir, "layouts", `busybox-${variant}`);
+  await writeImage(layout, version, busyboxLayer(), { Cmd: ["/bin/sh"], Labels: { "imageyard.dev/variant": variant } });
+  try {
+    return await push(layout, version, ep, `k8sbed/variants/${variant}/busybox`, ep.username ? "auth" : "plain");
+  } finally {
+    rmSync(layout, { recursive: true, force: true });
+  }
+}
+
 /** Builds the three images under `dir` and pushes them to `plain` (and two to `auth`). */
 export async function buildAndPushImages(dir: string, binDir: string, plain: RegistryEndpoint, auth: RegistryEndpoint): Promise<K8sImages> {
   const pause = pauseBinary(binDir);
@@ -123,16 +147,7 @@ export async function buildAndPushImages(dir: string, binDir: string, plain: Reg
   const hello = helloBinary(join(dir, "bin"));
   const layouts = join(dir, "layouts");
   await writeImage(join(layouts, "pause"), pause.tag, [{ type: "file", path: "pause", source: pause.file }], { Entrypoint: ["/pause"] });
-  await writeImage(
-    join(layouts, "busybox"),
-    busybox,
-    [
-      { type: "dir", path: "bin" },
-      { type: "file", path: "bin/busybox", source: BUSYBOX },
-      ...BUSYBOX_APPLETS.map((a): LayerEntry => ({ type: "symlink", path: `bin/${a}`, target: "busybox" })),
-    ],
-    { Cmd: ["/bin/sh"] },
-  );
+  await writeImage(join(layouts, "busybox"), busybox, busyboxLayer(), { Cmd: ["/bin/sh"] });
   await writeImage(join(layouts, "scratch"), hello.tag, [{ type: "file", path: "hello", source: hello.file }], { Entrypoint: ["/hello"] });
   return {
     pause: await push(join(layouts, "pause"), pause.tag, plain, "k8sbed/pause", "plain"),

@@ -135,13 +135,15 @@ function containerdToml(n: K8sNode, ctx: NodeContext): string {
   }
   const images = "[plugins.'io.containerd.cri.v1.images'";
   const rt = "[plugins.'io.containerd.cri.v1.runtime'";
+  // Version 4, containerd 2.4's current one: the servers are plugins. Its ttrpc server no longer
+  // follows the grpc address, so both are set (the default would be shared by every v2 node).
   return [
-    "version = 3",
+    "version = 4",
     `root = ${q(join(n.dir, "containerd", "root"))}`,
     `state = ${q(join(n.dir, "containerd", "state"))}`,
-    "[grpc]",
+    "[plugins.'io.containerd.server.v1.grpc']",
     `  address = ${q(n.containerdSocket)}`,
-    "[ttrpc]",
+    "[plugins.'io.containerd.server.v1.ttrpc']",
     `  address = ${q(`${n.containerdSocket}.ttrpc`)}`,
     "[plugins.'io.containerd.internal.v1.opt']",
     `  path = ${q(join(n.dir, "opt"))}`,

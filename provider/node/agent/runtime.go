@@ -6,14 +6,21 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	dconfig "github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -31,6 +38,16 @@ type Runtime struct {
 	cri    *grpc.ClientConn
 	// containerd's version ("1.6.20", "v2.4.2").
 	Version string
+
+	snapOnce sync.Once
+	snap     string
+	snapErr  error
+}
+
+// snapshotter is CRI's, found once per connection.
+func (r *Runtime) snapshotter(ctx context.Context) (string, error) {
+	r.snapOnce.Do(func() { r.snap, r.snapErr = r.criSnapshotter(nsCtx(ctx)) })
+	return r.snap, r.snapErr
 }
 
 func Connect(ctx context.Context, socket string) (*Runtime, error) {
@@ -68,54 +85,174 @@ func PinSupported(version string) bool {
 	return major > 1 || (major == 1 && minor >= 7)
 }
 
-// NodeReport is what serve prints: per image, the names it answers to and whether it is pinned.
-type NodeReport struct {
-	Runtime string        `json:"runtime"`
-	Images  []ImageReport `json:"images"`
+// PullAll pulls (or finds present) each image, names and pins it, and reports each on its own
+// log line; at most `limit` at once. It returns the images that failed.
+func (r *Runtime) PullAll(ctx context.Context, imgs []Image, creds map[string]Credentials, limit int) []Image {
+	sem := make(chan struct{}, limit)
+	var mu sync.Mutex
+	var failed []Image
+	var wg sync.WaitGroup
+	for _, img := range imgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			err := r.ensure(ctx, img, creds[img.Ref])
+			if err == nil {
+				var ev Event
+				if ev, err = r.Name(ctx, img); err == nil {
+					emit(ev)
+					return
+				}
+			}
+			emit(Event{Image: img.Ref, State: "failed", Error: errorText(err)})
+			mu.Lock()
+			failed = append(failed, img)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return failed
 }
 
-type ImageReport struct {
-	Ref     string   `json:"ref"`
-	Digest  string   `json:"digest"`
-	Retags  []string `json:"retags,omitempty"`
-	Pinned  bool     `json:"pinned"`
-	Warning string   `json:"warning,omitempty"`
+// errorText is a runtime error as a person reads it: gRPC's "rpc error: code = … desc =" prefix
+// dropped, so the registry's own words come first.
+func errorText(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Message()
+	}
+	return err.Error()
 }
 
-// Apply gives every image its retagAs names (same target; an existing name is moved, not an
-// error) and the pinned label when asked.
-func (r *Runtime) Apply(ctx context.Context, imgs []Image) (NodeReport, error) {
+// ensure pulls img unless the runtime holds it already, unpacked where CRI looks. Without a
+// platform, CRI's own PullImage does it (the node's registry configuration, mirrors and
+// snapshotter apply, exactly as for the kubelet's pulls, which the kubelet never learns of); with
+// one, containerd's client pulls that platform's manifest (CRI pulls only the node's).
+func (r *Runtime) ensure(ctx context.Context, img Image, cred Credentials) error {
+	snapshotter, err := r.snapshotter(ctx)
+	if err != nil {
+		return err
+	}
+	if r.present(ctx, img, snapshotter) {
+		return nil
+	}
+	emit(Event{Image: img.Ref, State: "pulling"})
+	if img.Platform == "" {
+		req := &cri.PullImageRequest{Image: &cri.ImageSpec{Image: img.Ref}}
+		if cred.Username != "" {
+			req.Auth = &cri.AuthConfig{Username: cred.Username, Password: cred.Password}
+		}
+		_, err := cri.NewImageServiceClient(r.cri).PullImage(ctx, req)
+		return err
+	}
+	p, err := platforms.Parse(img.Platform)
+	if err != nil {
+		return fmt.Errorf("platform %q: %w", img.Platform, err)
+	}
+	named, err := reference.ParseDockerRef(img.Ref)
+	if err != nil {
+		return err
+	}
+	host := reference.Domain(named)
+	hosts := dconfig.ConfigureHosts(ctx, dconfig.HostOptions{
+		Credentials: func(h string) (string, string, error) {
+			if h == host || (host == "docker.io" && h == "registry-1.docker.io") {
+				return cred.Username, cred.Password, nil
+			}
+			return "", "", nil
+		},
+	})
+	_, err = r.client.Pull(nsCtx(ctx), named.String(),
+		containerd.WithResolver(docker.NewResolver(docker.ResolverOptions{Hosts: hosts})),
+		containerd.WithPlatformMatcher(platforms.Only(p)),
+		containerd.WithPullUnpack,
+		containerd.WithPullSnapshotter(snapshotter),
+		containerd.WithPullLabels(map[string]string{managedLabel: "managed"}))
+	return err
+}
+
+// present: the runtime holds img under its ref, unpacked with CRI's snapshotter.
+func (r *Runtime) present(ctx context.Context, img Image, snapshotter string) bool {
+	ctx = nsCtx(ctx)
+	stored, err := r.client.ImageService().Get(ctx, img.Ref)
+	if err != nil {
+		return false
+	}
+	if d := digestOf(img.Ref); d != "" && stored.Target.Digest.String() != d {
+		return false
+	}
+	i := containerd.NewImage(r.client, stored)
+	if img.Platform != "" {
+		if p, err := platforms.Parse(img.Platform); err == nil {
+			i = containerd.NewImageWithPlatform(r.client, stored, platforms.Only(p))
+		}
+	}
+	ok, err := i.IsUnpacked(ctx, snapshotter)
+	return err == nil && ok
+}
+
+func digestOf(ref string) string {
+	if at := strings.LastIndex(ref, "@"); at >= 0 {
+		return ref[at+1:]
+	}
+	return ""
+}
+
+// ReportProgress logs the bytes the node's runtime is downloading, every interval until done.
+func (r *Runtime) ReportProgress(ctx context.Context, done <-chan struct{}, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var last int64
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		statuses, err := r.client.ContentStore().ListStatuses(nsCtx(ctx))
+		if err != nil {
+			continue
+		}
+		var n int64
+		for _, s := range statuses {
+			n += s.Offset
+		}
+		if n > 0 && n != last {
+			emit(Event{Event: "progress", Bytes: n})
+		}
+		last = n
+	}
+}
+
+// Name gives img its further names (same target; an existing name is moved, not an error) and
+// the pinned label when asked, and says what the node now holds.
+func (r *Runtime) Name(ctx context.Context, want Image) (Event, error) {
 	ctx = nsCtx(ctx)
 	is := r.client.ImageService()
-	report := NodeReport{Runtime: r.Version}
-	for _, want := range imgs {
-		img, err := is.Get(ctx, want.Ref)
-		if err != nil && want.Archive && errdefs.IsNotFound(err) {
-			continue // not imported yet: the provider streams it to this node
-		}
-		if err != nil {
-			return report, fmt.Errorf("%s: not in the runtime after the kubelet pulled it: %w", want.Ref, err)
-		}
-		rep := ImageReport{Ref: want.Ref, Digest: img.Target.Digest.String()}
-		if want.Pin {
-			if PinSupported(r.Version) {
-				if err := setLabel(ctx, is, img, pinnedLabel, "pinned"); err != nil {
-					return report, fmt.Errorf("pin %s: %w", want.Ref, err)
-				}
-				rep.Pinned = true
-			} else {
-				rep.Warning = fmt.Sprintf("pin not supported by containerd %s (needs 1.7 or later)", r.Version)
-			}
-		}
-		for _, name := range want.RetagAs {
-			if err := r.tag(ctx, img, name, rep.Pinned); err != nil {
-				return report, fmt.Errorf("retag %s as %s: %w", want.Ref, name, err)
-			}
-			rep.Retags = append(rep.Retags, name)
-		}
-		report.Images = append(report.Images, rep)
+	img, err := is.Get(ctx, want.Ref)
+	if err != nil {
+		return Event{}, fmt.Errorf("%s: not in the runtime after the pull: %w", want.Ref, err)
 	}
-	return report, nil
+	ev := Event{Image: want.Ref, State: "present", Digest: img.Target.Digest.String()}
+	if want.Pin {
+		if PinSupported(r.Version) {
+			if err := setLabel(ctx, is, img, pinnedLabel, "pinned"); err != nil {
+				return ev, fmt.Errorf("pin %s: %w", want.Ref, err)
+			}
+			ev.Pinned = true
+		} else {
+			ev.Warning = fmt.Sprintf("pin not supported by containerd %s (needs 1.7 or later)", r.Version)
+		}
+	}
+	for _, name := range want.Names {
+		if err := r.tag(ctx, img, name, ev.Pinned); err != nil {
+			return ev, fmt.Errorf("name %s as %s: %w", want.Ref, name, err)
+		}
+	}
+	return ev, nil
 }
 
 func setLabel(ctx context.Context, is images.Store, img images.Image, key, value string) error {
@@ -162,7 +299,7 @@ func (r *Runtime) Check(ctx context.Context, imgs []Image) error {
 			missing = append(missing, want.Ref)
 			continue
 		}
-		for _, name := range want.RetagAs {
+		for _, name := range want.Names {
 			t, err := is.Get(ctx, name)
 			if err != nil || t.Target.Digest != img.Target.Digest {
 				missing = append(missing, name)
@@ -192,21 +329,52 @@ func (r *Runtime) Remove(ctx context.Context, imgs []Image) (RemoveReport, error
 	}
 	is := r.client.ImageService()
 	for _, want := range imgs {
-		names := append([]string{want.Ref}, want.RetagAs...)
+		names := append([]string{want.Ref}, want.Names...)
 		if r.anyInUse(ctx, names, inUse) {
 			for _, n := range names {
 				report.Kept[n] = "in use by a running container"
 			}
 			continue
 		}
+		var targets []string
 		for _, n := range names {
+			if img, err := is.Get(ctx, n); err == nil {
+				targets = append(targets, img.Target.Digest.String())
+			}
 			if err := is.Delete(ctx, n); err != nil && !errdefs.IsNotFound(err) {
 				return report, fmt.Errorf("remove %s: %w", n, err)
 			}
 			report.Removed = append(report.Removed, n)
 		}
+		if err := r.dropIDNames(ctx, targets); err != nil {
+			return report, err
+		}
 	}
 	return report, nil
+}
+
+// dropIDNames removes the image-ID names ("sha256:…", which CRI adds on every pull) of targets
+// that no other name keeps: otherwise the image would stay in the store, its space never freed.
+func (r *Runtime) dropIDNames(ctx context.Context, targets []string) error {
+	is := r.client.ImageService()
+	for _, t := range targets {
+		left, err := is.List(ctx, "target.digest=="+t)
+		if err != nil {
+			return fmt.Errorf("list names of %s: %w", t, err)
+		}
+		for _, img := range left {
+			if _, err := digest.Parse(img.Name); err != nil {
+				left = nil // a real name still holds the image
+				break
+			}
+		}
+		for _, img := range left {
+			if err := is.Delete(ctx, img.Name); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("remove %s: %w", img.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // anyInUse: whether the image behind any of these names (by manifest or config digest) is used.
@@ -278,7 +446,7 @@ type Stored struct {
 // without a registry.
 func (r *Runtime) Import(ctx context.Context, archive io.Reader) ([]Stored, error) {
 	ctx = nsCtx(ctx)
-	snapshotter, err := r.criSnapshotter(ctx)
+	snapshotter, err := r.snapshotter(ctx)
 	if err != nil {
 		return nil, err
 	}

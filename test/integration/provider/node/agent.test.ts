@@ -1,8 +1,9 @@
 // The node agent (provider/node/agent, Go) against real containerds with their CRI plugin, each
 // started on its own socket: Debian's 1.6 and, when built (scripts/k8s-build.sh, or
-// IY_CONTAINERD2_DIR), v2.4.2. Retag, pin (labelled on v2, reported unsupported on 1.6), the
-// readiness check seeing a lost name, re-running over existing names, tarball import, removal.
-// Every effect is checked with the runtime's own ctr, not through the agent.
+// IY_CONTAINERD2_DIR), v2.4.2. Pulls through CRI with credentials from a file (never printed),
+// a refused pull logged and retried, a platform pulled by its own manifest, tag and retag names,
+// pin (labelled on v2, reported unsupported on 1.6), the readiness check seeing a lost name,
+// tarball import, removal. Every effect is checked with the runtime's own ctr, not the agent.
 import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -20,7 +21,7 @@ import { freePort, waitUntil } from "../../../testbed/processes";
 
 const run = promisify(execFile);
 const tb = loadRegistryTestbed();
-const { upstream } = tb.registries;
+const { upstream, mirror } = tb.registries;
 const agent = agentBinaryPath();
 
 interface RuntimeSpec {
@@ -45,19 +46,16 @@ const c2 = containerd2Dir();
 if (c2) runtimes.push({ label: "containerd 2.4", containerd: join(c2, "containerd"), ctr: join(c2, "ctr"), v2: true });
 
 function configToml(rt: RuntimeSpec, dir: string, sock: string, stream: number): string {
-  const common = [
-    `root = "${dir}/root"`,
-    `state = "${dir}/state"`,
-    "[grpc]",
-    `  address = "${sock}"`,
-    "[ttrpc]",
-    `  address = "${sock}.ttrpc"`,
-  ];
+  const common = [`root = "${dir}/root"`, `state = "${dir}/state"`];
   if (!rt.v2) {
     const cri = '[plugins."io.containerd.grpc.v1.cri"';
     return [
       "version = 2",
       ...common,
+      "[grpc]",
+      `  address = "${sock}"`,
+      "[ttrpc]",
+      `  address = "${sock}.ttrpc"`,
       '[plugins."io.containerd.internal.v1.opt"]',
       `  path = "${dir}/opt"`,
       `${cri}]`,
@@ -73,8 +71,13 @@ function configToml(rt: RuntimeSpec, dir: string, sock: string, stream: number):
     ].join("\n");
   }
   return [
-    "version = 3",
+    // containerd 2.4's current config version: the servers are plugins
+    "version = 4",
     ...common,
+    "[plugins.'io.containerd.server.v1.grpc']",
+    `  address = "${sock}"`,
+    "[plugins.'io.containerd.server.v1.ttrpc']",
+    `  address = "${sock}.ttrpc"`,
     "[plugins.'io.containerd.internal.v1.opt']",
     `  path = "${dir}/opt"`,
     "[plugins.'io.containerd.nri.v1.nri']",
@@ -104,6 +107,8 @@ for (const rt of runtimes)
     let containerd: ChildProcess;
     let image: SeededImage;
     let pinnedRef: string;
+    let priv: SeededImage;
+    let privRef: string;
     const RETAG = `registry.k8s.io/${id}/app:v2.0.0`;
 
     const ctr = async (...args: string[]) => (await run(rt.ctr, ["--address", sock, "-n", "k8s.io", ...args], { encoding: "utf8" })).stdout;
@@ -119,13 +124,37 @@ for (const rt of runtimes)
           .map((f) => [f[0]!, f[2]!]),
       );
     }
+    const authFile = join(dir, "auth.json");
+    const agentEnv = (images: unknown) => ({
+      CONTAINERD_SOCKET: sock,
+      IMAGEYARD_IMAGES: JSON.stringify(images),
+      IMAGEYARD_STATE_DIR: dir,
+      IMAGEYARD_AUTH_FILE: authFile,
+    });
+    /** Runs `agent serve` until its log says `until`; returns the log and stops it. */
+    async function serveUntil(images: unknown, until: (log: string) => boolean, ms = 60_000): Promise<string> {
+      rmSync(join(dir, "imageyard-applied"), { force: true });
+      const serve = spawn(agent, ["serve"], { env: agentEnv(images) });
+      let out = "";
+      serve.stdout.on("data", (b: Buffer) => (out += b.toString()));
+      serve.stderr.on("data", (b: Buffer) => (out += b.toString()));
+      try {
+        await waitUntil("the agent's log", ms, () => until(out));
+      } finally {
+        serve.kill("SIGTERM");
+        await new Promise((r) => serve.once("exit", r));
+      }
+      return out;
+    }
+    const events = (log: string) =>
+      log
+        .split("\n")
+        .filter((l) => l.startsWith("{"))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
     function runAgent(cmd: string[], images: unknown, input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
       return new Promise((resolve) => {
-        const p = execFile(
-          agent,
-          cmd,
-          { env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir }, encoding: "utf8" },
-          (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+        const p = execFile(agent, cmd, { env: agentEnv(images), encoding: "utf8" }, (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
         );
         if (input) createReadStream(input).pipe(p.stdin!);
         else p.stdin!.end();
@@ -150,9 +179,12 @@ for (const rt of runtimes)
             () => false,
           )),
       );
-      image = await seedImage(upstream, `${id}/app:v1`, { layers: 1, layerSize: "64K", seed: id });
+      [image, priv] = await Promise.all([
+        seedImage(upstream, `${id}/app:v1`, { layers: 1, layerSize: "64K", seed: id }),
+        seedImage(mirror, `${id}/private:v1`, { layers: 1, layerSize: "64K", seed: `${id}-p` }),
+      ]);
       pinnedRef = `${upstream.host}/${id}/app@${image.digest}`;
-      await ctr("images", "pull", "--plain-http", "--snapshotter", "native", pinnedRef);
+      privRef = `${mirror.host}/${id}/private@${priv.digest}`;
     }, 180_000);
 
     afterAll(async () => {
@@ -162,46 +194,80 @@ for (const rt of runtimes)
       rmSync(dir, { recursive: true, force: true });
     });
 
-    it("serve retags the pulled image, pins where the runtime can (1.6: says it cannot), and check then passes", async () => {
-      const images = [{ ref: pinnedRef, retagAs: [RETAG], pin: true }];
-      const serve = spawn(agent, ["serve"], {
-        env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir },
-      });
-      let out = "";
-      serve.stdout.on("data", (b: Buffer) => (out += b.toString()));
-      await waitUntil("agent serve's report", 30_000, () => out.includes("\n"));
-      const report = JSON.parse(out) as { runtime: string; images: { digest: string; pinned: boolean; warning?: string }[] };
+    it("serve pulls through CRI (credentials from the file, never printed), names and pins, logs each image; check then passes", async () => {
+      writeFileSync(authFile, JSON.stringify({ [privRef]: { username: mirror.username, password: mirror.password } }));
+      const images = [
+        { ref: pinnedRef, names: [image.ref, RETAG], pin: true },
+        { ref: privRef, pin: true },
+      ];
+      const log = await serveUntil(images, (l) => l.includes('"event":"done"'));
+      expect(log).not.toContain(mirror.password!);
+      const byImage = new Map(
+        events(log)
+          .filter((e) => e.image && e.state !== "pulling")
+          .map((e) => [e.image, e]),
+      );
+      expect(byImage.get(pinnedRef)).toMatchObject({ state: "present", digest: image.digest });
+      expect(byImage.get(privRef)).toMatchObject({ state: "present", digest: priv.digest });
+      const seen = await ctrImages();
+      for (const n of [pinnedRef, image.ref, RETAG]) expect(seen.get(n), n).toBe(image.digest);
+      expect(seen.get(privRef)).toBe(priv.digest);
       if (rt.v2) {
-        expect(report.runtime).toMatch(/^v?2\./);
-        expect(report.images[0]).toMatchObject({ digest: image.digest, pinned: true });
+        expect(byImage.get(pinnedRef)).toMatchObject({ pinned: true });
         expect(await ctr("images", "ls", `name==${pinnedRef}`)).toContain("io.cri-containerd.pinned=pinned");
       } else {
-        expect(report.runtime).toMatch(/^1\.6\./);
-        expect(report.images[0]).toMatchObject({
-          digest: image.digest,
-          pinned: false,
-          warning: expect.stringMatching(/pin not supported by containerd 1\.6/),
-        });
+        expect(byImage.get(pinnedRef)!.warning).toMatch(/pin not supported by containerd 1\.6/);
       }
-      serve.kill("SIGTERM");
-      await new Promise((r) => serve.once("exit", r));
-      expect((await ctrImages()).get(RETAG)).toBe(image.digest);
       expect((await runAgent(["check"], images)).code).toBe(0);
-    });
+    }, 120_000);
+
+    it("logs a refused pull with the registry's words, retries, and succeeds once the credentials are right", async () => {
+      const other = await seedImage(mirror, `${id}/retry:v1`, { layers: 1, layerSize: "16K", seed: `${id}-r` });
+      const ref = `${mirror.host}/${id}/retry@${other.digest}`;
+      writeFileSync(authFile, JSON.stringify({ [ref]: { username: mirror.username, password: "wrong" } }));
+      const log = await serveUntil([{ ref }], (l) => l.includes('"event":"retry"'));
+      const failed = events(log).find((e) => e.state === "failed")!;
+      expect(failed.image).toBe(ref);
+      expect(String(failed.error)).toMatch(/401|unauthorized|authorization failed/i);
+      expect(String(failed.error)).not.toMatch(/^rpc error/);
+      expect(log).not.toContain("wrong");
+      // the retry reads the file again
+      const fixed = await serveUntil(
+        [{ ref }],
+        (l) => {
+          if (l.includes('"event":"retry"'))
+            writeFileSync(authFile, JSON.stringify({ [ref]: { username: mirror.username, password: mirror.password } }));
+          return l.includes('"event":"done"');
+        },
+        90_000,
+      );
+      expect(events(fixed).find((e) => e.state === "present")).toMatchObject({ image: ref, digest: other.digest });
+    }, 150_000);
+
+    it("pulls exactly the platform asked for, whatever the node's", async () => {
+      const multi = await seedImage(upstream, `${id}/multi:v1`, {
+        layers: 1,
+        layerSize: "16K",
+        platforms: ["linux/amd64", "linux/arm64"],
+        seed: `${id}-m`,
+      });
+      const arm = multi.manifests.find((m) => m.platform?.architecture === "arm64")!;
+      const ref = `${upstream.host}/${id}/multi@${arm.digest}`;
+      const log = await serveUntil([{ ref, platform: "linux/arm64" }], (l) => l.includes('"event":"done"') || l.includes('"failed"'));
+      expect(events(log).find((e) => e.image === ref && e.state !== "pulling")).toMatchObject({ state: "present", digest: arm.digest });
+      expect((await ctrImages()).get(ref)).toBe(arm.digest);
+    }, 120_000);
 
     it("check fails naming the name removed by hand; serve puts it back over the existing names", async () => {
-      const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
+      const images = [{ ref: pinnedRef, names: [RETAG] }];
       await ctr("images", "rm", RETAG);
       const lost = await runAgent(["check"], images);
       expect(lost.code).toBe(1);
       expect(lost.stderr).toContain(`missing from the runtime: ${RETAG}`);
-      const serve = spawn(agent, ["serve"], {
-        env: { CONTAINERD_SOCKET: sock, IMAGEYARD_IMAGES: JSON.stringify(images), IMAGEYARD_STATE_DIR: dir },
-      });
-      await waitUntil("retag restored", 30_000, async () => (await ctrImages()).get(RETAG) === image.digest);
-      serve.kill("SIGTERM");
+      await serveUntil(images, (l) => l.includes('"event":"done"'));
+      expect((await ctrImages()).get(RETAG)).toBe(image.digest);
       expect((await runAgent(["check"], images)).code).toBe(0);
-    });
+    }, 120_000);
 
     // Regression: on containerd v2 the snapshotter was read from CRI's status, which no longer names
     // it, so imports were unpacked to overlayfs where CRI (native here) never looks.
@@ -217,7 +283,7 @@ for (const rt of runtimes)
         dockerRef(upstream, `${id}/offline-src:v1`),
         `docker-archive:${file}:${name}`,
       ]);
-      const r = await runAgent(["import"], [{ ref: name, retagAs: [`registry.k8s.io/${id}/offline:v1`], archive: true }], file);
+      const r = await runAgent(["import"], [{ ref: name, names: [`registry.k8s.io/${id}/offline:v1`], archive: true }], file);
       expect(r.code, r.stderr).toBe(0);
       const stored = JSON.parse(r.stdout) as { name: string; digest: string; config: string }[];
       const seen = await ctrImages();
@@ -285,13 +351,17 @@ for (const rt of runtimes)
       expect((await ctrImages()).has(agentRef)).toBe(false);
     }, 120_000);
 
-    it("remove deletes only the set's names and reports them", async () => {
-      const images = [{ ref: pinnedRef, retagAs: [RETAG] }];
+    it("remove deletes only the set's names (and CRI's image-ID name left alone with them) and reports them", async () => {
+      const images = [{ ref: pinnedRef, names: [image.ref, RETAG] }, { ref: privRef }];
       const r = await runAgent(["remove"], images);
       expect(r.code, r.stderr).toBe(0);
-      expect(JSON.parse(r.stdout).removed).toEqual([pinnedRef, RETAG]);
+      expect(JSON.parse(r.stdout).removed).toEqual([pinnedRef, image.ref, RETAG, privRef]);
       const seen = await ctrImages();
-      expect(seen.has(pinnedRef) || seen.has(RETAG)).toBe(false);
+      const namesOf = (digest: string) => [...seen].filter(([, d]) => d === digest).map(([n]) => n);
+      // the oci-archive test stored the same image under its own name: that name and the ID name stay
+      expect(namesOf(image.digest)).toEqual([`registry.local/${id}/oci:v1`, expect.stringMatching(/^sha256:/)]);
+      // nothing else holds the private image: CRI's ID name goes with the set's, so its space is freed
+      expect(namesOf(priv.digest)).toEqual([]);
       expect(seen.has(`registry.local/${id}/offline:v1`)).toBe(true);
     });
   });

@@ -17,7 +17,7 @@ import {
 import { agentLayout } from "../../../../provider/node/agentimage";
 import { seedImage, type SeededImage } from "../../../testbed/images";
 import { loadRegistryTestbed } from "../../../testbed/registry";
-import { FakeKube, pullsSucceed } from "../../../support/fakekube";
+import { agentLine, FakeKube, pullsSucceed } from "../../../support/fakekube";
 import { caught } from "../../../support/caught";
 
 const { upstream, mirror } = loadRegistryTestbed().registries;
@@ -74,10 +74,11 @@ describe("PrePullSet lifecycle (real registries, in-process API server)", () => 
       node2: { [app.ref]: app.digest, [priv.ref]: priv.digest },
     });
     expect(outs.warnings).toEqual([expect.stringMatching(/^node1: pin not supported by containerd 1\.6\.20/)]);
-    // the private image's credentials went into a dockerconfigjson Secret the pods name
-    const secret = kube.secrets.get("core-pull-0")!;
-    const auths = JSON.parse(Buffer.from((secret.data as Record<string, string>)[".dockerconfigjson"]!, "base64").toString()).auths;
-    expect(Object.keys(auths)).toEqual([mirror.host]);
+    // the private image's credentials went into the Secret the agent mounts, keyed by what it pulls
+    const secret = kube.secrets.get("core-auth")!;
+    const auth = JSON.parse(Buffer.from((secret.data as Record<string, string>)["auth.json"]!, "base64").toString());
+    expect(Object.keys(auth)).toEqual([`${mirror.host}/${run}/private@${priv.digest}`]);
+    expect(JSON.stringify(kube.daemonSets.get("core"))).not.toContain(mirror.password!);
     expect(lines).toContain("kube-system/core: 2/2 nodes hold 2 image(s)");
   }, 60_000);
 
@@ -101,8 +102,8 @@ describe("PrePullSet lifecycle (real registries, in-process API server)", () => 
     kube.kubelet = (node, p, images) =>
       node === "node1"
         ? {
-            init: [{ name: "image-0", ready: false, state: { waiting: { reason: "ErrImagePull", message: "no space left on device" } } }],
             agentReady: false,
+            log: agentLine({ image: images[0]!.ref, state: "failed", error: "write /var/lib/containerd/…: no space left on device" }),
           }
         : pullsSucceed(node, p, images);
     const e = (await caught(createPrePull({ ...news, name: "broken" }, deps))) as Error & {
@@ -111,7 +112,9 @@ describe("PrePullSet lifecycle (real registries, in-process API server)", () => 
       reasons?: string[];
     };
     expect(e.message).toMatch(
-      new RegExp(`node1: ${app.ref.replace(/[.]/g, "\\.")}: no space left on the node: ErrImagePull: no space left on device`),
+      new RegExp(
+        `node1: ${app.ref.replace(/[.]/g, "\\.")}: no space left on the node: write /var/lib/containerd/…: no space left on device`,
+      ),
     );
     expect(e.id).toBe("kube-system/broken");
     expect(e.properties).toMatchObject({ name: "broken", ready: 1, total: 2 });

@@ -1,7 +1,10 @@
 // PrePullSet's lifecycle against the real Kubernetes test bed: node1 on containerd 1.6, node2 on
 // containerd v2, a node3 that joins later. What the nodes hold is checked with crictl and ctr
-// from the bed (never through the project's code); pods that use retag and archive names prove
-// the runtime serves them with no registry.
+// from the bed (never through the project's code); pods that use retag and archive names with
+// pull policy Never (or IfNotPresent and a name no registry serves) prove the runtime serves them
+// with no registry, past kubelet >= 1.35's credential verification. The busybox used is a variant
+// made for this run, so no kubelet of the bed pulled its image ID before (another test's pod would
+// leave the kubelet's per-ID pull record, docs/kubernetes-testbed.md pitfall 17).
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,12 +20,26 @@ import {
   type PrePullInputs,
   type PrePullOutputs,
 } from "../../../../provider/resources/prePullSet.lifecycle";
-import { addK8sNode, crictl, ctr, kubectl, loadK8sTestbed, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../../../testbed/k8s";
+import {
+  addK8sNode,
+  crictl,
+  ctr,
+  kubectl,
+  loadK8sTestbed,
+  removeK8sNode,
+  useK8sTestbed,
+  type K8sImage,
+  type K8sTestbed,
+} from "../../../testbed/k8s";
+import { pushBusyboxVariant } from "../../../testbed/k8simages";
+import { loadRegistryTestbed } from "../../../testbed/registry";
 import { waitUntil } from "../../../testbed/processes";
 import { caught } from "../../../support/caught";
 
 const MS = 240_000;
 let tb: K8sTestbed;
+/** busybox as only this run has it (see the header). */
+let busybox: K8sImage;
 const run = `pp${Date.now().toString(36).slice(-5)}`;
 const RETAG = `registry.k8s.io/imageyard-${run}/busybox:1.35`;
 const logs: string[] = [];
@@ -60,8 +77,11 @@ async function create(i: PrePullInputs): Promise<PrePullOutputs> {
   return outs;
 }
 
-/** A pod on `node` that runs `image` with imagePullPolicy Never: only the node's own store can serve it. */
-async function runsOffline(node: string, image: string, command: string[]): Promise<void> {
+/**
+ * A pod on `node` that runs `image` with imagePullPolicy Never (or IfNotPresent for a name no
+ * reachable registry serves): only the node's own store can serve it.
+ */
+async function runsOffline(node: string, image: string, command: string[], pullPolicy: "Never" | "IfNotPresent" = "Never"): Promise<void> {
   const name = `offline-${run}-${Math.random().toString(36).slice(2, 7)}`;
   const pod = {
     apiVersion: "v1",
@@ -74,12 +94,12 @@ async function runsOffline(node: string, image: string, command: string[]): Prom
       automountServiceAccountToken: false,
       enableServiceLinks: false,
       tolerations: [{ operator: "Exists" }],
-      containers: [{ name: "c", image, imagePullPolicy: "Never", command }],
+      containers: [{ name: "c", image, imagePullPolicy: pullPolicy, command }],
     },
   };
   await kubectl(tb, ["apply", "-f", "-"], JSON.stringify(pod));
   try {
-    await waitUntil(`pod ${name} (${image}, pull policy Never) on ${node} to succeed`, 60_000, async () => {
+    await waitUntil(`pod ${name} (${image}, pull policy ${pullPolicy}) on ${node} to succeed`, 60_000, async () => {
       const phase = (await kubectl(tb, ["get", "pod", "-n", "default", name, "-o", "jsonpath={.status.phase}"])).stdout;
       if (phase === "Failed")
         throw new Error(`pod ${name} failed: ${(await kubectl(tb, ["describe", "pod", "-n", "default", name])).stdout}`);
@@ -92,6 +112,7 @@ async function runsOffline(node: string, image: string, command: string[]): Prom
 
 beforeAll(async () => {
   tb = await useK8sTestbed();
+  busybox = await pushBusyboxVariant(join(tb.dir, "images"), loadRegistryTestbed().registries.upstream, run);
 }, 900_000);
 
 afterAll(async () => {
@@ -104,9 +125,9 @@ describe("PrePullSet on a real cluster", () => {
   let mainInputs: PrePullInputs;
 
   it(
-    "puts every image on every node (crictl sees each digest and the retag name), pins where containerd can",
+    "puts every image on every node (crictl sees each digest, the tag and the retag name), pins where containerd can",
     async () => {
-      const { busybox, privateBusybox, scratch } = tb.images;
+      const { privateBusybox, scratch } = tb.images;
       const { username, password } = tb.registries.auth;
       mainInputs = await inputs(`main-${run}`, {
         pin: true,
@@ -126,6 +147,7 @@ describe("PrePullSet on a real cluster", () => {
         const imgs = await criImages(node);
         for (const img of [busybox, privateBusybox, scratch]) expect(hasDigest(imgs, img.digest), `${node} holds ${img.ref}`).toBeDefined();
         expect(hasTag(imgs, RETAG), `${node} answers to ${RETAG}`).toBeDefined();
+        expect(hasTag(imgs, busybox.ref), `${node} answers to ${busybox.ref}`).toBeDefined();
         expect(main.nodes[node]![busybox.ref]).toBe(busybox.digest);
       }
       expect(hasDigest(await criImages("node2"), busybox.digest)!.pinned).toBe(true);
@@ -134,16 +156,13 @@ describe("PrePullSet on a real cluster", () => {
     MS,
   );
 
-  // Skipped: kubelet ≥ 1.35 verifies pull credentials per image *name* for images it pulled itself
-  // (imagePullCredentialsVerificationPolicy NeverVerifyPreloadedImages, the default), so a name the
-  // agent adds (retagAs) or an archive holding an image the kubelet once pulled under another name is
-  // refused under pull policy Never. Open in issue 8: have the agent pull (images then count as
-  // preloaded) or build the archive from an image no node pulled.
-  it.skip(
-    "a pod naming the retag with imagePullPolicy Never starts on each node",
+  it(
+    "a pod naming the retag with imagePullPolicy Never starts on each node; with IfNotPresent too, though no registry serves that name",
     async () => {
       await runsOffline("node1", RETAG, ["/bin/true"]);
       await runsOffline("node2", RETAG, ["/bin/true"]);
+      await runsOffline("node2", RETAG, ["/bin/true"], "IfNotPresent");
+      await runsOffline("node1", busybox.ref, ["/bin/true"]);
     },
     MS,
   );
@@ -160,7 +179,7 @@ describe("PrePullSet on a real cluster", () => {
   it(
     "an image removed by hand (ctr images rm) shows in read, and update restores it",
     async () => {
-      const bb = tb.images.busybox;
+      const bb = busybox;
       await ctr(tb, "node1", ["images", "rm", RETAG]);
       let seen: PrePullOutputs | undefined;
       await waitUntil("read to see node1 lost the retag name", 60_000, async () => {
@@ -184,9 +203,7 @@ describe("PrePullSet on a real cluster", () => {
       tb = loadK8sTestbed(); // the bed's state now lists node3
       await waitUntil("node3 to hold every image", 120_000, async () => {
         const imgs = await criImages("node3");
-        return (
-          [tb.images.busybox, tb.images.privateBusybox, tb.images.scratch].every((i) => hasDigest(imgs, i.digest)) && !!hasTag(imgs, RETAG)
-        );
+        return [busybox, tb.images.privateBusybox, tb.images.scratch].every((i) => hasDigest(imgs, i.digest)) && !!hasTag(imgs, RETAG);
       });
       await waitUntil(
         "read to count node3 ready",
@@ -239,20 +256,15 @@ describe("PrePullSet on a real cluster", () => {
     MS,
   );
 
-  // Skipped for the same kubelet rule as the retag test above (the import itself now works).
-  it.skip(
+  it(
     "imports a docker-archive onto nodes that reach no registry; a pod runs from it with pull policy Never",
     async () => {
       const dir = mkdtempSync(join(tmpdir(), "iy-archive-"));
       const file = join(dir, "busybox.tar");
       const name = `registry.invalid/${run}/offline-busybox:1`;
-      execFileSync("skopeo", [
-        "copy",
-        "-q",
-        "--src-tls-verify=false",
-        `docker://${tb.images.busybox.ref}`,
-        `docker-archive:${file}:${name}`,
-      ]);
+      // an image ID of its own: what the archive holds reaches the node through the import only
+      const src = await pushBusyboxVariant(join(tb.dir, "images"), loadRegistryTestbed().registries.upstream, `${run}-archive`);
+      execFileSync("skopeo", ["copy", "-q", "--src-tls-verify=false", `docker://${src.ref}`, `docker-archive:${file}:${name}`]);
       const outs = await create(
         await inputs(`archive-${run}`, { images: [`docker-archive:${file}`], nodeSelector: { "kubernetes.io/hostname": "node2" } }),
       );
@@ -273,7 +285,7 @@ describe("PrePullSet on a real cluster", () => {
           await kubectl(tb, ["get", "ds,secrets", "-n", "kube-system", "-l", `imageyard.dev/prepullset=${main.name}`, "-o", "name"])
         ).stdout.trim(),
       ).toBe("");
-      expect(hasDigest(await criImages("node1"), tb.images.busybox.digest)).toBeDefined();
+      expect(hasDigest(await criImages("node1"), busybox.digest)).toBeDefined();
     },
     MS,
   );

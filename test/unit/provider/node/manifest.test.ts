@@ -1,7 +1,14 @@
-// The DaemonSet and Secret a PrePullSet applies, built as data: what the kubelet and the agent
+// The DaemonSet and Secrets a PrePullSet applies, built as data: what the kubelet and the agent
 // will see on every node.
 import { describe, expect, it } from "vitest";
-import { buildDaemonSet, buildPullSecret, imagesHash, socketMount, type SetSpec } from "../../../../provider/node/manifest";
+import {
+  buildAuthSecret,
+  buildDaemonSet,
+  buildPullSecret,
+  imagesHash,
+  socketMount,
+  type SetSpec,
+} from "../../../../provider/node/manifest";
 
 const D1 = `sha256:${"1".repeat(64)}`;
 const D2 = `sha256:${"2".repeat(64)}`;
@@ -20,9 +27,18 @@ function spec(over: Partial<SetSpec> = {}): SetSpec {
         pullRef: `127.0.0.1:5000/busybox@${D1}`,
         digest: D1,
         retagAs: ["registry.k8s.io/busybox:1.35"],
+        tag: "127.0.0.1:5000/busybox:1.35",
       },
-      { key: "127.0.0.1:5001/private/app:v1", pullRef: `127.0.0.1:5001/private/app@${D2}`, digest: D2, retagAs: [], secret: "core-pull-0" },
+      {
+        key: "127.0.0.1:5001/private/app:v1",
+        pullRef: `127.0.0.1:5001/private/app@${D2}`,
+        digest: D2,
+        retagAs: [],
+        auth: true,
+        platform: "linux/arm64",
+      },
     ],
+    authSecret: "core-auth",
     ...over,
   };
 }
@@ -32,24 +48,17 @@ type Pod = {
   tolerations: unknown[];
   nodeSelector?: unknown;
   imagePullSecrets?: { name: string }[];
-  initContainers: Record<string, any>[];
+  initContainers?: Record<string, any>[];
   containers: Record<string, any>[];
   volumes: Record<string, any>[];
 };
 const podOf = (s: SetSpec) => (buildDaemonSet(s).spec as { template: { spec: Pod } }).template.spec;
 
 describe("buildDaemonSet", () => {
-  it("pulls each image by digest in its own init container that runs the agent's no-op, after the agent is installed", () => {
+  it("runs only the agent, which pulls every image itself: no image runs as a container, so none is pulled by the kubelet", () => {
     const pod = podOf(spec());
-    expect(pod.initContainers.map((c) => c.name)).toEqual(["install-agent", "image-0", "image-1"]);
-    expect(pod.initContainers[0]).toMatchObject({ image: AGENT, command: ["/agent", "install", "/.imageyard"] });
-    expect(pod.initContainers[1]).toMatchObject({
-      image: `127.0.0.1:5000/busybox@${D1}`,
-      imagePullPolicy: "IfNotPresent",
-      command: ["/.imageyard/agent", "pulled"],
-    });
-    // numeric user: shell-less images without /etc/passwd still start the no-op
-    expect(pod.initContainers[1]!.securityContext.runAsUser).toBe(65534);
+    expect(pod.initContainers).toBeUndefined();
+    expect(pod.containers.map((c) => [c.name, c.image, c.command])).toEqual([["agent", AGENT, ["/agent", "serve"]]]);
   });
 
   it("runs on the host network and on every node, tainted control-plane included, unless told otherwise", () => {
@@ -62,29 +71,36 @@ describe("buildDaemonSet", () => {
     expect(narrowed.tolerations).toEqual([]);
   });
 
-  it("passes credentials the kubelet's way: imagePullSecrets naming the set's Secrets", () => {
-    expect(podOf(spec()).imagePullSecrets).toEqual([{ name: "core-pull-0" }]);
-    expect(podOf(spec({ images: [spec().images[0]!] })).imagePullSecrets).toBeUndefined();
+  it("hands the agent the images' credentials as a mounted Secret, never in its environment or arguments", () => {
+    const pod = podOf(spec());
+    const agent = pod.containers[0]!;
+    expect(pod.volumes).toContainEqual({ name: "auth", secret: { secretName: "core-auth", defaultMode: 0o400 } });
+    expect(agent.volumeMounts).toContainEqual({ name: "auth", mountPath: "/run/imageyard/auth", readOnly: true });
+    expect(agent.env).toContainEqual({ name: "IMAGEYARD_AUTH_FILE", value: "/run/imageyard/auth/auth.json" });
+    // the kubelet needs credentials only for the agent image itself
+    expect(pod.imagePullSecrets).toBeUndefined();
+    expect(podOf(spec({ agentPullSecret: "core-pull-agent" })).imagePullSecrets).toEqual([{ name: "core-pull-agent" }]);
+    const { authSecret: _none, ...noAuth } = spec();
+    expect(podOf(noAuth).volumes.map((v) => v.name)).toEqual(["containerd"]);
   });
 
-  it("gives the agent its images, retag names and pin as JSON, the socket and the node name", () => {
+  it("gives the agent its images (the tag and retag names, platform, pin) as JSON, the socket and the node name", () => {
     const agent = podOf(spec({ pin: true })).containers[0]!;
     const env = Object.fromEntries(agent.env.map((e: { name: string; value?: string }) => [e.name, e.value]));
     expect(JSON.parse(env.IMAGEYARD_IMAGES)).toEqual([
-      { ref: `127.0.0.1:5000/busybox@${D1}`, retagAs: ["registry.k8s.io/busybox:1.35"], pin: true },
-      { ref: `127.0.0.1:5001/private/app@${D2}`, pin: true },
+      { ref: `127.0.0.1:5000/busybox@${D1}`, names: ["127.0.0.1:5000/busybox:1.35", "registry.k8s.io/busybox:1.35"], pin: true },
+      { ref: `127.0.0.1:5001/private/app@${D2}`, platform: "linux/arm64", pin: true },
     ]);
+    expect(env.IMAGEYARD_IMAGES).not.toMatch(/password|username/);
     expect(env.CONTAINERD_SOCKET).toBe("/run/imageyard/containerd/containerd.sock");
     expect(agent.env[0]).toEqual({ name: "NODE_NAME", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } });
     expect(agent.readinessProbe.exec.command).toEqual(["/agent", "check"]);
   });
 
-  it("imports archive images through the agent instead of an init container", () => {
+  it("marks archive images, which the agent imports when the provider streams them in", () => {
     const s = spec();
     s.images.push({ key: "docker-archive:/srv/app.tar", pullRef: "registry.local/app:v1", digest: D1, retagAs: [], archive: true });
-    const pod = podOf(s);
-    expect(pod.initContainers.map((c) => c.name)).toEqual(["install-agent", "image-0", "image-1"]);
-    const env = pod.containers[0]!.env.find((e: { name: string }) => e.name === "IMAGEYARD_IMAGES").value;
+    const env = podOf(s).containers[0]!.env.find((e: { name: string }) => e.name === "IMAGEYARD_IMAGES").value;
     expect(JSON.parse(env)[2]).toEqual({ ref: "registry.local/app:v1", archive: true });
   });
 
@@ -115,9 +131,19 @@ describe("socketMount", () => {
   });
 });
 
+describe("buildAuthSecret", () => {
+  it("is an Opaque Secret mapping each pull reference to its credentials, under the key the agent reads", () => {
+    const s = buildAuthSecret("kube-system", "core-auth", "core", { "r/app@sha256:1": { username: "u", password: "p" } });
+    expect(s).toMatchObject({ type: "Opaque", metadata: { name: "core-auth", labels: { "imageyard.dev/prepullset": "core" } } });
+    expect(JSON.parse(Buffer.from(s.data["auth.json"]!, "base64").toString())).toEqual({
+      "r/app@sha256:1": { username: "u", password: "p" },
+    });
+  });
+});
+
 describe("buildPullSecret", () => {
   it("is a kubernetes.io/dockerconfigjson Secret with the credentials in docker's auths shape", () => {
-    const s = buildPullSecret("kube-system", "core-pull-0", "core", [
+    const s = buildPullSecret("kube-system", "core-pull-agent", "core", [
       { registry: "127.0.0.1:5001", username: "puller", password: "s3cret" },
     ]);
     expect(s.type).toBe("kubernetes.io/dockerconfigjson");

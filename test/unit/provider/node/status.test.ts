@@ -1,12 +1,13 @@
 // Per-node state from what the API server reports: covered nodes, each image's digest or the
-// runtime's reason, the agent's readiness, pin support by runtime version.
+// runtime's reason from the agent's log, the agent's readiness, pin support by runtime version.
 import { describe, expect, it } from "vitest";
 import {
+  type AgentLog,
   classifyPullError,
   coveredNodes,
-  digestOfImageId,
   failuresOf,
   nodesOutput,
+  parseAgentLog,
   pinSupported,
   setState,
   tolerates,
@@ -26,14 +27,16 @@ const node = (name: string, runtime = "containerd://2.4.2", taints: Node["spec"]
   spec: taints,
   status: { nodeInfo: { containerRuntimeVersion: runtime } },
 });
-const done = (name: string, id: string) => ({ name, ready: false, imageID: id, state: { terminated: { exitCode: 0 } } });
-function pod(nodeName: string, init: unknown[], agentReady: boolean): Pod {
+function pod(nodeName: string, agentReady: boolean): Pod {
   return {
     metadata: { name: `core-${nodeName}`, annotations: { "imageyard.dev/images": "h" } },
     spec: { nodeName },
-    status: { initContainerStatuses: init as never, containerStatuses: [{ name: "agent", ready: agentReady, state: { running: {} } }] },
+    status: { containerStatuses: [{ name: "agent", ready: agentReady, state: { running: {} } }] },
   };
 }
+const line = (e: Record<string, unknown>) => `${JSON.stringify(e)}\n`;
+const logOf = (...events: Record<string, unknown>[]): AgentLog => parseAgentLog(events.map(line).join(""));
+const present = (ref: string) => ({ image: ref, state: "present", digest: ref.split("@")[1] });
 
 describe("which nodes a set covers", () => {
   it("matches the node selector and tolerates taints only as the tolerations allow", () => {
@@ -51,50 +54,63 @@ describe("which nodes a set covers", () => {
 });
 
 describe("node state", () => {
-  it("reports each image's digest from the init container's imageID once the node is ready", () => {
-    const s = setState(
-      [node("n1")],
-      [pod("n1", [done("install-agent", "x"), done("image-0", `r/busybox@${D1}`), done("image-1", `docker-pullable://r/app@${D2}`)], true)],
-      images,
-      false,
-    );
+  it("takes every image's digest from the set once the agent is ready (its probe checked the runtime)", () => {
+    const s = setState([node("n1")], [pod("n1", true)], images, false);
     expect(s).toMatchObject({ ready: 1, total: 1 });
     expect(nodesOutput(s)).toEqual({ n1: { "r/busybox:1": D1, "r/app:v1": D2 } });
   });
 
-  it("names node, image and the runtime's reason when a pull is refused", () => {
-    const refused = {
-      name: "image-1",
-      ready: false,
-      state: {
-        waiting: {
-          reason: "ErrImagePull",
-          message: 'failed to pull and unpack image "r/app@sha256:…": failed to resolve reference: pull access denied, 401 Unauthorized',
-        },
-      },
-    };
-    const s = setState([node("n2")], [pod("n2", [done("image-0", `r/busybox@${D1}`), refused], false)], images, false);
+  it("reads progress from the agent's log while it pulls: present with the digest it logged, pulling, queued", () => {
+    const p = pod("n1", false);
+    const log = logOf(present(`r/busybox@${D1}`), { image: `r/app@${D2}`, state: "pulling" }, { event: "progress", bytes: 2048 });
+    const s = setState([node("n1")], [p], images, false, new Map(), undefined, new Map([[p.metadata.name, log]]));
+    expect(nodesOutput(s).n1).toEqual({ "r/busybox:1": D1, "r/app:v1": "pending: pulling r/app:v1 (2.0 KiB so far)" });
+    const early = setState([node("n1")], [p], images, false, new Map(), undefined, new Map([[p.metadata.name, logOf()]]));
+    expect(nodesOutput(early).n1!["r/app:v1"]).toBe("pending: queued: r/app:v1");
+  });
+
+  it("names node, image and the runtime's reason when the agent logs a refused pull", () => {
+    const p = pod("n2", false);
+    const log = logOf(present(`r/busybox@${D1}`), {
+      image: `r/app@${D2}`,
+      state: "failed",
+      error: 'failed to pull and unpack image "r/app@sha256:…": failed to resolve reference: pull access denied, 401 Unauthorized',
+    });
+    const s = setState([node("n2")], [p], images, false, new Map(), undefined, new Map([[p.metadata.name, log]]));
     expect(failuresOf(s)).toHaveLength(1);
-    expect(failuresOf(s)[0]).toMatch(/^n2: r\/app:v1: registry refused the credentials: ErrImagePull: .*401 Unauthorized/);
+    expect(failuresOf(s)[0]).toMatch(/^n2: r\/app:v1: registry refused the credentials: failed to pull and unpack .*401 Unauthorized/);
+  });
+
+  it("names the agent image when the kubelet cannot pull it, for every image of that node", () => {
+    const p = pod("n1", false);
+    p.status!.containerStatuses = [
+      {
+        name: "agent",
+        ready: false,
+        image: "r/agent@sha256:aa",
+        state: { waiting: { reason: "ErrImagePull", message: "no space left on device" } },
+      },
+    ];
+    expect(failuresOf(setState([node("n1")], [p], images, false))).toEqual([
+      "n1: r/busybox:1: agent image r/agent@sha256:aa: no space left on the node: ErrImagePull: no space left on device",
+      "n1: r/app:v1: agent image r/agent@sha256:aa: no space left on the node: ErrImagePull: no space left on device",
+    ]);
   });
 
   it("shows a node with no pod yet as pending for every image, and counts it in total", () => {
-    const s = setState(
-      [node("n1"), node("new")],
-      [pod("n1", [done("image-0", `r/busybox@${D1}`), done("image-1", `r/app@${D2}`)], true)],
-      images,
-      false,
-    );
+    const s = setState([node("n1"), node("new")], [pod("n1", true)], images, false);
     expect(s).toMatchObject({ ready: 1, total: 2 });
     expect(nodesOutput(s).new!["r/app:v1"]).toBe("pending: no prepull pod on this node yet");
     expect(failuresOf(s)).toEqual([]);
   });
 
-  it("marks the image the readiness probe names as lost when the agent stops being ready", () => {
-    const p = pod("n1", [done("image-0", `r/busybox@${D1}`), done("image-1", `r/app@${D2}`)], false);
-    const s = setState([node("n1")], [p], images, false, new Map([[p.metadata.name, `missing from the runtime: r/busybox@${D1}`]]));
+  it("marks the image whose name the readiness probe says is gone as lost once the agent had pulled everything", () => {
+    const p = pod("n1", false);
+    const log = logOf(present(`r/busybox@${D1}`), present(`r/app@${D2}`), { event: "done" });
+    const probe = new Map([[p.metadata.name, "missing from the runtime: k8s.io/busybox:1"]]);
+    const s = setState([node("n1")], [p], images, false, probe, undefined, new Map([[p.metadata.name, log]]));
     expect(s.ready).toBe(0);
-    expect(nodesOutput(s).n1!["r/busybox:1"]).toMatch(/^failed: readiness: missing from the runtime/);
+    expect(nodesOutput(s).n1!["r/busybox:1"]).toBe("failed: readiness: missing from the runtime: k8s.io/busybox:1");
     expect(nodesOutput(s).n1!["r/app:v1"]).toBe(D2);
   });
 
@@ -111,13 +127,18 @@ describe("node state", () => {
 });
 
 describe("helpers", () => {
-  it("takes the digest from any imageID form", () => {
-    expect(digestOfImageId(`docker.io/library/busybox@${D1}`)).toBe(D1);
-    expect(digestOfImageId(D2)).toBe(D2);
-    expect(digestOfImageId("busybox:1")).toBeUndefined();
+  it("reads the agent's log: the last word per image wins, other lines are skipped", () => {
+    const log = parseAgentLog(
+      `not json\n${line({ image: "a", state: "failed", error: "x" })}${line({ event: "retry", seconds: 10 })}${line({ image: "a", state: "pulling" })}`,
+    );
+    expect(log.images.get("a")).toEqual({ image: "a", state: "pulling" });
+    expect(log).toMatchObject({ retryIn: 10, done: false });
   });
   it("classifies the runtime's messages: auth, not found, no space", () => {
     expect(classifyPullError("unexpected status from HEAD request: 401 Unauthorized")).toBe("registry refused the credentials");
+    expect(classifyPullError("failed to resolve image: authorization failed: no basic auth credentials")).toBe(
+      "registry refused the credentials",
+    );
     expect(classifyPullError("failed to resolve reference: …: not found")).toBe("image not found in the registry");
     expect(classifyPullError("write /var/lib/containerd/…: no space left on device")).toBe("no space left on the node");
   });
@@ -125,16 +146,10 @@ describe("helpers", () => {
 
 describe("pods being replaced", () => {
   it("do not count as failures while a rollout or repair replaces them", () => {
-    const p = pod(
-      "n1",
-      [
-        done("image-0", `r/busybox@${D1}`),
-        { name: "image-1", ready: false, state: { waiting: { reason: "ErrImagePull", message: "401 Unauthorized" } } },
-      ],
-      false,
-    );
-    expect(failuresOf(setState([node("n1")], [p], images, false))).toHaveLength(1);
-    expect(failuresOf(setState([node("n1")], [p], images, false, new Map(), "newer-spec"))).toEqual([]);
+    const p = pod("n1", false);
+    const logs = new Map([[p.metadata.name, logOf({ image: `r/app@${D2}`, state: "failed", error: "401 Unauthorized" })]]);
+    expect(failuresOf(setState([node("n1")], [p], images, false, new Map(), undefined, logs))).toHaveLength(1);
+    expect(failuresOf(setState([node("n1")], [p], images, false, new Map(), "newer-spec", logs))).toEqual([]);
     const deleting = { ...p, metadata: { ...p.metadata, deletionTimestamp: "2026-11-29T05:00:00Z" } };
     expect(nodesOutput(setState([node("n1")], [deleting], images, false))).toEqual({
       n1: { "r/busybox:1": "pending: pod being replaced", "r/app:v1": "pending: pod being replaced" },

@@ -82,26 +82,45 @@ describe("diffPrePull", () => {
 });
 
 describe("buildSpec", () => {
-  it("pulls by digest, gives each credentialed image a Secret, keeps retag names", () => {
-    const { spec, secrets } = buildSpec(inputs(), AGENT);
+  it("pulls by digest, keeps the tag and retag names, and hands credentials to the agent by pull reference", () => {
+    const { spec, secrets, credentials } = buildSpec(inputs(), AGENT);
     expect(spec).toMatchObject({
       name: "core",
       namespace: "kube-system",
       agentImage: AGENT,
       containerdSocket: "/run/containerd/containerd.sock",
       pin: false,
+      authSecret: "core-auth",
     });
     expect(spec.images).toEqual([
-      { key: "127.0.0.1:5000/busybox:1.35", pullRef: `127.0.0.1:5000/busybox@${D1}`, digest: D1, retagAs: [] },
+      {
+        key: "127.0.0.1:5000/busybox:1.35",
+        pullRef: `127.0.0.1:5000/busybox@${D1}`,
+        digest: D1,
+        retagAs: [],
+        tag: "127.0.0.1:5000/busybox:1.35",
+      },
       {
         key: "127.0.0.1:5001/private/app:v1",
         pullRef: `127.0.0.1:5001/private/app@${D2}`,
         digest: D2,
         retagAs: ["registry.k8s.io/app:v1"],
-        secret: "core-pull-0",
+        tag: "127.0.0.1:5001/private/app:v1",
+        auth: true,
       },
     ]);
-    expect(secrets).toEqual([{ name: "core-pull-0", auths: [{ registry: "127.0.0.1:5001", username: "puller", password: "s3cret" }] }]);
+    expect(credentials).toEqual({ [`127.0.0.1:5001/private/app@${D2}`]: { username: "puller", password: "s3cret" } });
+    expect(secrets).toEqual([]);
+    const withAgentAuth = buildSpec(inputs({ agentRegistryAuth: { username: "a", password: "b" } }), AGENT);
+    expect(withAgentAuth.secrets).toEqual([
+      { name: "core-pull-agent", auths: [{ registry: "127.0.0.1:5000", username: "a", password: "b" }] },
+    ]);
+    expect(withAgentAuth.spec.agentPullSecret).toBe("core-pull-agent");
+  });
+  it("pulls an image with a platform by the platform's manifest digest, and says which platform", () => {
+    const { spec } = buildSpec(inputs({ images: [{ ref: "127.0.0.1:5000/busybox:1.35", platform: "linux/arm64" }] }), AGENT);
+    expect(spec.images[0]).toMatchObject({ pullRef: `127.0.0.1:5000/busybox@${D1}`, platform: "linux/arm64" });
+    expect(spec.authSecret).toBeUndefined();
   });
   it("refuses to run without the digests check resolved", () => {
     expect(() => buildSpec(inputs({ digests: {} }), AGENT)).toThrow(/no resolved digest/);
