@@ -9,7 +9,7 @@ cd "$IY_ROOT"
 biome ci --colors=off .
 # Kubernetes binaries before the engine toolchain: pulumi.sh links the provider plugin it builds.
 "$IY_ROOT/scripts/k8s-build.sh" ensure
-# The @pulumi/kubernetes provider plugin, for the PrePullSet e2e (cached; ~20 minutes cold).
+# The @pulumi/kubernetes provider plugin, for the PrePullSet and MirrorWorkloads e2e (cached; 70 min cold on 2 busy cores).
 "$IY_ROOT/scripts/k8s-build.sh" plugin
 "$IY_ROOT/scripts/pulumi.sh" ensure
 # PrePullSet's node agent (Go, static): its image is packed from this build.
