@@ -18,6 +18,10 @@ import { repoRoot, waitUntil } from "../testbed/processes";
 import { applyPod, waitPodPhase, type BedPod } from "../support/bedpods";
 import { loadRegistryTestbed, type RegistryEndpoint } from "../testbed/registry";
 import { destroyLeftovers, exampleStack, MIRRORED_IMAGE_TYPE, resourcesOfType, type ProjectStack } from "./harness";
+import { holdK8sBedForThisFile } from "../support/k8shold";
+
+// One file at a time on the bed: others add and remove nodes.
+holdK8sBedForThisFile();
 
 // On by default (scripts/test.sh builds the @pulumi/kubernetes plugin); IY_K8S_E2E=0 leaves it out
 // of a quick local run, since a cold bed is minutes of work.

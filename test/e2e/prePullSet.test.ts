@@ -8,6 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { addK8sNode, crictl, ctr, kubectl, loadK8sTestbed, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../testbed/k8s";
 import { waitUntil } from "../testbed/processes";
 import { exampleStack, resourcesOfType, type ProjectStack } from "./harness";
+import { holdK8sBedForThisFile } from "../support/k8shold";
+
+// One file at a time on the bed: others add and remove nodes.
+holdK8sBedForThisFile();
 
 const STEP = 300_000;
 const PREPULL_TYPE = "pulumi-nodejs:dynamic/imageyard:PrePullSet";

@@ -711,6 +711,29 @@ export async function addK8sNode(name: string, opts: K8sNodeOptions = {}, stateD
   );
 }
 
+/**
+ * Holds the bed for one test file until the returned release is called. Files that add or remove
+ * nodes, or run DaemonSets and pods over every node, see each other's nodes come and go: a set
+ * waiting for a node another file then removes never becomes ready. vitest runs two files at a
+ * time, so every file that uses the bed takes this hold first (the other worker runs other files).
+ */
+export function holdK8sBed(waitMs = 2_400_000, stateDir = defaultStateDir()): Promise<() => void> {
+  return new Promise((held, failed) => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    withLock(
+      join(bedDir(stateDir), "hold"),
+      async () => {
+        held(release);
+        await released;
+      },
+      waitMs,
+    ).catch(failed);
+  });
+}
+
 /** Stops node `name`'s kubelet, containers and containerd; its data and Node object stay (it goes NotReady). */
 export async function stopK8sNode(name: string, stateDir = defaultStateDir()): Promise<K8sNode> {
   return withLock(

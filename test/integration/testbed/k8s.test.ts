@@ -20,6 +20,10 @@ import {
   type K8sTestbed,
 } from "../../testbed/k8s";
 import { isOurProcess, waitUntil } from "../../testbed/processes";
+import { holdK8sBedForThisFile } from "../../support/k8shold";
+
+// One file at a time on the bed: others add and remove nodes.
+holdK8sBedForThisFile();
 
 const POD_MS = 120_000;
 const NS = `k8sbed-test-${process.pid}`;

@@ -9,6 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyMirrorUse } from "../../../../provider/node/mirrorUse";
 import { kubectl, useK8sTestbed, type K8sTestbed } from "../../../testbed/k8s";
 import { waitUntil } from "../../../testbed/processes";
+import { holdK8sBedForThisFile } from "../../../support/k8shold";
+
+// One file at a time on the bed: others add and remove nodes.
+holdK8sBedForThisFile();
 
 const MS = 240_000;
 const cli = join(__dirname, "..", "..", "..", "..", "dist", "cli", "imageyard.js");

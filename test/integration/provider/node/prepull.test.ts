@@ -35,6 +35,10 @@ import { pushBusyboxVariant } from "../../../testbed/k8simages";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 import { waitUntil } from "../../../testbed/processes";
 import { caught } from "../../../support/caught";
+import { holdK8sBedForThisFile } from "../../../support/k8shold";
+
+// One file at a time on the bed: others add and remove nodes.
+holdK8sBedForThisFile();
 
 const MS = 240_000;
 let tb: K8sTestbed;

@@ -14,6 +14,10 @@ import { kubectl, useK8sTestbed, type K8sTestbed } from "../../../testbed/k8s";
 import { repoRoot } from "../../../testbed/processes";
 import { loadRegistryTestbed } from "../../../testbed/registry";
 import { applyPod, waitPodPhase } from "../../../support/bedpods";
+import { holdK8sBedForThisFile } from "../../../support/k8shold";
+
+// One file at a time on the bed: others add and remove nodes.
+holdK8sBedForThisFile();
 
 // On by default like the other cluster tests; IY_K8S_E2E=0 leaves it out of a quick local run.
 const enabled = process.env.IY_K8S_E2E !== "0";
