@@ -1,12 +1,18 @@
 // PrePullSet through the real engine: examples/kubernetes-prepull (MirroredImage → PrePullSet → a
 // @pulumi/kubernetes Deployment with imagePullPolicy Never) on the Kubernetes test bed (node1 on
 // containerd 1.6, node2 on v2), one stack walking the lifecycle in order. What the nodes hold is
-// checked with crictl and ctr from the bed, not through imageyard.
+// checked with crictl and ctr from the bed, not through imageyard. The source is a busybox variant
+// made for this run: had a kubelet of the bed pulled its image ID under another name (other files
+// run the bed's own busybox), kubelet >= 1.35 would refuse the mirror's name to the Never-pull pod
+// (docs/kubernetes-testbed.md pitfall 17; the README's PrePullSet notes say the same to users).
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { addK8sNode, crictl, ctr, kubectl, loadK8sTestbed, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../testbed/k8s";
 import { waitUntil } from "../testbed/processes";
+import { pushBusyboxVariant } from "../testbed/k8simages";
+import { loadRegistryTestbed } from "../testbed/registry";
 import { exampleStack, resourcesOfType, type ProjectStack } from "./harness";
 import { holdK8sBedForThisFile } from "../support/k8shold";
 
@@ -35,8 +41,9 @@ beforeAll(async () => {
   tb = await useK8sTestbed();
   const plain = tb.registries.plain.host;
   mirrorRepo = `${plain}/e2e-${run}/mirror/busybox`;
+  const source = await pushBusyboxVariant(join(tb.dir, "images"), loadRegistryTestbed().registries.upstream, `e2e-${run}`);
   main = await exampleStack("kubernetes-prepull", "e2e", {
-    source: { value: tb.images.busybox.ref },
+    source: { value: source.ref },
     mirror: { value: mirrorRepo },
     kubeconfig: { value: readFileSync(tb.kubeconfig, "utf8"), secret: true },
     containerdSocket: { value: `${tb.dir}/nodes/\${NODE_NAME}/containerd.sock` },
