@@ -152,11 +152,24 @@ export async function resourcesOfType(stack: Stack, type: string): Promise<State
 export const MIRRORED_IMAGE_TYPE = "pulumi-nodejs:dynamic/imageyard:MirroredImage";
 
 /** afterAll of a stack test: destroy what a failed step left (if any resource of `type` remains), then clean up. */
-export async function destroyLeftovers(ps: ProjectStack | undefined, type: string, cleanup: () => void = () => undefined): Promise<void> {
+export async function destroyLeftovers(
+  ps: ProjectStack | undefined,
+  type: string,
+  cleanup: () => void | Promise<void> = () => undefined,
+): Promise<void> {
   try {
-    if (ps && (await resourcesOfType(ps.stack, type)).length > 0) await ps.stack.destroy();
+    if (ps && (await resourcesOfType(ps.stack, type)).length > 0) await ps.stack.destroy({ onOutput: ps.onOutput("destroy-leftovers") });
   } finally {
     ps?.cleanup();
-    cleanup();
+    await cleanup();
   }
+}
+
+/** One preview of the stack (recorded under `label`): how many resources it would create, update, replace and delete. */
+export async function previewCounts(
+  ps: ProjectStack,
+  label: string,
+): Promise<{ create: number; update: number; replace: number; delete: number }> {
+  const { changeSummary: c } = await ps.stack.preview({ onOutput: ps.onOutput(label), onEvent: ps.onEvent });
+  return { create: c.create ?? 0, update: c.update ?? 0, replace: c.replace ?? 0, delete: c.delete ?? 0 };
 }

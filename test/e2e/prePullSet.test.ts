@@ -9,11 +9,12 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addK8sNode, crictl, ctr, kubectl, loadK8sTestbed, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../testbed/k8s";
+import { addK8sNode, ctr, kubectl, loadK8sTestbed, removeK8sNode, useK8sTestbed, type K8sTestbed } from "../testbed/k8s";
 import { waitUntil } from "../testbed/processes";
 import { pushBusyboxVariant } from "../testbed/k8simages";
 import { loadRegistryTestbed } from "../testbed/registry";
-import { exampleStack, resourcesOfType, type ProjectStack } from "./harness";
+import { destroyLeftovers, exampleStack, previewCounts, resourcesOfType, type ProjectStack } from "./harness";
+import { criImagesOn, prePullSetObjects } from "../support/bedpods";
 import { holdK8sBedForThisFile } from "../support/k8shold";
 
 // One file at a time on the bed: others add and remove nodes.
@@ -32,10 +33,7 @@ const prePullState = async () => {
   return r!.outputs as { ready: number; total: number; nodes: Record<string, Record<string, string>> };
 };
 
-const digestsOn = async (node: string) =>
-  (JSON.parse((await crictl(tb, node, ["images", "-o", "json"])).stdout) as { images: { repoDigests: string[] }[] }).images.flatMap(
-    (i) => i.repoDigests,
-  );
+const digestsOn = async (node: string) => (await criImagesOn(tb, node)).flatMap((i) => i.repoDigests);
 
 beforeAll(async () => {
   tb = await useK8sTestbed();
@@ -52,15 +50,7 @@ beforeAll(async () => {
   });
 }, 900_000);
 
-afterAll(async () => {
-  try {
-    if (main && (await resourcesOfType(main.stack, PREPULL_TYPE)).length > 0)
-      await main.stack.destroy({ onOutput: main.onOutput("destroy-cleanup") });
-  } finally {
-    main?.cleanup();
-    await removeK8sNode("node3").catch(() => undefined);
-  }
-}, STEP);
+afterAll(() => destroyLeftovers(main, PREPULL_TYPE, () => removeK8sNode("node3").catch(() => undefined)), STEP);
 
 describe.sequential("PrePullSet with the real pulumi engine", () => {
   let pinned: string;
@@ -96,9 +86,7 @@ describe.sequential("PrePullSet with the real pulumi engine", () => {
   it(
     "a second preview shows no changes",
     async () => {
-      const res = await main.stack.preview({ onOutput: main.onOutput("preview-nochange"), onEvent: main.onEvent });
-      expect(res.changeSummary.update ?? 0).toBe(0);
-      expect(res.changeSummary.replace ?? 0).toBe(0);
+      expect(await previewCounts(main, "preview-nochange")).toMatchObject({ update: 0, replace: 0 });
     },
     STEP,
   );
@@ -140,11 +128,7 @@ describe.sequential("PrePullSet with the real pulumi engine", () => {
     async () => {
       const res = await main.stack.destroy({ onOutput: main.onOutput("destroy"), onEvent: main.onEvent });
       expect(res.summary.result).toBe("succeeded");
-      expect(
-        (
-          await kubectl(tb, ["get", "ds,secrets", "-n", "kube-system", "-l", "imageyard.dev/prepullset=prepull", "-o", "name"])
-        ).stdout.trim(),
-      ).toBe("");
+      expect(await prePullSetObjects(tb, "prepull")).toBe("");
       expect(await digestsOn("node2")).toContain(pinned);
     },
     STEP,

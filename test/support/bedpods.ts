@@ -1,6 +1,7 @@
 // Plain pods on the Kubernetes test bed, made and watched with kubectl (never the project's code):
 // what tests run to see an image through a real kubelet.
-import { kubectl, type K8sTestbed } from "../testbed/k8s";
+import { randomBytes } from "node:crypto";
+import { crictl, kubectl, type K8sTestbed } from "../testbed/k8s";
 import { waitUntil } from "../testbed/processes";
 
 export interface BedPod {
@@ -47,4 +48,58 @@ export async function waitPodPhase(tb: K8sTestbed, namespace: string, name: stri
     return last.status.phase === phase;
   });
   return last!;
+}
+
+/** An image as `crictl images -o json` lists it. */
+export interface CriImage {
+  repoTags: string[];
+  repoDigests: string[];
+  pinned?: boolean;
+}
+
+/** What node `node`'s runtime holds, asked with the bed's crictl. */
+export async function criImagesOn(tb: K8sTestbed, node: string): Promise<CriImage[]> {
+  return (JSON.parse((await crictl(tb, node, ["images", "-o", "json"])).stdout) as { images: CriImage[] }).images;
+}
+
+export const hasDigest = (imgs: CriImage[], digest: string) => imgs.find((i) => i.repoDigests.some((d) => d.endsWith(`@${digest}`)));
+export const hasTag = (imgs: CriImage[], tag: string) => imgs.find((i) => i.repoTags.includes(tag));
+
+/**
+ * A pod on `node` that runs `image` with imagePullPolicy Never (or IfNotPresent for a name no
+ * reachable registry serves): only the node's own store can serve it.
+ */
+export async function runsOffline(
+  tb: K8sTestbed,
+  node: string,
+  image: string,
+  command: string[],
+  pullPolicy: "Never" | "IfNotPresent" = "Never",
+): Promise<void> {
+  const name = `offline-${randomBytes(4).toString("hex")}`;
+  const pod = {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace: "default" },
+    spec: {
+      nodeName: node,
+      hostNetwork: true,
+      restartPolicy: "Never",
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      tolerations: [{ operator: "Exists" }],
+      containers: [{ name: "c", image, imagePullPolicy: pullPolicy, command }],
+    },
+  };
+  await kubectl(tb, ["apply", "-f", "-"], JSON.stringify(pod));
+  try {
+    await waitPodPhase(tb, "default", name, "Succeeded", 60_000);
+  } finally {
+    await kubectl(tb, ["delete", "pod", "-n", "default", name, "--wait=false"]);
+  }
+}
+
+/** The DaemonSet and Secrets of PrePullSet `set` still in the cluster (kubectl names; empty once deleted). */
+export async function prePullSetObjects(tb: K8sTestbed, set: string, namespace = "kube-system"): Promise<string> {
+  return (await kubectl(tb, ["get", "ds,secrets", "-n", namespace, "-l", `imageyard.dev/prepullset=${set}`, "-o", "name"])).stdout.trim();
 }

@@ -22,7 +22,6 @@ import {
 } from "../../../../provider/resources/prePullSet.lifecycle";
 import {
   addK8sNode,
-  crictl,
   ctr,
   kubectl,
   loadK8sTestbed,
@@ -36,6 +35,7 @@ import { loadRegistryTestbed } from "../../../testbed/registry";
 import { waitUntil } from "../../../testbed/processes";
 import { caught } from "../../../support/caught";
 import { holdK8sBedForThisFile } from "../../../support/k8shold";
+import { criImagesOn, hasDigest, hasTag, runsOffline } from "../../../support/bedpods";
 
 // One file at a time on the bed: others add and remove nodes.
 holdK8sBedForThisFile();
@@ -50,16 +50,7 @@ const logs: string[] = [];
 const deps = { log: (l: string) => logs.push(l), pollMs: 500 };
 const created: PrePullOutputs[] = [];
 
-interface CriImage {
-  repoTags: string[];
-  repoDigests: string[];
-  pinned?: boolean;
-}
-async function criImages(node: string): Promise<CriImage[]> {
-  return (JSON.parse((await crictl(tb, node, ["images", "-o", "json"])).stdout) as { images: CriImage[] }).images;
-}
-const hasDigest = (imgs: CriImage[], digest: string) => imgs.find((i) => i.repoDigests.some((d) => d.endsWith(`@${digest}`)));
-const hasTag = (imgs: CriImage[], tag: string) => imgs.find((i) => i.repoTags.includes(tag));
+const criImages = (node: string) => criImagesOn(tb, node);
 
 async function inputs(name: string, over: Partial<PrePullInputs>): Promise<PrePullInputs> {
   const news: PrePullInputs = {
@@ -79,39 +70,6 @@ async function create(i: PrePullInputs): Promise<PrePullOutputs> {
   const { outs } = await createPrePull(i, deps);
   created.push(outs);
   return outs;
-}
-
-/**
- * A pod on `node` that runs `image` with imagePullPolicy Never (or IfNotPresent for a name no
- * reachable registry serves): only the node's own store can serve it.
- */
-async function runsOffline(node: string, image: string, command: string[], pullPolicy: "Never" | "IfNotPresent" = "Never"): Promise<void> {
-  const name = `offline-${run}-${Math.random().toString(36).slice(2, 7)}`;
-  const pod = {
-    apiVersion: "v1",
-    kind: "Pod",
-    metadata: { name, namespace: "default" },
-    spec: {
-      nodeName: node,
-      hostNetwork: true,
-      restartPolicy: "Never",
-      automountServiceAccountToken: false,
-      enableServiceLinks: false,
-      tolerations: [{ operator: "Exists" }],
-      containers: [{ name: "c", image, imagePullPolicy: pullPolicy, command }],
-    },
-  };
-  await kubectl(tb, ["apply", "-f", "-"], JSON.stringify(pod));
-  try {
-    await waitUntil(`pod ${name} (${image}, pull policy ${pullPolicy}) on ${node} to succeed`, 60_000, async () => {
-      const phase = (await kubectl(tb, ["get", "pod", "-n", "default", name, "-o", "jsonpath={.status.phase}"])).stdout;
-      if (phase === "Failed")
-        throw new Error(`pod ${name} failed: ${(await kubectl(tb, ["describe", "pod", "-n", "default", name])).stdout}`);
-      return phase === "Succeeded";
-    });
-  } finally {
-    await kubectl(tb, ["delete", "pod", "-n", "default", name, "--wait=false"]);
-  }
 }
 
 beforeAll(async () => {
@@ -163,10 +121,10 @@ describe("PrePullSet on a real cluster", () => {
   it(
     "a pod naming the retag with imagePullPolicy Never starts on each node; with IfNotPresent too, though no registry serves that name",
     async () => {
-      await runsOffline("node1", RETAG, ["/bin/true"]);
-      await runsOffline("node2", RETAG, ["/bin/true"]);
-      await runsOffline("node2", RETAG, ["/bin/true"], "IfNotPresent");
-      await runsOffline("node1", busybox.ref, ["/bin/true"]);
+      await runsOffline(tb, "node1", RETAG, ["/bin/true"]);
+      await runsOffline(tb, "node2", RETAG, ["/bin/true"]);
+      await runsOffline(tb, "node2", RETAG, ["/bin/true"], "IfNotPresent");
+      await runsOffline(tb, "node1", busybox.ref, ["/bin/true"]);
     },
     MS,
   );
@@ -274,7 +232,7 @@ describe("PrePullSet on a real cluster", () => {
       );
       expect(outs).toMatchObject({ ready: 1, total: 1 });
       expect(hasTag(await criImages("node2"), name)).toBeDefined();
-      await runsOffline("node2", name, ["/bin/true"]);
+      await runsOffline(tb, "node2", name, ["/bin/true"]);
     },
     MS,
   );
