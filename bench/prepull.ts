@@ -2,10 +2,14 @@
 // (import-images: `crictl pull` image after image, on each node in turn). Every round starts from
 // nodes without the images (crictl rmi on each node), the two ways alternate, medians of --runs.
 // Aim: wall-time ratio ≥ 1.8 on 2 nodes, and PrePullSet's wall ≈ its slowest node, not the sum.
+// With --registry-latency-ms, both ways pull through a proxy that holds each request that long: a
+// registry a round trip away, as for nodes in another site than their registry (the manifest bench
+// models a distant upstream the same way).
 // Also sampled every 250 ms during each way: the peak resident memory of the nodes' containerds
 // plus (PrePullSet) the agents, and the 1-minute load average; the provider's own peak RSS.
 //
-//   node dist/bench/prepull.js [--images 8] [--layer-size 16M] [--runs 3]   (scripts/bench-prepull.sh)
+//   node dist/bench/prepull.js [--images 8] [--layer-size 16M] [--runs 3] [--registry-latency-ms 0]
+//   (scripts/bench-prepull.sh)
 //
 // Ends with RESULT {"case":"prepull-8x2",...,"ratio":…}.
 import { readdirSync, readFileSync } from "node:fs";
@@ -13,6 +17,7 @@ import { loadavg } from "node:os";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { checkPrePull, createPrePull, deletePrePull, type PrePullInputs } from "../provider/resources/prePullSet.lifecycle";
+import { startFaultProxy, type FaultProxy } from "../test/testbed/faultproxy";
 import { seedImage, type SeededImage } from "../test/testbed/images";
 import { crictl, k8sTestbedRss, releaseK8sTestbed, startK8sTestbed, type K8sTestbed } from "../test/testbed/k8s";
 import { defaultStateDir } from "../test/testbed/processes";
@@ -95,10 +100,10 @@ async function prePullWay(
   tb: K8sTestbed,
   nodes: string[],
   images: SeededImage[],
-  round: number,
+  roundNo: number,
 ): Promise<{ wall: number; check: number; perNode: number[] }> {
   const news: PrePullInputs = {
-    name: `bench-${Date.now().toString(36)}-${round}`,
+    name: `bench-${Date.now().toString(36)}-${roundNo}`,
     kubeconfig: readFileSync(tb.kubeconfig, "utf8"),
     containerdSocket: `${tb.dir}/nodes/\${NODE_NAME}/containerd.sock`,
     agentRegistry: tb.registries.plain.host,
@@ -110,12 +115,12 @@ async function prePullWay(
   const t1 = performance.now();
   const readyAt = new Map<string, number>();
   const progress = (l: string) => {
-    log(`  ${l}`);
+    log(`  +${round((performance.now() - t0) / 1000, 2)} s ${l}`);
     if (!l.startsWith("nodes ready")) return;
     const busy = new Set([...l.matchAll(/; ([^:;]+):/g)].map((m) => m[1]!));
     for (const n of nodes) if (!busy.has(n) && !readyAt.has(n)) readyAt.set(n, performance.now());
   };
-  const { id, outs } = await createPrePull(inputs, { log: () => {}, progress, pollMs: 250 });
+  const { id, outs } = await createPrePull(inputs, { log: () => {}, progress });
   const t2 = performance.now();
   if (outs.ready !== outs.total) throw new Error(`bench: only ${outs.ready}/${outs.total} nodes ready`);
   await deletePrePull(id, outs, { log: () => {} });
@@ -132,12 +137,17 @@ async function main(): Promise<void> {
       images: { type: "string", default: "8" },
       "layer-size": { type: "string", default: "16M" },
       runs: { type: "string", default: "3" },
+      "registry-latency-ms": { type: "string", default: "0" },
     },
   });
   const n = Number(values.images);
   const runs = Number(values.runs);
+  const latencyMs = Number(values["registry-latency-ms"]);
+  if (!(Number.isInteger(n) && n > 0 && Number.isInteger(runs) && runs > 0 && Number.isInteger(latencyMs) && latencyMs >= 0))
+    throw new Error("usage: prepull.js [--images N] [--layer-size 16M] [--runs N] [--registry-latency-ms 0]");
   const stateDir = defaultStateDir();
   const tb = await startK8sTestbed(stateDir, { lease: LEASE });
+  let proxy: FaultProxy | undefined;
   try {
     const nodes = Object.values(tb.nodes)
       .filter((x) => x.state === "running")
@@ -149,11 +159,16 @@ async function main(): Promise<void> {
     if (!ep) throw new Error(`bench: the bed's plain registry ${tb.registries.plain.host} is not in the registry test bed`);
     const tag = Date.now().toString(36);
     log(`seeding ${n} images of 2 × ${values["layer-size"]} into ${ep.host}; nodes: ${nodes.join(", ")}`);
-    const images = await Promise.all(
+    const seeded = await Promise.all(
       Array.from({ length: n }, (_, i) =>
         seedImage(ep, `bench-prepull-${tag}/img${i}:v1`, { layers: 2, layerSize: values["layer-size"], seed: `bench-prepull-${tag}-${i}` }),
       ),
     );
+    // Every request of both ways (check's tag lookups included) waits the round trip in the proxy.
+    proxy = latencyMs > 0 ? await startFaultProxy(ep, [{ fault: { kind: "delay", ms: latencyMs } }]) : undefined;
+    const via = proxy?.host;
+    const images = via ? seeded.map((i) => ({ ...i, ref: i.ref.replace(ep.host, via) })) : seeded;
+    if (via) log(`nodes pull through ${via} (+${latencyMs} ms a request)`);
     // Warm the agent image on every node once: both ways then pull only the N images.
     await prePullWay(tb, nodes, images.slice(0, 1), 0);
     const bosh: ({ wall: number; perNode: number[] } & Sampled)[] = [];
@@ -211,7 +226,8 @@ async function main(): Promise<void> {
     );
     process.stdout.write(
       `${resultLine({
-        case: `prepull-${n}x${nodes.length}`,
+        case: `prepull-${n}x${nodes.length}${latencyMs ? `-rtt${latencyMs}ms` : ""}`,
+        registry_latency_ms: latencyMs,
         images: n,
         layer_size: values["layer-size"],
         nodes: nodes.length,
@@ -231,6 +247,7 @@ async function main(): Promise<void> {
       })}\n`,
     );
   } finally {
+    await proxy?.close();
     await releaseK8sTestbed(stateDir, LEASE);
   }
 }

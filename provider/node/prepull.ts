@@ -181,9 +181,12 @@ export async function waitForSet(
 ): Promise<SetState> {
   const log = deps.log ?? (() => {});
   const now = deps.now ?? Date.now;
-  const poll = deps.pollMs ?? 1000;
+  const started = now();
   let last = "";
   for (;;) {
+    // Quick at first, so a small set is seen done within a quarter second; 1 s once it runs
+    // longer (each poll lists nodes and pods and reads the log of every agent not yet ready).
+    const poll = deps.pollMs ?? Math.min(1000, 250 + (now() - started) / 15);
     const ds = await client.get<DaemonSet>(paths.daemonSet(spec.namespace, spec.name), `read ${dsTarget(spec)}`);
     if (!ds) throw new ImageyardError("KUBE_NOT_FOUND", `wait for ${dsTarget(spec)}: it was deleted while waiting (404). Run again.`);
     const hash = imagesHash(spec);

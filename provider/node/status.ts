@@ -13,6 +13,8 @@ interface ContainerState {
 export interface ContainerStatus {
   name: string;
   ready: boolean;
+  /** false until the startup probe passed (absent on API servers older than 1.16). */
+  started?: boolean;
   restartCount?: number;
   image?: string;
   imageID?: string;
@@ -225,6 +227,14 @@ export function nodeState(
   }
   if (!agent?.state?.running) return all({ state: "pending", reason: "agent starting" });
   for (const img of images) out.images[img.key] = fromLog(img, log);
+  if (agent.started !== undefined && log?.done && !probe && images.every((img) => out.images[img.key]?.state === "present")) {
+    // The agent pulled and named every image and said so, each with the digest the runtime
+    // reported, and no readiness probe has failed since: the node is done now, not when the
+    // kubelet next runs a probe (the startup probe within a second; the readiness probe only on
+    // its 10 s tick after that). A lost name fails readiness, and its event names it (below).
+    out.ready = true;
+    return out;
+  }
   if (log?.done && probe) {
     // Every image was pulled, yet the agent is not ready: its probe says which name is gone.
     for (const img of images) {

@@ -114,6 +114,32 @@ describe("node state", () => {
     expect(nodesOutput(s).n1!["r/app:v1"]).toBe(D2);
   });
 
+  it("counts a node done once its agent logged every image present, before the kubelet's probes run; a failed readiness probe wins", () => {
+    const starting = pod("n1", false);
+    starting.status!.containerStatuses![0]!.started = false;
+    const done = logOf(present(`r/busybox@${D1}`), present(`r/app@${D2}`), { event: "done" });
+    const logs = new Map([[starting.metadata.name, done]]);
+    const s = setState([node("n1")], [starting], images, false, new Map(), undefined, logs);
+    expect(s).toMatchObject({ ready: 1, total: 1 });
+    expect(nodesOutput(s)).toEqual({ n1: { "r/busybox:1": D1, "r/app:v1": D2 } });
+    // Not done yet: one image still pulling.
+    const pulling = logOf(present(`r/busybox@${D1}`), { image: `r/app@${D2}`, state: "pulling" });
+    expect(
+      setState([node("n1")], [starting], images, false, new Map(), undefined, new Map([[starting.metadata.name, pulling]])).ready,
+    ).toBe(0);
+    // The startup probe passed and readiness has not run yet (its tick is 10 s): still done.
+    const started = pod("n1", false);
+    started.status!.containerStatuses![0]!.started = true;
+    const startedLogs = new Map([[started.metadata.name, done]]);
+    expect(setState([node("n1")], [started], images, false, new Map(), undefined, startedLogs).ready).toBe(1);
+    // Readiness failed since: the old "done" does not make it ready.
+    const failed = new Map([[started.metadata.name, "missing from the runtime: k8s.io/busybox:1"]]);
+    expect(setState([node("n1")], [started], images, false, failed, undefined, startedLogs).ready).toBe(0);
+    // An API server that does not report `started` (before 1.16): only the pod's readiness counts.
+    const old = pod("n1", false);
+    expect(setState([node("n1")], [old], images, false, new Map(), undefined, new Map([[old.metadata.name, done]])).ready).toBe(0);
+  });
+
   it("says per node where pinning is not supported (containerd 1.6) rather than claiming it", () => {
     const s = setState([node("old", "containerd://1.6.20"), node("new", "containerd://2.4.2")], [], images, true);
     expect(s.nodes.find((n) => n.node === "old")!.warnings[0]).toMatch(/pin not supported by containerd 1.6.20/);
