@@ -15,8 +15,8 @@
 // A tag is resolved to its digest in preview: when it moves, `pulumi preview` shows the set's update
 // from the old digest to the new, and `up` moves the tag (and its retag names) on every node.
 import * as pulumi from "@pulumi/pulumi";
-// In a project of your own: import { PrePullSet, type PrePullImageInput, type RegistryAuthInput } from "imageyard";
-import { PrePullSet, type PrePullImageInput, type RegistryAuthInput } from "../../index";
+// In a project of your own: import { PrePullSet, type PrePullImageInput } from "imageyard";
+import { PrePullSet, type PrePullImageInput } from "../../index";
 
 interface ImageConfig {
   ref: string;
@@ -38,6 +38,8 @@ const authOf = (key: string, where: string): pulumi.Output<string> =>
     return value;
   });
 
+const agentAuthKey = config.get("agentRegistryAuth");
+
 const set = new PrePullSet("images", {
   images: images.map(
     (img, i): PrePullImageInput => ({
@@ -48,15 +50,7 @@ const set = new PrePullSet("images", {
     }),
   ),
   agentRegistry: config.require("agentRegistry"),
-  agentRegistryAuth: ((key) => {
-    if (!key) return undefined;
-    return authOf(key, "agentRegistryAuth").apply((b64): RegistryAuthInput => {
-      const pair = Buffer.from(b64, "base64").toString("utf8");
-      const colon = pair.indexOf(":");
-      if (colon < 1) throw new Error(`agentRegistryAuth: auths.${key} is not base64 of user:pass`);
-      return { username: pair.slice(0, colon), password: pair.slice(colon + 1) };
-    });
-  })(config.get("agentRegistryAuth")),
+  agentRegistryAuth: agentAuthKey ? authOf(agentAuthKey, "agentRegistryAuth") : undefined,
   kubeconfig: config.getSecret("kubeconfig"),
   context: config.get("context"),
   nodeSelector: config.getObject<Record<string, string>>("nodeSelector"),

@@ -7,7 +7,16 @@ import type { Lifecycle, OperationContext } from "./forward";
 import { checkTimeouts, timeoutMs, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
 import { registryOptions, type TlsInput } from "./mirroredImage.lifecycle";
-import { planImage, pullRefOf, resolveDigest, tagOf, type Credentials, type ImageEntry, type PlannedImage } from "../node/images";
+import {
+  decodeAuth,
+  planImage,
+  pullRefOf,
+  resolveDigest,
+  tagOf,
+  type Credentials,
+  type ImageEntry,
+  type PlannedImage,
+} from "../node/images";
 import { authSecretName, DEFAULT_SOCKET, type NodeImage, type SetSpec, type Toleration } from "../node/manifest";
 import { nodesOutput, type SetState } from "../node/status";
 import { KubeClient, paths } from "../node/kube";
@@ -31,7 +40,8 @@ export interface PrePullInputs {
   removeImagesOnDelete?: boolean;
   containerdSocket?: string;
   agentRegistry?: string;
-  agentRegistryAuth?: Credentials;
+  /** `{username, password}`, or BOSH's base64 "user:pass" (check decodes it to the object). */
+  agentRegistryAuth?: Credentials | string;
   agentRegistryTls?: TlsInput;
   agentImage?: string;
   timeouts?: Timeouts;
@@ -69,7 +79,11 @@ const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e));
 // ---------------------------------------------------------------- check
 
 /** Offline validation; returns the planned images when every entry parsed. */
-export function validatePrePull(news: Partial<PrePullInputs>): { failures: CheckFailure[]; images: PlannedImage[] } {
+export function validatePrePull(news: Partial<PrePullInputs>): {
+  failures: CheckFailure[];
+  images: PlannedImage[];
+  agentRegistryAuth?: Credentials;
+} {
   const failures: CheckFailure[] = [];
   const fail = (property: string, reason: string) => failures.push({ property, reason });
   const images: PlannedImage[] = [];
@@ -127,6 +141,15 @@ export function validatePrePull(news: Partial<PrePullInputs>): { failures: Check
       'containerdSocket is an absolute host path, e.g. "/run/k3s/containerd/containerd.sock" or "/var/lib/nodes/${NODE_NAME}/containerd.sock"',
     );
   }
+  // The same forms as an image's auth, decoded once here.
+  let agentRegistryAuth: Credentials | undefined;
+  if (news.agentRegistryAuth !== undefined && !isUnknown(news.agentRegistryAuth)) {
+    try {
+      agentRegistryAuth = decodeAuth(news.agentRegistryAuth, "agentRegistryAuth");
+    } catch (e) {
+      fail("agentRegistryAuth", messageOf(e));
+    }
+  }
   if (news.agentImage === undefined && news.agentRegistry === undefined) {
     fail(
       "agentRegistry",
@@ -134,8 +157,12 @@ export function validatePrePull(news: Partial<PrePullInputs>): { failures: Check
     );
   }
   failures.push(...checkTimeouts(news.timeouts));
-  return { failures, images };
+  return { failures, images, ...(agentRegistryAuth ? { agentRegistryAuth } : {}) };
 }
+
+/** agentRegistryAuth as credentials (check already decoded a base64 string; the object passes as is). */
+const agentAuth = (i: PrePullInputs): Credentials | undefined =>
+  i.agentRegistryAuth === undefined ? undefined : decodeAuth(i.agentRegistryAuth, "agentRegistryAuth");
 
 export async function checkPrePull(
   olds: Partial<PrePullInputs>,
@@ -144,7 +171,8 @@ export async function checkPrePull(
 ): Promise<{ inputs: PrePullInputs; failures: CheckFailure[] }> {
   const inputs: PrePullInputs = { ...news };
   delete inputs.digests;
-  const { failures, images } = validatePrePull(news);
+  const { failures, images, agentRegistryAuth } = validatePrePull(news);
+  if (agentRegistryAuth) inputs.agentRegistryAuth = agentRegistryAuth;
   if (failures.length > 0 || isUnknown(news.images)) return { inputs, failures };
   const digests: Record<string, string> = {};
   const resolved = await mapLimit(images, 4, async (img, i): Promise<CheckFailure | undefined> => {
@@ -273,7 +301,7 @@ export function buildSpec(
   if (Object.keys(credentials).length) spec.authSecret = authSecretName(inputs.name);
   if (inputs.agentRegistryAuth && inputs.agentRegistry && !inputs.agentImage) {
     const name = `${inputs.name}-pull-agent`;
-    secrets.push({ name, auths: [{ registry: registryKey(inputs.agentRegistry.split("/")[0]!), ...inputs.agentRegistryAuth }] });
+    secrets.push({ name, auths: [{ registry: registryKey(inputs.agentRegistry.split("/")[0]!), ...agentAuth(inputs)! }] });
     spec.agentPullSecret = name;
   }
   if (inputs.nodeSelector) spec.nodeSelector = inputs.nodeSelector;
@@ -304,7 +332,7 @@ async function run(inputs: PrePullInputs, op: "create" | "update", deps: PrePull
   const progress = deps.progress ?? log;
   const deadline = Date.now() + timeoutMs(inputs.timeouts, op, DEFAULT_TIMEOUT_S);
   const agentImageRef =
-    inputs.agentImage ?? (await ensureAgentImage(inputs.agentRegistry!, inputs.agentRegistryAuth, inputs.agentRegistryTls, log));
+    inputs.agentImage ?? (await ensureAgentImage(inputs.agentRegistry!, agentAuth(inputs), inputs.agentRegistryTls, log));
   const archives = new Map<string, ArchiveInfo>();
   for (const img of inputs.images.map((e, i) => planImage(e, i))) if (img.archive) archives.set(img.key, await readArchive(img.archive));
   const { spec, secrets, credentials } = buildSpec(inputs, agentImageRef, archives);

@@ -30,7 +30,8 @@ export interface PrePullSetArgs {
   images: pulumi.Input<pulumi.Input<string | PrePullImageInput>[]>;
   /** A registry every node can pull from; the bundled agent image is copied there (air-gapped clusters work). */
   agentRegistry?: pulumi.Input<string>;
-  agentRegistryAuth?: pulumi.Input<RegistryAuthInput>;
+  /** Credentials for agentRegistry, or BOSH's base64 "user:password" (kept secret). */
+  agentRegistryAuth?: pulumi.Input<RegistryAuthInput | string>;
   agentRegistryTls?: pulumi.Input<RegistryTlsInput>;
   /** Use this agent image (repository@sha256:…) instead of copying the bundled one. */
   agentImage?: pulumi.Input<string>;

@@ -58,6 +58,17 @@ describe("validatePrePull", () => {
     expect(failures.find((f) => f.property === "images[2]")!.reason).toMatch(/listed twice \(images\[0\] and images\[2\]\)/);
   });
 
+  it("takes agentRegistryAuth as BOSH's base64 user:pass like an image's auth, and names it when malformed", () => {
+    const ok = validatePrePull(inputs({ agentRegistryAuth: Buffer.from("robot:s3:cret").toString("base64") }));
+    expect(ok.failures).toEqual([]);
+    expect(ok.agentRegistryAuth).toEqual({ username: "robot", password: "s3:cret" });
+    for (const bad of ["not base64!", { username: "", password: "x" }] as const) {
+      const { failures } = validatePrePull(inputs({ agentRegistryAuth: bad as never }));
+      expect(failures.map((f) => f.property)).toEqual(["agentRegistryAuth"]);
+      expect(JSON.stringify(failures)).not.toContain("s3:cret");
+    }
+  });
+
   it("lets unknown values pass in preview", () => {
     expect(validatePrePull(inputs({ images: UNKNOWN as never })).failures).toEqual([]);
   });
