@@ -49,7 +49,8 @@ async function countByName(name: string): Promise<number> {
   return (await listImages(demo, { name, visibility: "all" })).length;
 }
 
-describe("import methods the cloud does not enable", () => {
+// The first test to ask for a cloud starts its glance-api (7 s quiet, over 60 s once under full-suite load).
+describe("import methods the cloud does not enable", { timeout: 180_000 }, () => {
   it("the test bed's Glance lists glance-direct and web-download in /v2/info/import", async () => {
     expect((await getImportMethods(demo)).sort()).toEqual(["glance-direct", "web-download"]);
   });
