@@ -139,3 +139,18 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   if (failure !== undefined) throw failure.error;
   return results;
 }
+
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Runs a promise to completion without letting a failure go unobserved while other work runs. */
+export function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true, value }),
+    (error: unknown) => ({ ok: false, error }),
+  );
+}
+
+export function unwrap<T>(s: Settled<T>): T {
+  if (!s.ok) throw s.error;
+  return s.value;
+}

@@ -2,15 +2,22 @@
 // then walk the source image (index → children → config + layers, signatures) and decide per blob
 // whether the target already has it, can mount it, or needs it uploaded. The plan is also what a
 // preview shows (summarizePlan).
-import { ImageyardError } from "../http/errors";
+import { ImageyardError, isImageyardError } from "../http/errors";
 import { formatBytes, type ProgressSink } from "../http/progress";
 import { mapLimit } from "../http/retry";
 import type { WaitBoard } from "../http/waits";
 import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, type ImageLocation } from "./location";
 import { parsePlatform, type Descriptor } from "./manifest";
-import type { RegistryClient, RegistryOptions } from "./registry";
+import type { ManifestResponse, RegistryClient, RegistryOptions } from "./registry";
 import { openRegistryStore, type ImageStore } from "./store";
-import { collectImage, collectSignatures, MANIFEST_CONCURRENCY, type PlannedManifest, type WalkedManifest } from "./walk";
+import {
+  collectImage,
+  collectSignatures,
+  MANIFEST_CONCURRENCY,
+  signatureSubjects,
+  type PlannedManifest,
+  type WalkedManifest,
+} from "./walk";
 
 export type { ManifestRole, PlannedManifest } from "./walk";
 
@@ -37,6 +44,12 @@ export interface CopyRequest {
    * totalSize. Default false: an up-to-date copy costs exactly two HEADs.
    */
   describe?: boolean;
+  /**
+   * Plan for a preview (MirroredImage's check) rather than a copy: the image's manifests and
+   * blobs, without what only the copy needs, each a round trip more to the source: a single
+   * image's platform (read from its config, unless platforms filters) and the signature look-ups.
+   */
+  preview?: boolean;
 }
 
 export type StoreSide = "source" | "target";
@@ -102,6 +115,8 @@ export interface CopyPlan {
   manifests: PlannedManifest[];
   blobs: PlannedBlob[];
   signatures: number;
+  /** A preview plan: signatures are looked up only when copying. */
+  signaturesPending?: boolean;
   totals: PlanTotals;
 }
 
@@ -190,10 +205,15 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
   const sourceId = pinned ?? tagOf(sourceLoc) ?? "";
 
   // The fast path: one HEAD per side answers "already there" without reading anything else.
-  const [sourceHead, targetHead] = await Promise.all([
-    pinned ? undefined : source.headManifest(sourceId),
-    tag !== undefined ? target.headManifest(tag) : pinned ? target.headManifest(pinned) : undefined,
-  ]);
+  // Both sides at once (regsync's fast path). When the target holds nothing under the tag, the
+  // source manifest is needed anyway: GET it by tag right then rather than after the source's
+  // HEAD, one round trip less to a distant upstream (check pays it once per image, serially).
+  const sourceHeadP = pinned ? undefined : source.headManifest(sourceId);
+  void sourceHeadP?.catch(() => undefined);
+  const targetHead = await (tag !== undefined ? target.headManifest(tag) : pinned ? target.headManifest(pinned) : undefined);
+  let root: ManifestResponse | undefined;
+  if (!pinned && !targetHead && source.kind === "registry") root = await manifestOrNotFound(source, sourceId);
+  const sourceHead = root ?? (sourceHeadP ? await sourceHeadP : undefined);
   if (!pinned && !sourceHead) throw notFound(source, sourceId);
   const sourceDigest = pinned ?? sourceHead!.digest;
   const base = {
@@ -212,8 +232,13 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
     return plan;
   }
 
-  const root = await source.getManifest(sourceDigest);
-  const image = await collectImage(source, root, wanted, sourceLoc.display);
+  // Signatures are looked up during the walk unless the plan may still turn out up to date.
+  const withSignatures = request.copySignatures !== false && !request.preview;
+  const signaturesEarly = withSignatures && !(wanted && targetHead);
+  const image = await collectImage(source, root ?? (await source.getManifest(sourceDigest)), wanted, sourceLoc.display, {
+    signatures: signaturesEarly,
+    platform: !request.preview,
+  });
   if (wanted && targetHead?.digest === image.digest) {
     const plan = upToDatePlan(base, targetLoc, targetHead.mediaType, tag);
     Object.assign(plan, {
@@ -228,8 +253,9 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
     return plan;
   }
 
-  let signatures: WalkedManifest[] = [];
-  if (request.copySignatures !== false) signatures = await collectSignatures(source, image, sourceDigest);
+  let signatures = image.signatures;
+  if (withSignatures && !signaturesEarly)
+    signatures = await collectSignatures(source, signatureSubjects(image), image.filtered ? undefined : sourceDigest);
   if (tag !== undefined) image.root.tag = tag;
   const manifests = [...image.manifests, ...signatures.filter((m) => m.role !== "referrer"), image.root];
   // Referrers name their subject; they go after it, still before nothing else depends on them.
@@ -253,6 +279,7 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
     manifests: manifests.map(stripBlobs),
     blobs: planned,
     signatures: signatures.length,
+    ...(request.preview && request.copySignatures !== false ? { signaturesPending: true } : {}),
     totals: totalsOf(planned, manifests),
   };
   contexts.set(plan, ctx);
@@ -288,6 +315,16 @@ async function describeInto(plan: CopyPlan, target: ImageStore): Promise<void> {
   const image = await collectImage(target, await target.getManifest(plan.digest), undefined, target.name);
   plan.platforms = image.platforms;
   plan.totalSize = image.totalSize;
+}
+
+/** GET by tag; a missing tag reads as check and copy word it for a HEAD. */
+async function manifestOrNotFound(store: ImageStore, reference: string): Promise<ManifestResponse> {
+  try {
+    return await store.getManifest(reference);
+  } catch (e) {
+    if (isImageyardError(e) && e.status === 404) throw notFound(store, reference);
+    throw e;
+  }
 }
 
 function notFound(store: ImageStore, reference: string): ImageyardError {
@@ -353,6 +390,7 @@ export function summarizePlan(plan: CopyPlan): string {
   ];
   let line = `${parts.join(", ")}; ${t.manifestsToPut} manifest${t.manifestsToPut === 1 ? "" : "s"}`;
   if (plan.signatures > 0) line += ` (${plan.signatures} signature${plan.signatures === 1 ? "" : "s"})`;
+  else if (plan.signaturesPending) line += " (and any signatures, found when copying)";
   if (plan.platformsFiltered) line += `; platforms ${plan.platforms.join(", ")} only: new digest ${plan.digest}`;
   return line;
 }

@@ -1,7 +1,7 @@
 // Walking an image: index → children → config + layers, the platform subset, and the cosign
 // signature tags and OCI referrers that travel with it. Reads only; the planner decides.
 import { ImageyardError } from "../http/errors";
-import { mapLimit } from "../http/retry";
+import { mapLimit, settle, unwrap } from "../http/retry";
 import { readVerified } from "./digest";
 import {
   formatPlatform,
@@ -51,6 +51,8 @@ export interface CollectedImage {
   platforms: string[];
   filtered: boolean;
   totalSize: number;
+  /** Signature tags and referrers found (collectImage with signatures: true), in push order. */
+  signatures: WalkedManifest[];
 }
 
 export async function collectImage(
@@ -58,6 +60,7 @@ export async function collectImage(
   root: ManifestResponse,
   wanted: Platform[] | undefined,
   label: string,
+  opts: { signatures?: boolean; platform?: boolean } = {},
 ): Promise<CollectedImage> {
   const parsed = parseManifest(root.bytes, root.mediaType, label);
   const manifests: WalkedManifest[] = [];
@@ -65,25 +68,36 @@ export async function collectImage(
   let bytes = root.bytes;
   let platforms: string[] = [];
   let filtered = false;
-
+  let kept: Descriptor[] = [];
   if (parsed.kind === "index") {
-    const kept = wanted ? selectPlatforms(parsed, wanted, label) : parsed.children;
+    kept = wanted ? selectPlatforms(parsed, wanted, label) : parsed.children;
     if (kept.length < parsed.children.length) {
       filtered = true;
       bytes = filteredIndex(root.bytes, new Set(kept.map((c) => c.digest)));
     }
     platforms = [...new Set(kept.filter((c) => c.platform && c.platform.os !== "unknown").map((c) => formatPlatform(c.platform!)))];
-    await walkChildren(store, kept, manifests, blobs, label, 0);
-  } else {
-    addBlobs(parsed, blobs);
-    const platform = await configPlatform(store, parsed, label);
-    if (wanted && !(platform && wanted.some((w) => platformMatches(w, platform)))) {
-      throw new ImageyardError(
-        "INVALID_INPUT",
-        `copy ${label}: the source is a single-platform image${platform ? ` for ${formatPlatform(platform)}` : " without a platform in its config"}, but platforms asks for ${wanted.map(formatPlatform).join(", ")}. Drop platforms, or pick an image that has them.`,
-      );
+  }
+  // Signatures are looked up while the image is walked, not after: on a distant registry each
+  // stage is a round trip, and a fleet pays check's serial ones once per image.
+  const firstSubjects = [...(filtered ? [] : [root.digest]), ...kept.slice(0, MAX_SIGNED_CHILDREN).map((c) => c.digest)];
+  const signaturesP = opts.signatures ? settle(collectSignatures(store, firstSubjects, filtered ? undefined : root.digest)) : undefined;
+  try {
+    if (parsed.kind === "index") {
+      await walkChildren(store, kept, manifests, blobs, label, 0);
+    } else {
+      addBlobs(parsed, blobs);
+      // The platform is reported, not needed, unless platforms filters: a preview skips it.
+      const platform = wanted || opts.platform !== false ? await configPlatform(store, parsed, label) : undefined;
+      if (wanted && !(platform && wanted.some((w) => platformMatches(w, platform)))) {
+        throw new ImageyardError(
+          "INVALID_INPUT",
+          `copy ${label}: the source is a single-platform image${platform ? ` for ${formatPlatform(platform)}` : " without a platform in its config"}, but platforms asks for ${wanted.map(formatPlatform).join(", ")}. Drop platforms, or pick an image that has them.`,
+        );
+      }
+      if (platform) platforms = [formatPlatform(platform)];
     }
-    if (platform) platforms = [formatPlatform(platform)];
+  } finally {
+    await signaturesP;
   }
   const digest = filtered ? parseManifest(bytes).digest : root.digest;
   const top: WalkedManifest = {
@@ -98,7 +112,18 @@ export async function collectImage(
   let totalSize = bytes.length;
   for (const m of manifests) totalSize += m.size;
   for (const b of blobs.values()) totalSize += b.size;
-  return { root: top, digest, manifests, blobs, platforms, filtered, totalSize };
+  const image: CollectedImage = { root: top, digest, manifests, blobs, platforms, filtered, totalSize, signatures: [] };
+  if (signaturesP) {
+    image.signatures = unwrap(await signaturesP);
+    // Children of nested indexes are known only now; rare, so they cost a round trip more.
+    const seen = new Set(firstSubjects);
+    const deeper = manifests
+      .filter((m) => m.role === "child" && !seen.has(m.digest))
+      .slice(0, Math.max(0, MAX_SIGNED_CHILDREN - (firstSubjects.length - (filtered ? 0 : 1))))
+      .map((m) => m.digest);
+    if (deeper.length > 0) image.signatures.push(...(await collectSignatures(store, deeper, undefined)));
+  }
+  return image;
 }
 
 async function walkChildren(
@@ -192,27 +217,37 @@ export function signatureTags(digest: string): string[] {
   return SIGNATURE_SUFFIXES.map((s) => `${digest.replace(":", "-")}.${s}`);
 }
 
-export async function collectSignatures(source: ImageStore, image: CollectedImage, sourceDigest: string): Promise<WalkedManifest[]> {
-  const subjects = image.filtered ? [] : [sourceDigest];
-  subjects.push(
-    ...image.manifests
-      .filter((m) => m.role === "child")
-      .slice(0, MAX_SIGNED_CHILDREN)
-      .map((m) => m.digest),
-  );
+/** The image (unless filtered) and its children, whose signature tags a copy looks for. */
+export function signatureSubjects(image: CollectedImage): string[] {
+  const children = image.manifests.filter((m) => m.role === "child").slice(0, MAX_SIGNED_CHILDREN);
+  return [...(image.filtered ? [] : [image.digest]), ...children.map((m) => m.digest)];
+}
+
+/**
+ * Cosign-scheme signature tags and OCI referrers of the image (unless filtered: a new index has
+ * none) and of its children. Every look-up starts at once: each is one round trip to the source.
+ */
+export async function collectSignatures(
+  source: ImageStore,
+  subjects: string[],
+  imageDigest: string | undefined,
+): Promise<WalkedManifest[]> {
   const tags = subjects.flatMap(signatureTags);
-  const found = await mapLimit(tags, MANIFEST_CONCURRENCY, async (t) => ((await source.headManifest(t)) ? t : undefined));
-  const out: WalkedManifest[] = [];
-  for (const tag of found) {
-    if (!tag) continue;
-    out.push({ ...(await walkOne(source, tag)), role: "signature", tag });
-  }
-  if (!image.filtered && source.referrers) {
-    // Registries without the OCI 1.1 API answer 404 (undefined); other failures only cost the extras.
-    const refs = await source.referrers(sourceDigest).catch(() => undefined);
-    for (const r of refs ?? []) out.push({ ...(await walkOne(source, r.digest)), role: "referrer" });
-  }
-  return out;
+  // Registries without the OCI 1.1 API answer 404 (undefined); other failures only cost the extras.
+  const referrersP = imageDigest && source.referrers ? source.referrers(imageDigest).catch(() => undefined) : undefined;
+  const [found, refs] = await Promise.all([
+    mapLimit(tags, MANIFEST_CONCURRENCY, async (t) => ((await source.headManifest(t)) ? t : undefined)),
+    referrersP,
+  ]);
+  const wanted: { ref: string; role: "signature" | "referrer"; tag?: string }[] = [
+    ...found.filter((t): t is string => t !== undefined).map((t) => ({ ref: t, role: "signature" as const, tag: t })),
+    ...(refs ?? []).map((r) => ({ ref: r.digest, role: "referrer" as const })),
+  ];
+  return mapLimit(wanted, MANIFEST_CONCURRENCY, async (w) => ({
+    ...(await walkOne(source, w.ref)),
+    role: w.role,
+    ...(w.tag ? { tag: w.tag } : {}),
+  }));
 }
 
 async function walkOne(store: ImageStore, reference: string): Promise<WalkedManifest> {

@@ -3,6 +3,7 @@
 // testable alone and the serialized provider stays a few lines.
 import { lineProgress, type ProgressSink } from "../http/progress";
 import { ImageyardError, isImageyardError } from "../http/errors";
+import { settle, unwrap } from "../http/retry";
 import type { Lifecycle, OperationContext } from "./forward";
 import { checkTimeouts, timeoutMs, timeoutSeconds, type TimeoutValue, type Timeouts } from "./timeouts";
 import { changedKeys, compact, diffResult, isUnknown, providerChanged, type CheckFailure, type DiffResult } from "./diff";
@@ -13,6 +14,7 @@ import {
   removeImage,
   resolveTarget,
   summarizePlan,
+  type CopyPlan,
   type CopyRequest,
   type CopyResult,
 } from "../oci/copy";
@@ -139,7 +141,7 @@ export async function checkMirror(
   // once per image. A new mirror is always planned: plan it (unpinned) and probe the push while the
   // tag resolves, instead of one after the other.
   const speculate = olds.sourceDigest === undefined && targetKnown;
-  const early = speculate ? { plan: settle(planCopy(copyRequest(inputs))), probe: settle(probePush(inputs)) } : undefined;
+  const early = speculate ? { plan: settle(planPreview(inputs)), probe: settle(probePush(inputs)) } : undefined;
   try {
     const info = await inspectImage(news.source, registryOptions(news.sourceAuth, news.sourceTls, "source", news.rateLimitWait));
     if (!info)
@@ -161,10 +163,10 @@ export async function checkMirror(
   const moved = inputs.sourceDigest !== olds.sourceDigest || olds.target !== news.target;
   if (moved && targetKnown) {
     try {
-      const pending = early ?? { plan: settle(planCopy(copyRequest(inputs))), probe: settle(probePush(inputs)) };
+      const pending = early ?? { plan: settle(planPreview(inputs)), probe: settle(probePush(inputs)) };
       let plan = unwrap(await pending.plan);
       // The tag moved between the two reads: plan exactly the digest check resolved.
-      if (plan.sourceDigest !== inputs.sourceDigest) plan = await planCopy(copyRequest(inputs));
+      if (plan.sourceDigest !== inputs.sourceDigest) plan = await planPreview(inputs);
       // A pull-only account is fine for a mirror that is already up to date.
       if (!plan.upToDate) unwrap(await pending.probe);
       log(`${news.target}: ${summarizePlan(plan)}`);
@@ -175,19 +177,9 @@ export async function checkMirror(
   return { inputs, failures };
 }
 
-type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
-
-/** Runs a promise to completion without letting an unawaited failure become an unhandled rejection. */
-function settle<T>(p: Promise<T>): Promise<Settled<T>> {
-  return p.then(
-    (value) => ({ ok: true, value }),
-    (error: unknown) => ({ ok: false, error }),
-  );
-}
-
-function unwrap<T>(s: Settled<T>): T {
-  if (!s.ok) throw s.error;
-  return s.value;
+/** What preview shows of a copy, without the look-ups only the copy needs (one round trip to the source). */
+function planPreview(inputs: MirrorInputs): Promise<CopyPlan> {
+  return planCopy({ ...copyRequest(inputs), preview: true });
 }
 
 /**

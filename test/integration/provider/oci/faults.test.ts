@@ -125,24 +125,28 @@ describe("§4.2 rate limits", () => {
   it("pauses every request to a host that said RateLimit-Remaining: 0 until RateLimit-Reset", async () => {
     const p = await proxied(upstream, [
       {
-        method: "HEAD",
+        path: /\/manifests\//,
         times: 1,
         fault: { kind: "headers", headers: { "ratelimit-limit": "100;w=60", "ratelimit-remaining": "0;w=60", "ratelimit-reset": "2" } },
       },
     ]);
-    const r = await copyImage(fromProxy(p, "reset"));
+    // Pinned by digest, so the manifest GET is the only request to the source until it answers.
+    const r = await copyImage(fromProxy(p, "reset", { source: `${p.host}/${run}/app@${image.digest}` }));
     expect(r.digest).toBe(image.digest);
     const [first, second] = p.requests;
+    expect(first!.path).toContain("/manifests/");
     expect(second!.at - first!.at).toBeGreaterThanOrEqual(1800);
   });
 
   it("shares one budget per registry host across copies: the second copy finds it spent", async () => {
     const rules = (): FaultRule[] => [{ times: 1, fault: { kind: "status", status: 429, headers: { "retry-after": "2" } } }];
     const p = await proxied(upstream, rules());
-    const first = await copyImage(fromProxy(p, "budget-a", { rateLimitBudgetMs: 3000 }));
+    // Pinned by digest, so the first request is the one the copy needs (no HEAD to race a GET).
+    const pinned = { source: `${p.host}/${run}/app@${image.digest}`, rateLimitBudgetMs: 3000 };
+    const first = await copyImage(fromProxy(p, "budget-a", pinned));
     expect(first.digest).toBe(image.digest);
     p.setRules(rules());
-    const err = await copyImage(fromProxy(p, "budget-b", { rateLimitBudgetMs: 3000 })).catch((e: unknown) => e);
+    const err = await copyImage(fromProxy(p, "budget-b", pinned)).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "TOO_MANY_REQUESTS", retryable: false });
     expect((err as Error).message).toMatch(new RegExp(`${p.host.replace(/\./g, "\\.")}.*rate-limit.*budget`));
   });
