@@ -8,7 +8,7 @@ import { mapLimit } from "../http/retry";
 import type { WaitBoard } from "../http/waits";
 import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, type ImageLocation } from "./location";
 import { parsePlatform, type Descriptor } from "./manifest";
-import type { ManifestResponse, RegistryClient, RegistryOptions } from "./registry";
+import { forgetManifests, type ManifestResponse, type RegistryClient, type RegistryOptions } from "./registry";
 import { openRegistryStore, type ImageStore } from "./store";
 import {
   collectImage,
@@ -164,8 +164,10 @@ export function mountSource(digest: string, registry: string, repository: string
   return undefined;
 }
 
+/** Forgets what this process learned of registries: where blobs are, and the manifests it read. */
 export function forgetKnownLocations(): void {
   knownLocations.clear();
+  forgetManifests();
 }
 
 // Stores -------------------------------------------------------------------------------------

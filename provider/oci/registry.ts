@@ -47,6 +47,41 @@ export type UploadStart = { mounted: true } | { mounted: false; session: UploadS
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_TAG_PAGES = 1000;
 
+/**
+ * Manifests read in this process, by registry, repository, identity and digest. They are
+ * content-addressed and were verified when read, so a copy does not read again what its check (or
+ * an earlier copy) read: a round trip less per image, and on Docker Hub a counted pull less.
+ * Bounded in bytes; the least recently used go first.
+ */
+const manifestCache = new Map<string, ManifestResponse>();
+let manifestCacheBytes = 0;
+const MANIFEST_CACHE_BYTES = 16 * 1024 * 1024;
+
+function readCachedManifest(key: string): ManifestResponse | undefined {
+  const m = manifestCache.get(key);
+  if (!m) return undefined;
+  manifestCache.delete(key);
+  manifestCache.set(key, m);
+  return { ...m };
+}
+
+function cacheManifest(key: string, m: ManifestResponse): void {
+  if (m.bytes.length > MANIFEST_CACHE_BYTES / 16 || manifestCache.has(key)) return;
+  manifestCache.set(key, { ...m });
+  manifestCacheBytes += m.bytes.length;
+  for (const [k, old] of manifestCache) {
+    if (manifestCacheBytes <= MANIFEST_CACHE_BYTES) break;
+    manifestCache.delete(k);
+    manifestCacheBytes -= old.bytes.length;
+  }
+}
+
+/** Forgets every manifest read so far (tests that count requests). */
+export function forgetManifests(): void {
+  manifestCache.clear();
+  manifestCacheBytes = 0;
+}
+
 export class RegistryClient extends RegistryTransport {
   // Manifests -------------------------------------------------------------------------------
 
@@ -73,6 +108,15 @@ export class RegistryClient extends RegistryTransport {
 
   /** The manifest bytes, verified: by digest they must hash to it; by tag to Docker-Content-Digest. */
   async getManifest(repo: string, reference: string): Promise<ManifestResponse> {
+    const cacheKey = (digest: string) => `${this.registry}/${repo}@${digest} as ${this.opts.credentials?.username ?? ""}`;
+    const hit = isDigest(reference) ? readCachedManifest(cacheKey(reference)) : undefined;
+    if (hit) return hit;
+    const m = await this.fetchManifest(repo, reference);
+    cacheManifest(cacheKey(m.digest), m);
+    return m;
+  }
+
+  private async fetchManifest(repo: string, reference: string): Promise<ManifestResponse> {
     const c = this.manifestCall(repo, reference, "pull", ["pull"]);
     const { bytes, res } = await this.withAttempts(c, async () => {
       const res = await this.once({ ...c, method: "GET", ok: [200], headers: { accept: MANIFEST_ACCEPT } });

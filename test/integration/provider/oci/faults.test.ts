@@ -139,7 +139,11 @@ describe("§4.2 rate limits", () => {
   });
 
   it("shares one budget per registry host across copies: the second copy finds it spent", async () => {
-    const rules = (): FaultRule[] => [{ times: 1, fault: { kind: "status", status: 429, headers: { "retry-after": "2" } } }];
+    // On a blob GET: a copy needs every one (a 429 on an optional look-up, such as referrers, only
+    // costs the extras), and blobs are read again by each copy (manifests come from this process's cache).
+    const rules = (): FaultRule[] => [
+      { method: "GET", path: /\/blobs\//, times: 1, fault: { kind: "status", status: 429, headers: { "retry-after": "2" } } },
+    ];
     const p = await proxied(upstream, rules());
     // Pinned by digest, so the first request is the one the copy needs (no HEAD to race a GET).
     const pinned = { source: `${p.host}/${run}/app@${image.digest}`, rateLimitBudgetMs: 3000 };

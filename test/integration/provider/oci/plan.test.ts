@@ -80,6 +80,7 @@ describe("planCopy against a source a round trip away", () => {
   });
 
   it("copies a source pinned by digest (what create gets from check) with blobs in the third round trip", async () => {
+    forgetKnownLocations();
     proxy.requests.length = 0;
     const r = await copyImage(request("pinned", `${proxy.host}/${run}/app@${image.digest}`));
     expect(r.digest).toBe(image.digest);
@@ -87,6 +88,18 @@ describe("planCopy against a source a round trip away", () => {
     expect(trips).toHaveLength(3);
     expect(trips[0]).toEqual([`GET /v2/${run}/app/manifests/D`]);
     expect(trips[2]!.every((q) => q.startsWith(`GET /v2/${run}/app/blobs/`))).toBe(true);
+  });
+
+  it("copies what check planned in this process without reading the manifest again: blobs in the second round trip", async () => {
+    forgetKnownLocations();
+    const plan = await planCopy({ ...request("after-check"), preview: true });
+    proxy.requests.length = 0;
+    const r = await copyImage(request("after-check", `${proxy.host}/${run}/app@${plan.sourceDigest}`));
+    expect(r.digest).toBe(image.digest);
+    const trips = roundTrips(proxy.requests);
+    expect(trips.flat()).not.toContain(`GET /v2/${run}/app/manifests/D`);
+    expect(trips).toHaveLength(2);
+    expect(trips[1]!.every((q) => q.startsWith(`GET /v2/${run}/app/blobs/`))).toBe(true);
   });
 
   it("answers an up-to-date mirror with one HEAD to the source and no GET", async () => {

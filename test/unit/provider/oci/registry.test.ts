@@ -5,7 +5,7 @@ import { isImageyardError } from "../../../../provider/http/errors";
 import { clearAuthCache } from "../../../../provider/oci/auth";
 import { DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST } from "../../../../provider/oci/media";
 import { manifestMediaType } from "../../../../provider/oci/manifest";
-import { nextLink, rangeEnd, RegistryClient, withQuery, type RegistryOptions } from "../../../../provider/oci/registry";
+import { forgetManifests, nextLink, rangeEnd, RegistryClient, withQuery, type RegistryOptions } from "../../../../provider/oci/registry";
 import { FakeRegistry, type FakeRegistryOptions } from "./fakeregistry";
 import { caught } from "../../../support/caught";
 
@@ -45,7 +45,10 @@ function image(f: FakeRegistry, repo: string, tag: string) {
   return { config, layer, manifest, digest: f.putManifest(repo, tag, manifest, OCI_MANIFEST) };
 }
 
-beforeEach(() => clearAuthCache());
+beforeEach(() => {
+  clearAuthCache();
+  forgetManifests();
+});
 afterEach(async () => {
   while (started.length) await started.pop()!.stop();
 });
@@ -68,6 +71,19 @@ describe("RegistryClient against an anonymous registry", () => {
     expect(await c.deleteManifest("team/app", img.digest)).toBe(true);
     expect(await c.deleteManifest("team/app", img.digest)).toBe(false);
     expect(await c.headManifest("team/app", "v1")).toBeUndefined();
+  });
+
+  it("reads a manifest once per process: by digest after a read by tag, from any client of the same identity", async () => {
+    const img = image(fake, "team/app", "v1");
+    const requests: string[] = [];
+    expect((await client(fake, {}, requests).getManifest("team/app", "v1")).digest).toBe(img.digest);
+    const again = await client(fake, {}, requests).getManifest("team/app", img.digest);
+    expect(again.bytes.equals(img.manifest)).toBe(true);
+    expect(requests.filter((r) => r.startsWith("GET /v2/team/app/manifests/"))).toHaveLength(1);
+    // Another identity, or a tag (it may move), asks the registry.
+    await client(fake, { credentials: { username: "other", password: "p" } }, requests).getManifest("team/app", img.digest);
+    await client(fake, {}, requests).getManifest("team/app", "v1");
+    expect(requests.filter((r) => r.startsWith("GET /v2/team/app/manifests/"))).toHaveLength(3);
   });
 
   it("falls back to one GET when a HEAD answer lacks the digest", async () => {
