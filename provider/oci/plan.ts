@@ -10,14 +10,7 @@ import { digestOfLocation, parseLocation, pinnedLocation, resolveTarget, tagOf, 
 import { parsePlatform, type Descriptor } from "./manifest";
 import { forgetManifests, type ManifestResponse, type RegistryClient, type RegistryOptions } from "./registry";
 import { openRegistryStore, type ImageStore } from "./store";
-import {
-  collectImage,
-  collectSignatures,
-  MANIFEST_CONCURRENCY,
-  signatureSubjects,
-  type PlannedManifest,
-  type WalkedManifest,
-} from "./walk";
+import { collectImage, collectImageSignatures, MANIFEST_CONCURRENCY, type PlannedManifest, type WalkedManifest } from "./walk";
 
 export type { ManifestRole, PlannedManifest } from "./walk";
 
@@ -256,8 +249,7 @@ export async function planCopy(request: CopyRequest, deps: CopyDeps = {}): Promi
   }
 
   let signatures = image.signatures;
-  if (withSignatures && !signaturesEarly)
-    signatures = await collectSignatures(source, signatureSubjects(image), image.filtered ? undefined : sourceDigest);
+  if (withSignatures && !signaturesEarly) signatures = await collectImageSignatures(source, image);
   if (tag !== undefined) image.root.tag = tag;
   const manifests = [...image.manifests, ...signatures.filter((m) => m.role !== "referrer"), image.root];
   // Referrers name their subject; they go after it, still before nothing else depends on them.

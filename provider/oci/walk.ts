@@ -114,14 +114,8 @@ export async function collectImage(
   for (const b of blobs.values()) totalSize += b.size;
   const image: CollectedImage = { root: top, digest, manifests, blobs, platforms, filtered, totalSize, signatures: [] };
   if (signaturesP) {
-    image.signatures = unwrap(await signaturesP);
     // Children of nested indexes are known only now; rare, so they cost a round trip more.
-    const seen = new Set(firstSubjects);
-    const deeper = manifests
-      .filter((m) => m.role === "child" && !seen.has(m.digest))
-      .slice(0, Math.max(0, MAX_SIGNED_CHILDREN - (firstSubjects.length - (filtered ? 0 : 1))))
-      .map((m) => m.digest);
-    if (deeper.length > 0) image.signatures.push(...(await collectSignatures(store, deeper, undefined)));
+    image.signatures = [...unwrap(await signaturesP), ...(await collectImageSignatures(store, image, new Set(firstSubjects)))];
   }
   return image;
 }
@@ -217,17 +211,26 @@ export function signatureTags(digest: string): string[] {
   return SIGNATURE_SUFFIXES.map((s) => `${digest.replace(":", "-")}.${s}`);
 }
 
-/** The image (unless filtered) and its children, whose signature tags a copy looks for. */
-export function signatureSubjects(image: CollectedImage): string[] {
+/**
+ * Signature tags and referrers of a walked image: of the image itself (unless filtered: a new
+ * index has none) and of its children, leaving out subjects already looked up.
+ */
+export async function collectImageSignatures(
+  store: ImageStore,
+  image: CollectedImage,
+  done = new Set<string>(),
+): Promise<WalkedManifest[]> {
   const children = image.manifests.filter((m) => m.role === "child").slice(0, MAX_SIGNED_CHILDREN);
-  return [...(image.filtered ? [] : [image.digest]), ...children.map((m) => m.digest)];
+  const subjects = [...(image.filtered ? [] : [image.digest]), ...children.map((m) => m.digest)].filter((d) => !done.has(d));
+  const referred = image.filtered || done.has(image.digest) ? undefined : image.digest;
+  return subjects.length > 0 || referred ? collectSignatures(store, subjects, referred) : [];
 }
 
 /**
  * Cosign-scheme signature tags and OCI referrers of the image (unless filtered: a new index has
  * none) and of its children. Every look-up starts at once: each is one round trip to the source.
  */
-export async function collectSignatures(
+async function collectSignatures(
   source: ImageStore,
   subjects: string[],
   imageDigest: string | undefined,
