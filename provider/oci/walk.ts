@@ -230,11 +230,7 @@ export async function collectImageSignatures(
  * Cosign-scheme signature tags and OCI referrers of the image (unless filtered: a new index has
  * none) and of its children. Every look-up starts at once: each is one round trip to the source.
  */
-async function collectSignatures(
-  source: ImageStore,
-  subjects: string[],
-  imageDigest: string | undefined,
-): Promise<WalkedManifest[]> {
+async function collectSignatures(source: ImageStore, subjects: string[], imageDigest: string | undefined): Promise<WalkedManifest[]> {
   const tags = subjects.flatMap(signatureTags);
   // Registries without the OCI 1.1 API answer 404 (undefined); other failures only cost the extras.
   const referrersP = imageDigest && source.referrers ? source.referrers(imageDigest).catch(() => undefined) : undefined;
